@@ -1,0 +1,77 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::codex::{ApprovalAnswer, CodexSettings};
+use crate::jobs::EngineSettings;
+use crate::server::ServerSettings;
+
+/// An MCP server that runs OpenAI Codex coding tasks as background jobs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The Codex CLI to run (`codex mcp-server` needs Codex 0.153 or earlier).
+    #[arg(long, env = "CODEX_BIN", default_value = "codex")]
+    pub codex_bin: String,
+
+    /// A Codex config override, passed to Codex as `-c KEY=VALUE`. Repeatable.
+    #[arg(long = "codex-config", value_name = "KEY=VALUE", value_parser = parse_override)]
+    pub codex_config: Vec<String>,
+
+    /// How to answer Codex's requests to run a command or apply a patch.
+    #[arg(long, value_enum, default_value_t = ApprovalAnswer::Decline)]
+    pub approvals: ApprovalAnswer,
+
+    /// Turns running in Codex at once; more wait as `queued`.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_jobs: u16,
+
+    /// The longest a single job_wait call may block, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub max_wait_seconds: u64,
+
+    /// How often job_wait sends progress notifications while it waits, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub progress_interval_ms: u64,
+
+    /// How long Codex gets to confirm a cancel before the job is settled anyway, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub cancel_grace_ms: u64,
+}
+
+fn parse_override(value: &str) -> Result<String, String> {
+    match value.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => Ok(value.to_owned()),
+        _ => Err(format!(
+            "{value:?} is not KEY=VALUE; write e.g. --codex-config model=\"gpt-5.2\""
+        )),
+    }
+}
+
+impl Cli {
+    pub fn codex_settings(&self) -> CodexSettings {
+        CodexSettings {
+            bin: self.codex_bin.clone(),
+            config_overrides: self.codex_config.clone(),
+            approvals: self.approvals,
+        }
+    }
+
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            max_concurrent_jobs: usize::from(self.max_concurrent_jobs),
+            cancel_grace: Duration::from_millis(self.cancel_grace_ms),
+            default_cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        }
+    }
+
+    pub fn server_settings(&self) -> ServerSettings {
+        ServerSettings {
+            max_wait: Duration::from_secs(self.max_wait_seconds),
+            progress_interval: Duration::from_millis(self.progress_interval_ms),
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The backend for `codex mcp-server` (Codex 0.153 and earlier): one long-lived child, spoken to
+//! as an MCP client over newline-delimited JSON-RPC.
+//!
+//! A turn is one `tools/call` of `codex` (new thread) or `codex-reply` (same thread); its progress
+//! arrives as `codex/event` notifications tagged with the call's id in `_meta.requestId`, and its
+//! answer ends the turn. One task reads the child's stdout and turns each message into a
+//! [`BackendEvent`] in the order it was read. Quirks of the real binary that shape this file:
+//!
+//! - a cancelled call is never answered; `turn_aborted` is the last word about it;
+//! - after a cancel, Codex tags the next `codex-reply`'s events, and answers it, under the
+//!   *cancelled* id, so events and answers are routed by job, not by id alone;
+//! - approval requests are `elicitation/create` with `codex_*` fields, and only a
+//!   `{"decision": ...}` answer is read;
+//! - the child does not exit on stdin EOF while a call is unanswered, so it is killed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::mcp_events::{self, Mapped};
+use super::rpc::{self, Incoming, RpcChild, RpcError, RpcReader};
+use super::{
+    ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, ThreadRef,
+    TurnEnd, TurnInput, Update, detect,
+};
+use crate::jobs::{EventKind, JobId, ThreadOptions};
+
+/// How long the `initialize` handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a child that closed its stdout gets to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// The approval policies `codex mcp-server` accepts.
+const APPROVAL_POLICIES: [&str; 2] = ["on-request", "never"];
+
+pub struct McpServerBackend {
+    settings: CodexSettings,
+    version: detect::Version,
+    events: mpsc::Sender<BackendEvent>,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+}
+
+/// One running `codex mcp-server` child and the jobs it is serving.
+struct Session {
+    rpc: RpcChild,
+    routes: Mutex<Routes>,
+}
+
+/// Which job a message belongs to.
+#[derive(Default)]
+struct Routes {
+    /// Every `tools/call` id this child was sent, to the job it was for.
+    by_request: HashMap<i64, JobId>,
+    by_thread: HashMap<String, JobId>,
+    /// Jobs with a turn running in this child, and the id of that turn's call.
+    running: HashMap<JobId, RunningTurn>,
+}
+
+struct RunningTurn {
+    request_id: i64,
+    task_complete: Option<Value>,
+}
+
+impl Routes {
+    fn job_for(&self, request_id: Option<i64>, thread_id: Option<&str>) -> Option<JobId> {
+        request_id
+            .and_then(|id| self.by_request.get(&id))
+            .or_else(|| thread_id.and_then(|t| self.by_thread.get(t)))
+            .cloned()
+    }
+}
+
+impl McpServerBackend {
+    /// Checks the binary, starts the child and completes the MCP handshake.
+    pub async fn start(
+        settings: CodexSettings,
+        events: mpsc::Sender<BackendEvent>,
+    ) -> anyhow::Result<Self> {
+        let version = detect::require_mcp_server(&settings.bin).await?;
+        tracing::info!(codex = %settings.bin, %version, "using codex mcp-server");
+        let backend = Self {
+            settings,
+            version,
+            events,
+            session: tokio::sync::Mutex::new(None),
+        };
+        backend.session().await?;
+        Ok(backend)
+    }
+
+    /// The live session, starting a new child if there is none or the last one died.
+    async fn session(&self) -> Result<Arc<Session>, BackendError> {
+        let mut slot = self.session.lock().await;
+        if let Some(session) = slot.as_ref().filter(|s| !s.rpc.has_exited()) {
+            return Ok(session.clone());
+        }
+        let session = self.spawn_session().await?;
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+
+    async fn spawn_session(&self) -> Result<Arc<Session>, BackendError> {
+        let mut command = Command::new(&self.settings.bin);
+        for override_ in &self.settings.config_overrides {
+            command.arg("-c").arg(override_);
+        }
+        command.arg("mcp-server");
+        let (rpc, reader) = rpc::spawn(command).map_err(|e| {
+            BackendError::Unavailable(format!("could not start `{}`: {e}", self.settings.bin))
+        })?;
+        let session = Arc::new(Session {
+            rpc,
+            routes: Mutex::new(Routes::default()),
+        });
+        tokio::spawn(read_loop(
+            session.clone(),
+            reader,
+            self.events.clone(),
+            self.settings.approvals,
+        ));
+        let init = session
+            .rpc
+            .call(
+                "initialize",
+                json!({
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {"elicitation": {}},
+                    "clientInfo": {"name": "codex-async-mcp", "version": env!("CARGO_PKG_VERSION")},
+                }),
+                HANDSHAKE_TIMEOUT,
+            )
+            .await;
+        let handshake = match init {
+            Ok(_) => session.rpc.notify("notifications/initialized", json!({})).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = handshake {
+            session.rpc.kill();
+            let exit = session.rpc.exit_info(EXIT_GRACE).await;
+            return Err(BackendError::Unavailable(format!(
+                "`{} mcp-server` failed its MCP handshake ({e}); Codex: {exit}",
+                self.settings.bin
+            )));
+        }
+        tracing::info!(pid = ?session.rpc.pid(), "codex mcp-server is ready");
+        Ok(session)
+    }
+}
+
+/// The arguments of the `codex` tool for a new thread.
+fn codex_arguments(prompt: &str, options: &ThreadOptions) -> Value {
+    let mut args = serde_json::Map::new();
+    args.insert("prompt".into(), json!(prompt));
+    args.insert("cwd".into(), json!(options.cwd));
+    let optional = [
+        ("model", &options.model),
+        ("approval-policy", &options.approval_policy),
+        ("sandbox", &options.sandbox),
+        ("base-instructions", &options.base_instructions),
+        ("developer-instructions", &options.developer_instructions),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            args.insert(key.into(), json!(value));
+        }
+    }
+    let mut config = options.config.clone().unwrap_or_default();
+    if let Some(profile) = &options.profile {
+        config.insert("profile".into(), json!(profile));
+    }
+    if !config.is_empty() {
+        args.insert("config".into(), Value::Object(config));
+    }
+    Value::Object(args)
+}
+
+impl Backend for McpServerBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "mcp-server",
+            codex_version: self.version.to_string(),
+        }
+    }
+
+    fn validate(&self, options: &ThreadOptions) -> Result<(), String> {
+        match options.approval_policy.as_deref() {
+            Some(policy) if !APPROVAL_POLICIES.contains(&policy) => Err(format!(
+                "approval_policy {policy:?} is not supported by codex mcp-server {}; use one of {}",
+                self.version,
+                APPROVAL_POLICIES.join(", ")
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn start_turn<'a>(
+        &'a self,
+        job: &'a JobId,
+        input: TurnInput,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            let session = self.session().await?;
+            let id = session.rpc.reserve_id();
+            let (tool, arguments) = match &input.thread {
+                ThreadRef::New(options) => ("codex", codex_arguments(&input.prompt, options)),
+                ThreadRef::Existing(thread_id) => (
+                    "codex-reply",
+                    json!({"threadId": thread_id, "prompt": input.prompt}),
+                ),
+            };
+            // File the routes before the request goes out: Codex may answer at once.
+            if let Ok(mut routes) = session.routes.lock() {
+                routes.by_request.insert(id, job.clone());
+                if let ThreadRef::Existing(thread_id) = &input.thread {
+                    routes.by_thread.insert(thread_id.clone(), job.clone());
+                }
+                routes.running.insert(
+                    job.clone(),
+                    RunningTurn {
+                        request_id: id,
+                        task_complete: None,
+                    },
+                );
+            }
+            let sent = session
+                .rpc
+                .send_routed(id, "tools/call", json!({"name": tool, "arguments": arguments}))
+                .await;
+            if let Err(e) = sent {
+                if let Ok(mut routes) = session.routes.lock() {
+                    routes.running.remove(job);
+                }
+                return Err(BackendError::Io(e.to_string()));
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            let session = self.session.lock().await.clone();
+            let Some(session) = session else {
+                return Err(BackendError::NoRunningTurn);
+            };
+            let request_id = session
+                .routes
+                .lock()
+                .ok()
+                .and_then(|r| r.running.get(job).map(|t| t.request_id))
+                .ok_or(BackendError::NoRunningTurn)?;
+            session
+                .rpc
+                .notify(
+                    "notifications/cancelled",
+                    json!({"requestId": request_id, "reason": "cancelled with job_cancel"}),
+                )
+                .await
+                .map_err(|e| BackendError::Io(e.to_string()))
+        }
+        .boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        async move {
+            if let Some(session) = self.session.lock().await.take() {
+                session.rpc.kill();
+                session.rpc.exit_info(EXIT_GRACE).await;
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Reads the child's stdout to the end, reporting each message in order, then fails the turns
+/// the child was running.
+async fn read_loop(
+    session: Arc<Session>,
+    mut reader: RpcReader,
+    events: mpsc::Sender<BackendEvent>,
+    approvals: ApprovalAnswer,
+) {
+    let mut out = Outbox { events };
+    while let Some(message) = reader.next().await {
+        match message {
+            Incoming::Notification { method, params } if method == "codex/event" => {
+                on_codex_event(&session, &mut out, params).await;
+            }
+            Incoming::Notification { method, .. } => {
+                tracing::debug!(%method, "ignoring notification from codex");
+            }
+            Incoming::Request { id, method, params }
+                if method == "elicitation/create" && params.get("codex_elicitation").is_some() =>
+            {
+                on_approval(&session, &mut out, id, params, approvals).await;
+            }
+            Incoming::Request { id, method, .. } => {
+                tracing::warn!(%method, "codex sent a request we do not handle");
+                let message = format!("codex-async-mcp does not handle `{method}`");
+                if let Err(e) = session.rpc.respond_error(id, -32601, &message).await {
+                    tracing::warn!(error = %e, "could not answer codex");
+                }
+            }
+            Incoming::Response { id, outcome } => on_turn_answer(&session, &mut out, id, outcome).await,
+            Incoming::Garbage(line) => {
+                let shown: String = line.chars().take(200).collect();
+                tracing::warn!(line = %shown, "codex wrote a line that is not JSON-RPC; ignored");
+            }
+        }
+    }
+
+    let exit = session.rpc.exit_info(EXIT_GRACE).await;
+    tracing::warn!(%exit, "codex mcp-server exited");
+    let orphaned: Vec<JobId> = session
+        .routes
+        .lock()
+        .map(|mut r| r.running.drain().map(|(job, _)| job).collect())
+        .unwrap_or_default();
+    for job in orphaned {
+        let error = format!("Codex exited while the turn was running ({exit})");
+        let data = json!({"exit_status": exit.status, "stderr_tail": exit.stderr_tail});
+        out.send(job, Update::TurnEnded(TurnEnd::Failed { error, data }))
+            .await;
+    }
+}
+
+/// Where the reader's reports go.
+struct Outbox {
+    events: mpsc::Sender<BackendEvent>,
+}
+
+impl Outbox {
+    async fn send(&mut self, job: JobId, update: Update) {
+        if self.events.send(BackendEvent { job, update }).await.is_err() {
+            tracing::debug!("the engine is gone; dropping a codex event");
+        }
+    }
+}
+
+async fn on_codex_event(session: &Session, out: &mut Outbox, params: Value) {
+    let meta = params.get("_meta");
+    let request_id = meta.and_then(|m| m.get("requestId")).and_then(Value::as_i64);
+    let thread_id = meta.and_then(|m| m.get("threadId")).and_then(Value::as_str);
+    let Some(msg) = params.get("msg") else {
+        tracing::warn!("codex/event without msg; ignored");
+        return;
+    };
+    let mapped = mcp_events::map(msg);
+    // Decide routing and turn bookkeeping under the lock, send after releasing it.
+    let update = {
+        let Ok(mut routes) = session.routes.lock() else {
+            return;
+        };
+        let Some(job) = routes.job_for(request_id, thread_id) else {
+            tracing::debug!(?request_id, "codex/event for no known job; ignored");
+            return;
+        };
+        let update = match mapped {
+            Mapped::Skip => None,
+            Mapped::Record(kind, data) => Some(Update::Event { kind, data }),
+            Mapped::ThreadStarted { thread_id, data } => {
+                routes.by_thread.insert(thread_id.clone(), job.clone());
+                Some(Update::Thread { thread_id, data })
+            }
+            Mapped::TaskComplete(msg) => {
+                if let Some(turn) = routes.running.get_mut(&job) {
+                    turn.task_complete = Some(msg);
+                }
+                None
+            }
+            Mapped::Aborted { reason, data } => routes
+                .running
+                .remove(&job)
+                .map(|_| Update::TurnEnded(TurnEnd::Interrupted { reason, data })),
+        };
+        update.map(|u| (job, u))
+    };
+    if let Some((job, update)) = update {
+        out.send(job, update).await;
+    }
+}
+
+/// The answer to a turn's `tools/call` ends that job's running turn, whichever id it came under.
+async fn on_turn_answer(
+    session: &Session,
+    out: &mut Outbox,
+    id: i64,
+    outcome: Result<Value, RpcError>,
+) {
+    let ended = session.routes.lock().ok().and_then(|mut routes| {
+        let job = routes.by_request.get(&id).cloned()?;
+        let turn = routes.running.remove(&job)?;
+        Some((job, turn))
+    });
+    let Some((job, turn)) = ended else {
+        tracing::debug!(id, "late answer from codex for a settled turn; ignored");
+        return;
+    };
+    let end = match outcome {
+        Ok(result) => {
+            let content = result
+                .pointer("/structuredContent/content")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| {
+                    result
+                        .pointer("/content/0/text")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+            let data = json!({"codex": {"result": result, "task_complete": turn.task_complete}});
+            if result.get("isError").and_then(Value::as_bool) == Some(true) {
+                TurnEnd::Failed {
+                    error: content.unwrap_or_else(|| "Codex reported an error".to_owned()),
+                    data,
+                }
+            } else {
+                TurnEnd::Completed {
+                    result: content,
+                    data,
+                }
+            }
+        }
+        Err(e) => TurnEnd::Failed {
+            error: e.to_string(),
+            data: json!({}),
+        },
+    };
+    out.send(job, Update::TurnEnded(end)).await;
+}
+
+/// Answers an approval request by the server's policy, recording the request and the answer.
+async fn on_approval(
+    session: &Session,
+    out: &mut Outbox,
+    id: Value,
+    params: Value,
+    policy: ApprovalAnswer,
+) {
+    let call_id = params
+        .get("codex_mcp_tool_call_id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<i64>().ok());
+    let thread_id = params.get("threadId").and_then(Value::as_str);
+    let job = session
+        .routes
+        .lock()
+        .ok()
+        .and_then(|r| r.job_for(call_id, thread_id));
+    let (decision, resolved) = match policy {
+        ApprovalAnswer::Approve => ("approved", "approved"),
+        ApprovalAnswer::Decline => ("denied", "declined"),
+    };
+    let approval_id = format!("codex-{id}");
+    let kind = match params.get("codex_elicitation").and_then(Value::as_str) {
+        Some("patch-approval") => "file_change",
+        _ => "command",
+    };
+    if let Some(job) = &job {
+        let data = json!({
+            "approval_id": approval_id,
+            "kind": kind,
+            "command": params.get("codex_command").map(mcp_events::command_line),
+            "cwd": params.get("codex_cwd"),
+            "reason": params.get("message"),
+            "codex": params,
+        });
+        out.send(job.clone(), Update::Event { kind: EventKind::ApprovalRequested, data })
+            .await;
+    } else {
+        tracing::warn!(?call_id, "approval request for no known job; declining");
+    }
+    let decision = if job.is_some() { decision } else { "denied" };
+    let answered = session.rpc.respond(id, json!({"decision": decision})).await;
+    if let Some(job) = job {
+        let data = json!({
+            "approval_id": approval_id,
+            "decision": if decision == "approved" { resolved } else { "declined" },
+            "decided_by": "server_policy",
+            "delivered": answered.is_ok(),
+            "codex": {"decision": decision},
+        });
+        out.send(job, Update::Event { kind: EventKind::ApprovalResolved, data })
+            .await;
+    }
+}

@@ -1,0 +1,122 @@
+//! Upstream: the Codex child process.
+//!
+//! A [`Backend`] runs turns in Codex and reports what happens as [`BackendEvent`]s on one bounded
+//! channel, in the order the child wrote them. The engine ([`crate::jobs`]) decides what they
+//! mean for a job's status; nothing here knows which tools we serve.
+//!
+//! - [`rpc`]: a JSON-RPC 2.0 peer over a child's stdio (ids, pending calls, exit and stderr).
+//! - [`detect`]: which Codex a binary is.
+//! - [`mcp_server`]: the backend for `codex mcp-server` (Codex up to 0.153).
+//! - [`mcp_events`]: the mapping of `codex/event` messages onto our event vocabulary.
+
+pub mod detect;
+mod mcp_events;
+mod mcp_server;
+mod rpc;
+
+pub use mcp_server::McpServerBackend;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::jobs::{EventKind, JobId, ThreadOptions};
+
+/// How to start Codex: the binary, `-c` overrides, and how to answer approval requests.
+#[derive(Clone, Debug)]
+pub struct CodexSettings {
+    pub bin: String,
+    /// Passed to every Codex child as `-c KEY=VALUE`.
+    pub config_overrides: Vec<String>,
+    pub approvals: ApprovalAnswer,
+}
+
+/// How the server answers Codex's approval requests on the user's behalf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApprovalAnswer {
+    /// Refuse: Codex tells the model the command was rejected and the turn carries on.
+    Decline,
+    /// Allow the command or patch.
+    Approve,
+}
+
+/// What a backend reports about a job. Sent in the order Codex produced it.
+#[derive(Debug)]
+pub struct BackendEvent {
+    pub job: JobId,
+    pub update: Update,
+}
+
+#[derive(Debug)]
+pub enum Update {
+    /// An event to record as it is.
+    Event { kind: EventKind, data: Value },
+    /// Codex created the job's thread; recorded as `thread_started`.
+    Thread { thread_id: String, data: Value },
+    /// The running turn ended.
+    TurnEnded(TurnEnd),
+}
+
+#[derive(Debug)]
+pub enum TurnEnd {
+    Completed { result: Option<String>, data: Value },
+    Failed { error: String, data: Value },
+    /// Codex stopped the turn before it finished (after an interrupt, or on its own).
+    Interrupted { reason: String, data: Value },
+}
+
+/// The channel a backend reports on. Bounded, so a flood from Codex slows the reader down
+/// instead of growing memory.
+pub fn event_channel() -> (mpsc::Sender<BackendEvent>, mpsc::Receiver<BackendEvent>) {
+    mpsc::channel(1024)
+}
+
+/// Which conversation a turn belongs to.
+#[derive(Clone, Debug)]
+pub enum ThreadRef {
+    /// Start a new Codex thread with these options.
+    New(ThreadOptions),
+    /// Continue the Codex thread with this id.
+    Existing(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct TurnInput {
+    pub prompt: String,
+    pub thread: ThreadRef,
+}
+
+/// Why a backend could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("Codex is not running and could not be restarted: {0}")]
+    Unavailable(String),
+    #[error("could not talk to Codex: {0}")]
+    Io(String),
+    #[error("no turn of this job is running in Codex")]
+    NoRunningTurn,
+}
+
+/// What the backend is, for logs and answers.
+#[derive(Clone, Debug)]
+pub struct BackendInfo {
+    pub name: &'static str,
+    pub codex_version: String,
+}
+
+/// A way of running turns in Codex.
+pub trait Backend: Send + Sync + 'static {
+    fn info(&self) -> BackendInfo;
+    /// Checks options against what this backend can do, before a job is accepted.
+    fn validate(&self, options: &ThreadOptions) -> Result<(), String>;
+    /// Hands a turn to Codex and returns once Codex has it; progress arrives as events.
+    fn start_turn<'a>(
+        &'a self,
+        job: &'a JobId,
+        input: TurnInput,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Asks Codex to stop the job's running turn. The turn's end arrives as an event.
+    fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Stops every Codex child for good.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}

@@ -1,0 +1,58 @@
+//! What can go wrong with a call to the engine. Each message names the problem and the way out;
+//! the tool layer returns it as a tool result with `isError: true`.
+
+use super::{JobId, JobStatus};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The caller named a job this server does not know.
+    #[error("no job has the id {0:?}; job_list shows the jobs this server knows")]
+    UnknownJob(String),
+    /// A `job_events` cursor past the job's newest event.
+    #[error(
+        "cursor {cursor} is past the end of job {job}'s events (its newest event is {last}); \
+         pass a cursor returned by job_events, or 0 to read from the start"
+    )]
+    EventCursorOutOfRange { job: JobId, cursor: u64, last: u64 },
+    /// A notification cursor past the newest notification.
+    #[error(
+        "cursor {cursor} is past the end of the notification feed (its newest entry is {last}); \
+         pass a cursor returned by job_notifications or job_wait, or 0 to read from the start"
+    )]
+    FeedCursorOutOfRange { cursor: u64, last: u64 },
+    #[error("prompt is empty; pass the task for Codex as `prompt`")]
+    MissingPrompt,
+    #[error("cwd {path:?} {problem}; pass an existing absolute directory, or leave cwd out to use {default:?}")]
+    BadCwd {
+        path: String,
+        problem: &'static str,
+        default: String,
+    },
+    /// Any other argument that cannot be used; the message says which and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error(
+        "job {job} is {status}: its turn {turn} has not finished. Wait for it with job_wait \
+         (job_id {job}) or stop it with job_cancel, then reply"
+    )]
+    ReplyWhileRunning {
+        job: JobId,
+        status: JobStatus,
+        turn: u32,
+    },
+    #[error(
+        "job {job} has no Codex thread to reply to: its first turn ended before Codex started \
+         one. Start a new job with job_start"
+    )]
+    NoThread { job: JobId },
+    #[error(
+        "job {job} is already {status}; there is nothing to cancel. Continue it with job_reply \
+         or start a new job"
+    )]
+    AlreadySettled { job: JobId, status: JobStatus },
+    #[error("the server is shutting down and takes no new turns")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

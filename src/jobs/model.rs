@@ -1,0 +1,290 @@
+//! The nouns of the engine: job ids, statuses, events and notifications, as clients see them.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A job's id: `job-` followed by a time-ordered UUID, so ids never repeat and sort by creation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    pub(crate) fn generate() -> Self {
+        Self(format!("job-{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a job stands. Derived from the job's facts by [`super::status::derive`], never set directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a free slot (`--max-concurrent-jobs`).
+    Queued,
+    /// A turn is running in Codex.
+    Running,
+    /// A turn is paused on a question only a person can answer.
+    InputRequired,
+    /// The latest turn finished; `result` holds its last agent message.
+    Completed,
+    /// The latest turn failed; `error` says why.
+    Failed,
+    /// The latest turn was cancelled with `job_cancel`; the thread takes `job_reply`.
+    Cancelled,
+    /// The latest turn was cut short by something other than `job_cancel`.
+    Interrupted,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::InputRequired,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::Interrupted,
+    ];
+
+    /// True when no turn is queued or running: the job waits for `job_reply` or nothing.
+    pub fn is_settled(self) -> bool {
+        !matches!(
+            self,
+            JobStatus::Queued | JobStatus::Running | JobStatus::InputRequired
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::InputRequired => "input_required",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The event vocabulary. It does not depend on the backend; the README lists it. Every event's
+/// `data` also carries Codex's original message under `codex`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Codex created the thread: `thread_id`, `model`, `cwd`.
+    ThreadStarted,
+    /// Codex began a turn: `turn_id`.
+    TurnStarted,
+    /// The prompt as Codex received it: `text`.
+    UserMessage,
+    /// A complete agent message: `text`.
+    AgentMessage,
+    /// A streamed piece of an agent message: `delta`. Hidden unless `include_deltas`.
+    AgentMessageDelta,
+    /// A reasoning summary: `text`.
+    Reasoning,
+    /// A streamed piece of reasoning: `delta`. Hidden unless `include_deltas`.
+    ReasoningDelta,
+    /// A shell command started: `call_id`, `command`, `cwd`.
+    CommandStarted,
+    /// Output of a running command: `call_id`, `stream`, `text`. Hidden unless `include_deltas`.
+    CommandOutputDelta,
+    /// A shell command ended: `call_id`, `command`, `exit_code`, `output`, `status`.
+    CommandCompleted,
+    /// Codex began applying a patch: `call_id`, `changes`.
+    FileChangeStarted,
+    /// A patch was applied or refused: `call_id`, `success`, `output`.
+    FileChangeCompleted,
+    /// A call to an MCP tool started: `call_id`, `server`, `tool`.
+    McpToolCallStarted,
+    /// A call to an MCP tool ended: `call_id`, `result`.
+    McpToolCallCompleted,
+    /// Codex searched the web: `query`.
+    WebSearch,
+    /// The agent updated its plan: `plan`.
+    PlanUpdated,
+    /// Token counts so far: `usage`.
+    TokenUsage,
+    /// Something Codex wants known but that did not stop the turn: `message`.
+    Warning,
+    /// An error Codex reported: `message`.
+    Error,
+    /// Codex asked for permission: `approval_id`, `kind`, `command`, `cwd`, `reason`.
+    ApprovalRequested,
+    /// The approval was answered: `approval_id`, `decision`, `decided_by`.
+    ApprovalResolved,
+    /// The turn finished: `result`.
+    TurnCompleted,
+    /// The turn failed: `error`.
+    TurnFailed,
+    /// The turn was cancelled by `job_cancel`: `reason`.
+    TurnCancelled,
+    /// The turn was cut short by something else (Codex, or the server going away): `reason`.
+    TurnInterrupted,
+    /// A Codex message this vocabulary has no name for, kept whole under `codex`.
+    CodexEvent,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 26] = [
+        EventKind::ThreadStarted,
+        EventKind::TurnStarted,
+        EventKind::UserMessage,
+        EventKind::AgentMessage,
+        EventKind::AgentMessageDelta,
+        EventKind::Reasoning,
+        EventKind::ReasoningDelta,
+        EventKind::CommandStarted,
+        EventKind::CommandOutputDelta,
+        EventKind::CommandCompleted,
+        EventKind::FileChangeStarted,
+        EventKind::FileChangeCompleted,
+        EventKind::McpToolCallStarted,
+        EventKind::McpToolCallCompleted,
+        EventKind::WebSearch,
+        EventKind::PlanUpdated,
+        EventKind::TokenUsage,
+        EventKind::Warning,
+        EventKind::Error,
+        EventKind::ApprovalRequested,
+        EventKind::ApprovalResolved,
+        EventKind::TurnCompleted,
+        EventKind::TurnFailed,
+        EventKind::TurnCancelled,
+        EventKind::TurnInterrupted,
+        EventKind::CodexEvent,
+    ];
+
+    /// Streaming pieces, hidden from `job_events` unless the caller asks for them.
+    pub fn is_delta(self) -> bool {
+        matches!(
+            self,
+            EventKind::AgentMessageDelta | EventKind::ReasoningDelta | EventKind::CommandOutputDelta
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ThreadStarted => "thread_started",
+            EventKind::TurnStarted => "turn_started",
+            EventKind::UserMessage => "user_message",
+            EventKind::AgentMessage => "agent_message",
+            EventKind::AgentMessageDelta => "agent_message_delta",
+            EventKind::Reasoning => "reasoning",
+            EventKind::ReasoningDelta => "reasoning_delta",
+            EventKind::CommandStarted => "command_started",
+            EventKind::CommandOutputDelta => "command_output_delta",
+            EventKind::CommandCompleted => "command_completed",
+            EventKind::FileChangeStarted => "file_change_started",
+            EventKind::FileChangeCompleted => "file_change_completed",
+            EventKind::McpToolCallStarted => "mcp_tool_call_started",
+            EventKind::McpToolCallCompleted => "mcp_tool_call_completed",
+            EventKind::WebSearch => "web_search",
+            EventKind::PlanUpdated => "plan_updated",
+            EventKind::TokenUsage => "token_usage",
+            EventKind::Warning => "warning",
+            EventKind::Error => "error",
+            EventKind::ApprovalRequested => "approval_requested",
+            EventKind::ApprovalResolved => "approval_resolved",
+            EventKind::TurnCompleted => "turn_completed",
+            EventKind::TurnFailed => "turn_failed",
+            EventKind::TurnCancelled => "turn_cancelled",
+            EventKind::TurnInterrupted => "turn_interrupted",
+            EventKind::CodexEvent => "codex_event",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One recorded event of a job. `seq` counts from 1 per job, without gaps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// When the server recorded it (RFC 3339, UTC).
+    pub at: String,
+    /// The turn it belongs to, counting from 1.
+    pub turn: u32,
+    pub data: Value,
+}
+
+/// One entry of the global feed: a status change that matters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Notification {
+    /// Counts from 1 across all jobs, without gaps.
+    pub seq: u64,
+    pub job_id: JobId,
+    pub turn: u32,
+    pub status: JobStatus,
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How Codex should run a new thread. Every field is optional; Codex's own config decides the rest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadOptions {
+    pub cwd: String,
+    pub model: Option<String>,
+    pub profile: Option<String>,
+    pub approval_policy: Option<String>,
+    pub sandbox: Option<String>,
+    pub config: Option<serde_json::Map<String, Value>>,
+    pub base_instructions: Option<String>,
+    pub developer_instructions: Option<String>,
+}
+
+/// What a job is, as `job_list` shows it and the store keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub status: JobStatus,
+    pub thread_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub turns: u32,
+    pub prompt: String,
+    pub options: ThreadOptions,
+    pub client_request_id: Option<String>,
+    pub last_message: Option<String>,
+    pub error: Option<String>,
+    /// The seq of the job's newest event (0 before the first).
+    pub last_seq: u64,
+}

@@ -1,0 +1,312 @@
+//! Downstream: the `job_*` tools served over MCP.
+//!
+//! Each handler parses its arguments, calls the engine and shapes the answer. Errors a user can
+//! cause come back as tool results with `isError: true` whose text says what to do; the
+//! arguments are parsed here rather than by rmcp so that a typo gets such an answer too.
+
+mod tools;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use rmcp::handler::server::common::schema_for_input;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{
+    Implementation, JsonObject, ProgressNotificationParam, ProtocolVersion, RequestMetaObject,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::{Peer, RoleServer, ServerHandler, ServiceExt as _, tool, tool_handler, tool_router};
+use serde::de::DeserializeOwned;
+
+use crate::jobs::{EventKind, JobError, JobManager, StartRequest, text};
+use crate::store::EventQuery;
+use tools::*;
+
+/// The most any list-like answer returns at once.
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// The longest `job_wait` may block.
+    pub max_wait: Duration,
+    /// How often a waiting `job_wait` sends `notifications/progress`.
+    pub progress_interval: Duration,
+}
+
+#[derive(Clone)]
+pub struct JobServer {
+    manager: JobManager,
+    settings: ServerSettings,
+    tool_router: ToolRouter<Self>,
+}
+
+type ToolResult<T> = Result<Json<T>, String>;
+
+/// Parses a tool's arguments; a mistake becomes an answer that names it.
+fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::Object(args))
+        .map_err(|e| format!("invalid arguments for {tool}: {e}. The tool's input schema lists what it takes"))
+}
+
+fn user_error(e: JobError) -> String {
+    if let JobError::Store(inner) = &e {
+        tracing::error!(error = %inner, "store failure");
+    }
+    e.to_string()
+}
+
+fn limit(requested: Option<usize>, default: usize) -> Result<usize, String> {
+    match requested {
+        None => Ok(default),
+        Some(0) => Err("limit must be at least 1".to_owned()),
+        Some(n) if n > MAX_LIMIT => Err(format!("limit must be at most {MAX_LIMIT}; page with cursor for more")),
+        Some(n) => Ok(n),
+    }
+}
+
+#[tool_router]
+impl JobServer {
+    pub fn new(manager: JobManager, settings: ServerSettings) -> Self {
+        Self {
+            manager,
+            settings,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        description = "Start a Codex job in the background and return its id at once, without waiting for \
+                       the turn. Follow it with job_wait, job_events or job_notifications.",
+        input_schema = schema_for_input::<StartArgs>().unwrap_or_default()
+    )]
+    async fn job_start(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult<StartOut> {
+        let args: StartArgs = parse("job_start", args)?;
+        let job = self
+            .manager
+            .start(StartRequest {
+                prompt: args.prompt,
+                cwd: args.cwd,
+                model: args.model,
+                profile: args.profile,
+                approval_policy: args.approval_policy,
+                sandbox: args.sandbox.map(|s| s.as_str().to_owned()),
+                config: args.config,
+                base_instructions: args.base_instructions,
+                developer_instructions: args.developer_instructions,
+                client_request_id: args.client_request_id,
+            })
+            .await
+            .map_err(user_error)?;
+        let query = EventQuery {
+            limit: 50,
+            ..EventQuery::default()
+        };
+        let events = self
+            .manager
+            .events(job.job_id.as_str(), &query)
+            .map_err(user_error)?
+            .events;
+        Ok(Json(StartOut { job, events }))
+    }
+
+    #[tool(
+        description = "Read a job's events, oldest first, from a cursor. Streaming deltas are hidden unless \
+                       include_deltas is set. Also returns the job's status and, once a turn completed, its result.",
+        input_schema = schema_for_input::<EventsArgs>().unwrap_or_default()
+    )]
+    async fn job_events(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult<EventsOut> {
+        let args: EventsArgs = parse("job_events", args)?;
+        let types = match args.event_types {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|name| {
+                        EventKind::parse(name).ok_or_else(|| {
+                            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                            format!("unknown event type {name:?} in event_types; known types: {}", known.join(", "))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        if args.truncate == Some(0) {
+            return Err("truncate must be at least 1 (characters per string)".to_owned());
+        }
+        let query = EventQuery {
+            after: args.cursor.unwrap_or(0),
+            limit: limit(args.limit, 50)?,
+            types,
+            include_deltas: args.include_deltas,
+        };
+        let mut answer = self.manager.events(&args.job_id, &query).map_err(user_error)?;
+        if let Some(max) = args.truncate {
+            for event in &mut answer.events {
+                text::shorten_strings(&mut event.data, max);
+            }
+        }
+        Ok(Json(EventsOut {
+            job_id: answer.snapshot.job_id,
+            status: answer.snapshot.status,
+            events: answer.events,
+            cursor: answer.cursor,
+            has_more: answer.has_more,
+            result: answer.snapshot.result,
+            error: answer.snapshot.error,
+        }))
+    }
+
+    #[tool(
+        description = "Send the next message in a job's Codex thread, as a new turn. Refused while the job's \
+                       turn is still running: wait for it (job_wait) or stop it (job_cancel) first.",
+        input_schema = schema_for_input::<ReplyArgs>().unwrap_or_default()
+    )]
+    async fn job_reply(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult<ReplyOut> {
+        let args: ReplyArgs = parse("job_reply", args)?;
+        let job = self
+            .manager
+            .reply(&args.job_id, args.prompt)
+            .await
+            .map_err(user_error)?;
+        Ok(Json(ReplyOut {
+            job_id: job.job_id,
+            status: job.status,
+            turn: job.turn,
+            cursor: job.cursor,
+        }))
+    }
+
+    #[tool(
+        description = "Read the global feed of status changes that matter (turn completed, failed, cancelled, \
+                       interrupted, input required) from a cursor. Never blocks.",
+        input_schema = schema_for_input::<NotificationsArgs>().unwrap_or_default()
+    )]
+    async fn job_notifications(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> ToolResult<NotificationsOut> {
+        let args: NotificationsArgs = parse("job_notifications", args)?;
+        let (notifications, cursor) = self
+            .manager
+            .notifications(
+                args.cursor.unwrap_or(0),
+                args.job_id.as_deref(),
+                limit(args.limit, 100)?,
+            )
+            .map_err(user_error)?;
+        Ok(Json(NotificationsOut {
+            notifications,
+            cursor,
+        }))
+    }
+
+    #[tool(
+        description = "Block until the feed has a notification past cursor (for job_id if given), or the \
+                       timeout passes. With job_id and no cursor it answers at once if the job is already \
+                       settled. Sends progress notifications while waiting when the request has a progress token.",
+        input_schema = schema_for_input::<WaitArgs>().unwrap_or_default()
+    )]
+    async fn job_wait(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+    ) -> ToolResult<WaitOut> {
+        let args: WaitArgs = parse("job_wait", args)?;
+        let seconds = args.timeout_seconds.unwrap_or(30.0);
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(format!("timeout_seconds must be a number of seconds, 0 or more; got {seconds}"));
+        }
+        let timeout = Duration::from_secs_f64(seconds).min(self.settings.max_wait);
+        let wait = self
+            .manager
+            .wait(args.cursor, args.job_id.as_deref(), timeout);
+        tokio::pin!(wait);
+        let progress_token = meta.get_progress_token();
+        let mut ticks = tokio::time::interval(self.settings.progress_interval);
+        ticks.tick().await;
+        let mut sent = 0u32;
+        let answer = loop {
+            tokio::select! {
+                answer = &mut wait => break answer,
+                _ = ticks.tick(), if progress_token.is_some() => {
+                    if let Some(token) = &progress_token {
+                        sent += 1;
+                        let note = ProgressNotificationParam::new(token.clone(), f64::from(sent))
+                            .with_message("waiting for a job notification");
+                        if let Err(e) = peer.notify_progress(note).await {
+                            tracing::debug!(error = %e, "could not send progress");
+                        }
+                    }
+                }
+            }
+        }
+        .map_err(user_error)?;
+        Ok(Json(WaitOut {
+            notifications: answer.notifications,
+            cursor: answer.cursor,
+            timed_out: answer.timed_out,
+        }))
+    }
+
+    #[tool(
+        description = "Cancel a job's queued or running turn. The Codex thread stays usable: job_reply continues it.",
+        input_schema = schema_for_input::<JobIdArgs>().unwrap_or_default()
+    )]
+    async fn job_cancel(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> ToolResult<crate::jobs::JobSnapshot> {
+        let args: JobIdArgs = parse("job_cancel", args)?;
+        self.manager
+            .cancel(&args.job_id)
+            .await
+            .map(Json)
+            .map_err(user_error)
+    }
+
+    #[tool(
+        description = "List jobs, newest first, optionally only those with one status.",
+        input_schema = schema_for_input::<ListArgs>().unwrap_or_default()
+    )]
+    async fn job_list(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult<ListOut> {
+        let args: ListArgs = parse("job_list", args)?;
+        let jobs = self.manager.list(args.status, limit(args.limit, 50)?);
+        Ok(Json(ListOut { jobs }))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for JobServer {
+    fn get_info(&self) -> ServerConfig {
+        let backend = self.manager.backend_info();
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("codex-async-mcp", env!("CARGO_PKG_VERSION")))
+            .with_instructions(format!(
+                "Runs OpenAI Codex tasks as background jobs (Codex {} via {}). job_start returns a job id \
+                 at once; then job_wait (blocks briefly), job_events (the job's events from a cursor), \
+                 job_reply (next turn in the same thread), job_cancel, job_list and job_notifications.",
+                backend.codex_version, backend.name
+            ))
+    }
+
+    // 2026-07-28 is initialize-less and brings behaviour we do not serve.
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+    }
+}
+
+/// Serves the tools on stdin/stdout until the client closes stdin or a SIGINT/SIGTERM arrives.
+pub async fn serve_stdio(manager: JobManager, settings: ServerSettings) -> anyhow::Result<()> {
+    let running = JobServer::new(manager, settings)
+        .serve(rmcp::transport::stdio())
+        .await?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        ended = running.waiting() => { ended?; }
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    Ok(())
+}
