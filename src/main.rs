@@ -3,7 +3,7 @@ use codex_async_mcp::Cli;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() {
     let cli = Cli::parse();
     // stdout carries the MCP protocol: logs go to stderr.
     tracing_subscriber::fmt()
@@ -13,12 +13,14 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    match codex_async_mcp::run_stdio(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let code = match codex_async_mcp::run_stdio(cli).await {
+        Ok(()) => 0,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("codex-async-mcp: {e:#}");
-            std::process::ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit here rather than return: the runtime would wait for its blocking stdin reader, which
+    // only ends when the client closes stdin.
+    std::process::exit(code)
 }

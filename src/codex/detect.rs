@@ -107,7 +107,10 @@ mod tests {
 
     #[test]
     fn parses_release_and_prerelease_versions() {
-        assert_eq!(parse_version("codex-cli 0.153.4\n"), Some(Version(0, 153, 4)));
+        assert_eq!(
+            parse_version("codex-cli 0.153.4\n"),
+            Some(Version(0, 153, 4))
+        );
         assert_eq!(
             parse_version("codex-cli 0.170.0-alpha.2"),
             Some(Version(0, 170, 0))

@@ -14,9 +14,15 @@ use crate::jobs::EventKind;
 pub(crate) enum Mapped {
     Record(EventKind, Value),
     /// Codex created the thread.
-    ThreadStarted { thread_id: String, data: Value },
+    ThreadStarted {
+        thread_id: String,
+        data: Value,
+    },
     /// The turn stopped early (`turn_aborted`).
-    Aborted { reason: String, data: Value },
+    Aborted {
+        reason: String,
+        data: Value,
+    },
     /// The turn finished; the `tools/call` answer that follows ends it.
     TaskComplete(Value),
     /// A duplicate or internal message with nothing for a client.
@@ -80,21 +86,32 @@ pub(crate) fn map(msg: &Value) -> Mapped {
             data: with_original(json!({}), msg),
         },
         "task_complete" => Mapped::TaskComplete(msg.clone()),
-        "task_started" => record(EventKind::TurnStarted, json!({"turn_id": text(msg, "turn_id")})),
-        "user_message" => record(EventKind::UserMessage, json!({"text": text(msg, "message")})),
-        "agent_message" => record(EventKind::AgentMessage, json!({"text": text(msg, "message")})),
-        "agent_message_delta" | "agent_message_content_delta" => {
-            record(EventKind::AgentMessageDelta, json!({"delta": text(msg, "delta")}))
-        }
+        "task_started" => record(
+            EventKind::TurnStarted,
+            json!({"turn_id": text(msg, "turn_id")}),
+        ),
+        "user_message" => record(
+            EventKind::UserMessage,
+            json!({"text": text(msg, "message")}),
+        ),
+        "agent_message" => record(
+            EventKind::AgentMessage,
+            json!({"text": text(msg, "message")}),
+        ),
+        "agent_message_delta" | "agent_message_content_delta" => record(
+            EventKind::AgentMessageDelta,
+            json!({"delta": text(msg, "delta")}),
+        ),
         "agent_reasoning" | "agent_reasoning_raw_content" => {
             record(EventKind::Reasoning, json!({"text": text(msg, "text")}))
         }
         "agent_reasoning_delta"
         | "agent_reasoning_raw_content_delta"
         | "reasoning_content_delta"
-        | "reasoning_raw_content_delta" => {
-            record(EventKind::ReasoningDelta, json!({"delta": text(msg, "delta")}))
-        }
+        | "reasoning_raw_content_delta" => record(
+            EventKind::ReasoningDelta,
+            json!({"delta": text(msg, "delta")}),
+        ),
         "exec_command_begin" => record(
             EventKind::CommandStarted,
             json!({

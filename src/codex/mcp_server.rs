@@ -136,7 +136,12 @@ impl McpServerBackend {
             )
             .await;
         let handshake = match init {
-            Ok(_) => session.rpc.notify("notifications/initialized", json!({})).await,
+            Ok(_) => {
+                session
+                    .rpc
+                    .notify("notifications/initialized", json!({}))
+                    .await
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = handshake {
@@ -229,7 +234,11 @@ impl Backend for McpServerBackend {
             }
             let sent = session
                 .rpc
-                .send_routed(id, "tools/call", json!({"name": tool, "arguments": arguments}))
+                .send_routed(
+                    id,
+                    "tools/call",
+                    json!({"name": tool, "arguments": arguments}),
+                )
                 .await;
             if let Err(e) = sent {
                 if let Ok(mut routes) = session.routes.lock() {
@@ -306,7 +315,9 @@ async fn read_loop(
                     tracing::warn!(error = %e, "could not answer codex");
                 }
             }
-            Incoming::Response { id, outcome } => on_turn_answer(&session, &mut out, id, outcome).await,
+            Incoming::Response { id, outcome } => {
+                on_turn_answer(&session, &mut out, id, outcome).await
+            }
             Incoming::Garbage(line) => {
                 let shown: String = line.chars().take(200).collect();
                 tracing::warn!(line = %shown, "codex wrote a line that is not JSON-RPC; ignored");
@@ -336,7 +347,12 @@ struct Outbox {
 
 impl Outbox {
     async fn send(&mut self, job: JobId, update: Update) {
-        if self.events.send(BackendEvent { job, update }).await.is_err() {
+        if self
+            .events
+            .send(BackendEvent { job, update })
+            .await
+            .is_err()
+        {
             tracing::debug!("the engine is gone; dropping a codex event");
         }
     }
@@ -344,7 +360,9 @@ impl Outbox {
 
 async fn on_codex_event(session: &Session, out: &mut Outbox, params: Value) {
     let meta = params.get("_meta");
-    let request_id = meta.and_then(|m| m.get("requestId")).and_then(Value::as_i64);
+    let request_id = meta
+        .and_then(|m| m.get("requestId"))
+        .and_then(Value::as_i64);
     let thread_id = meta.and_then(|m| m.get("threadId")).and_then(Value::as_str);
     let Some(msg) = params.get("msg") else {
         tracing::warn!("codex/event without msg; ignored");
@@ -470,8 +488,14 @@ async fn on_approval(
             "reason": params.get("message"),
             "codex": params,
         });
-        out.send(job.clone(), Update::Event { kind: EventKind::ApprovalRequested, data })
-            .await;
+        out.send(
+            job.clone(),
+            Update::Event {
+                kind: EventKind::ApprovalRequested,
+                data,
+            },
+        )
+        .await;
     } else {
         tracing::warn!(?call_id, "approval request for no known job; declining");
     }
@@ -485,7 +509,13 @@ async fn on_approval(
             "delivered": answered.is_ok(),
             "codex": {"decision": decision},
         });
-        out.send(job, Update::Event { kind: EventKind::ApprovalResolved, data })
-            .await;
+        out.send(
+            job,
+            Update::Event {
+                kind: EventKind::ApprovalResolved,
+                data,
+            },
+        )
+        .await;
     }
 }

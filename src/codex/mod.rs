@@ -59,10 +59,19 @@ pub enum Update {
 
 #[derive(Debug)]
 pub enum TurnEnd {
-    Completed { result: Option<String>, data: Value },
-    Failed { error: String, data: Value },
+    Completed {
+        result: Option<String>,
+        data: Value,
+    },
+    Failed {
+        error: String,
+        data: Value,
+    },
     /// Codex stopped the turn before it finished (after an interrupt, or on its own).
-    Interrupted { reason: String, data: Value },
+    Interrupted {
+        reason: String,
+        data: Value,
+    },
 }
 
 /// The channel a backend reports on. Bounded, so a flood from Codex slows the reader down

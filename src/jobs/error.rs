@@ -23,7 +23,9 @@ pub enum JobError {
     FeedCursorOutOfRange { cursor: u64, last: u64 },
     #[error("prompt is empty; pass the task for Codex as `prompt`")]
     MissingPrompt,
-    #[error("cwd {path:?} {problem}; pass an existing absolute directory, or leave cwd out to use {default:?}")]
+    #[error(
+        "cwd {path:?} {problem}; pass an existing absolute directory, or leave cwd out to use {default:?}"
+    )]
     BadCwd {
         path: String,
         problem: &'static str,

@@ -568,7 +568,10 @@ impl JobManager {
                             Outcome::Completed,
                             EventKind::TurnCompleted,
                             merge(json!({"result": result}), data),
-                            Announce { result, error: None },
+                            Announce {
+                                result,
+                                error: None,
+                            },
                         ),
                         TurnEnd::Failed { error, data } => (
                             Outcome::Failed,
@@ -582,8 +585,14 @@ impl JobManager {
                         TurnEnd::Interrupted { reason, data } if cancelled => (
                             Outcome::Cancelled,
                             EventKind::TurnCancelled,
-                            merge(json!({"reason": format!("cancelled with job_cancel; Codex: {reason}")}), data),
-                            Announce { result: None, error: None },
+                            merge(
+                                json!({"reason": format!("cancelled with job_cancel; Codex: {reason}")}),
+                                data,
+                            ),
+                            Announce {
+                                result: None,
+                                error: None,
+                            },
                         ),
                         TurnEnd::Interrupted { reason, data } => {
                             let reason = format!("Codex stopped the turn: {reason}");
@@ -700,12 +709,7 @@ impl Inner {
     }
 
     /// Appends one event to the job's stream.
-    fn record(
-        &self,
-        entry: &mut JobState,
-        kind: EventKind,
-        data: Value,
-    ) -> Result<(), JobError> {
+    fn record(&self, entry: &mut JobState, kind: EventKind, data: Value) -> Result<(), JobError> {
         if kind == EventKind::AgentMessage {
             if let Some(text) = data.get("text").and_then(Value::as_str) {
                 entry.record.last_message = Some(text.to_owned());

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A job's id: `job-` followed by a time-ordered UUID, so ids never repeat and sort by creation.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct JobId(String);
 
@@ -184,7 +186,9 @@ impl EventKind {
     pub fn is_delta(self) -> bool {
         matches!(
             self,
-            EventKind::AgentMessageDelta | EventKind::ReasoningDelta | EventKind::CommandOutputDelta
+            EventKind::AgentMessageDelta
+                | EventKind::ReasoningDelta
+                | EventKind::CommandOutputDelta
         )
     }
 

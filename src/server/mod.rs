@@ -45,8 +45,9 @@ type ToolResult<T> = Result<Json<T>, String>;
 
 /// Parses a tool's arguments; a mistake becomes an answer that names it.
 fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::Object(args))
-        .map_err(|e| format!("invalid arguments for {tool}: {e}. The tool's input schema lists what it takes"))
+    serde_json::from_value(serde_json::Value::Object(args)).map_err(|e| {
+        format!("invalid arguments for {tool}: {e}. The tool's input schema lists what it takes")
+    })
 }
 
 fn user_error(e: JobError) -> String {
@@ -60,7 +61,9 @@ fn limit(requested: Option<usize>, default: usize) -> Result<usize, String> {
     match requested {
         None => Ok(default),
         Some(0) => Err("limit must be at least 1".to_owned()),
-        Some(n) if n > MAX_LIMIT => Err(format!("limit must be at most {MAX_LIMIT}; page with cursor for more")),
+        Some(n) if n > MAX_LIMIT => Err(format!(
+            "limit must be at most {MAX_LIMIT}; page with cursor for more"
+        )),
         Some(n) => Ok(n),
     }
 }
@@ -124,8 +127,12 @@ impl JobServer {
                     .iter()
                     .map(|name| {
                         EventKind::parse(name).ok_or_else(|| {
-                            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-                            format!("unknown event type {name:?} in event_types; known types: {}", known.join(", "))
+                            let known: Vec<&str> =
+                                EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                            format!(
+                                "unknown event type {name:?} in event_types; known types: {}",
+                                known.join(", ")
+                            )
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()?,
@@ -140,7 +147,10 @@ impl JobServer {
             types,
             include_deltas: args.include_deltas,
         };
-        let mut answer = self.manager.events(&args.job_id, &query).map_err(user_error)?;
+        let mut answer = self
+            .manager
+            .events(&args.job_id, &query)
+            .map_err(user_error)?;
         if let Some(max) = args.truncate {
             for event in &mut answer.events {
                 text::shorten_strings(&mut event.data, max);
@@ -216,7 +226,9 @@ impl JobServer {
         let args: WaitArgs = parse("job_wait", args)?;
         let seconds = args.timeout_seconds.unwrap_or(30.0);
         if !seconds.is_finite() || seconds < 0.0 {
-            return Err(format!("timeout_seconds must be a number of seconds, 0 or more; got {seconds}"));
+            return Err(format!(
+                "timeout_seconds must be a number of seconds, 0 or more; got {seconds}"
+            ));
         }
         let timeout = Duration::from_secs_f64(seconds).min(self.settings.max_wait);
         let wait = self

@@ -45,7 +45,9 @@ impl Store for MemoryStore {
         let inner = self.lock()?;
         let all = inner.events.get(job).map(Vec::as_slice).unwrap_or_default();
         // seq n sits at index n - 1: the stream has no gaps.
-        let start = usize::try_from(query.after).unwrap_or(usize::MAX).min(all.len());
+        let start = usize::try_from(query.after)
+            .unwrap_or(usize::MAX)
+            .min(all.len());
         let mut page = EventPage {
             cursor: query.after,
             ..EventPage::default()

@@ -1,0 +1,249 @@
+//! A mock of the OpenAI Responses API that Codex can use as its model provider.
+//!
+//! It answers `POST /v1/responses` with a server-sent event stream, scripted by the last user
+//! message of the request:
+//!
+//! | prompt | answer |
+//! |---|---|
+//! | `SAY: text` | the agent message `text` |
+//! | `RUN: cmd` | an `exec_command` call of `cmd`; once Codex sends its output, `done: <output>` |
+//! | `ESCALATE: cmd` | the same with `sandbox_permissions: "require_escalated"` (asks for approval under `on-request`) |
+//! | `SLEEP: n` | `tick0 tick1 …` deltas every 0.5 s for `n` seconds, then `slept n` |
+//! | `HTTP400: text` | HTTP 400 with `text` in an error body |
+//! | `HTTP500: text` | HTTP 500 |
+//! | `FAILSTREAM: text` | a `response.failed` event |
+//! | anything else | `hello` |
+//!
+//! Every request body is recorded so a test can assert what Codex sent.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+pub struct MockModel {
+    base_url: String,
+    requests: Arc<Mutex<Vec<Value>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockModel {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl MockModel {
+    pub async fn start() -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/v1/responses", post(respond))
+            .with_state(requests.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base_url: format!("http://{addr}/v1"),
+            requests,
+            server,
+        }
+    }
+
+    /// The provider `base_url` for Codex's config.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Every request body received so far, oldest first.
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// The text of the newest user message of a request, or the output of a tool call that ends it.
+enum LastInput {
+    UserText(String),
+    ToolOutput(String),
+}
+
+fn last_input(body: &Value) -> LastInput {
+    let items = body["input"].as_array().cloned().unwrap_or_default();
+    if let Some(last) = items.last() {
+        if last["type"] == "function_call_output" {
+            let output = match &last["output"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            return LastInput::ToolOutput(output);
+        }
+    }
+    let text = items
+        .iter()
+        .rev()
+        .find(|item| item["type"] == "message" && item["role"] == "user")
+        .and_then(|item| item["content"].as_array())
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    LastInput::UserText(text)
+}
+
+async fn respond(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    requests.lock().unwrap().push(body.clone());
+    let text = match last_input(&body) {
+        LastInput::ToolOutput(output) => return sse(message(&format!("done: {output}"))),
+        LastInput::UserText(text) => text,
+    };
+    let (verb, arg) = text
+        .split_once(':')
+        .map(|(v, a)| (v.trim(), a.trim().to_owned()))
+        .unwrap_or(("", String::new()));
+    match verb {
+        "SAY" => sse(message(&arg)),
+        "RUN" => sse(exec_call(&arg, false)),
+        "ESCALATE" => sse(exec_call(&arg, true)),
+        "SLEEP" => slow(arg.parse::<f64>().unwrap_or(1.0)),
+        "HTTP400" => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"error": {"message": arg, "type": "invalid_request_error"}}).to_string(),
+        )
+            .into_response(),
+        "HTTP500" => (StatusCode::INTERNAL_SERVER_ERROR, arg).into_response(),
+        "FAILSTREAM" => sse(vec![
+            created(),
+            event(
+                json!({"type": "response.failed", "response": {"id": "resp_mock", "error": {"code": "server_error", "message": arg}}}),
+            ),
+        ]),
+        _ => sse(message("hello")),
+    }
+}
+
+fn event(data: Value) -> String {
+    format!(
+        "event: {}\ndata: {data}\n\n",
+        data["type"].as_str().unwrap_or("message")
+    )
+}
+
+fn created() -> String {
+    event(json!({"type": "response.created", "response": {"id": "resp_mock"}}))
+}
+
+fn completed() -> String {
+    event(
+        json!({"type": "response.completed", "response": {"id": "resp_mock", "usage": {
+        "input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 15}}}),
+    )
+}
+
+fn message_done(text: &str) -> String {
+    event(
+        json!({"type": "response.output_item.done", "output_index": 0, "item": {
+        "type": "message", "role": "assistant", "id": "msg_mock",
+        "content": [{"type": "output_text", "text": text, "annotations": []}]}}),
+    )
+}
+
+fn message_added() -> String {
+    event(
+        json!({"type": "response.output_item.added", "output_index": 0, "item": {
+        "type": "message", "role": "assistant", "id": "msg_mock", "content": []}}),
+    )
+}
+
+fn delta(text: &str) -> String {
+    event(
+        json!({"type": "response.output_text.delta", "item_id": "msg_mock", "output_index": 0,
+        "content_index": 0, "delta": text}),
+    )
+}
+
+fn message(text: &str) -> Vec<String> {
+    vec![
+        created(),
+        message_added(),
+        delta(text),
+        message_done(text),
+        completed(),
+    ]
+}
+
+fn exec_call(cmd: &str, escalate: bool) -> Vec<String> {
+    let mut args = json!({"cmd": cmd});
+    if escalate {
+        args["sandbox_permissions"] = json!("require_escalated");
+        args["justification"] = json!(format!("mock wants to run: {cmd}"));
+    }
+    let call_id = format!("call_{:x}", rand_id());
+    vec![
+        created(),
+        event(
+            json!({"type": "response.output_item.done", "output_index": 0, "item": {
+            "type": "function_call", "id": format!("fc_{call_id}"), "call_id": call_id,
+            "name": "exec_command", "arguments": args.to_string()}}),
+        ),
+        completed(),
+    ]
+}
+
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0xc0de00);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn sse(chunks: Vec<String>) -> Response {
+    stream(chunks.into_iter().map(|c| (Duration::ZERO, c)).collect())
+}
+
+/// Streams `tickN ` deltas every half second for `seconds`, then completes.
+fn slow(seconds: f64) -> Response {
+    let ticks = (seconds * 2.0).ceil() as usize;
+    let mut chunks = vec![
+        (Duration::ZERO, created()),
+        (Duration::ZERO, message_added()),
+    ];
+    let mut text = String::new();
+    for i in 0..ticks {
+        let piece = format!("tick{i} ");
+        text.push_str(&piece);
+        chunks.push((Duration::from_millis(500), delta(&piece)));
+    }
+    let done = format!("slept {seconds}");
+    chunks.push((Duration::ZERO, delta(&done)));
+    chunks.push((Duration::ZERO, message_done(&format!("{text}{done}"))));
+    chunks.push((Duration::ZERO, completed()));
+    stream(chunks)
+}
+
+fn stream(chunks: Vec<(Duration, String)>) -> Response {
+    let body = futures::stream::unfold(chunks.into_iter(), |mut rest| async move {
+        let (pause, chunk) = rest.next()?;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), rest))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap()
+}

@@ -1,0 +1,327 @@
+//! The built `codex-async-mcp` binary run as a child, driven over stdio by rmcp's MCP client.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    ProgressNotificationParam, ProtocolVersion,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::{ClientHandler, RoleClient, ServiceExt as _};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::AsyncReadExt as _;
+use tokio::process::{Child, Command};
+
+use super::mock_model::MockModel;
+
+/// Every await in a test is bounded by this: a hang fails the test instead of stalling CI.
+pub const STEP: Duration = Duration::from_secs(90);
+
+pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(STEP, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A fresh HOME, CODEX_HOME and working directory, so nothing of the machine leaks in.
+pub struct Sandbox {
+    pub dir: TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cam-test-")
+            .tempdir()
+            .expect("tempdir");
+        for sub in ["home", "codex-home", "work"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Self { dir }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn codex_home(&self) -> PathBuf {
+        self.dir.path().join("codex-home")
+    }
+
+    /// The working directory jobs run in.
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// Points Codex at `model` with retries off, so failures are immediate.
+    pub fn use_model(&self, model: &MockModel) {
+        let config = format!(
+            r#"model = "gpt-5.2"
+model_provider = "mock"
+
+[model_providers.mock]
+name = "mock"
+base_url = "{}"
+wire_api = "responses"
+env_key = "MOCK_KEY"
+request_max_retries = 0
+stream_max_retries = 0
+"#,
+            model.base_url()
+        );
+        std::fs::write(self.codex_home().join("config.toml"), config).unwrap();
+    }
+}
+
+/// Collects what the server sends besides answers.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push(params);
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("codex-async-mcp-tests", "0"),
+        )
+        .with_protocol_version(ProtocolVersion::V_2025_06_18)
+    }
+}
+
+pub struct Server {
+    pub client: RunningService<RoleClient, Recorder>,
+    pub recorder: Recorder,
+    pub child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// How to start the server under test.
+pub struct Launch<'a> {
+    pub codex_bin: &'a Path,
+    pub sandbox: &'a Sandbox,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> Launch<'a> {
+    pub fn new(codex_bin: &'a Path, sandbox: &'a Sandbox) -> Self {
+        Self {
+            codex_bin,
+            sandbox,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The server process, not yet connected: for start-up failures.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_codex-async-mcp"));
+        command
+            .args(&self.args)
+            .env("CODEX_BIN", self.codex_bin)
+            .env("HOME", self.sandbox.home())
+            .env("CODEX_HOME", self.sandbox.codex_home())
+            .env("MOCK_KEY", "test-key")
+            .env("RUST_LOG", "codex_async_mcp=debug,codex_stderr=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.sandbox.work())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    pub async fn start(self) -> Server {
+        let mut child = self.command().spawn().expect("spawn codex-async-mcp");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr_pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let recorder = Recorder::default();
+        let client = match within("initialize", recorder.clone().serve((stdout, stdin))).await {
+            Ok(client) => client,
+            Err(e) => panic!(
+                "MCP handshake failed: {e}\nserver stderr:\n{}",
+                stderr.lock().unwrap()
+            ),
+        };
+        Server {
+            client,
+            recorder,
+            child,
+            stderr,
+        }
+    }
+}
+
+impl Server {
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        let Value::Object(args) = args else {
+            panic!("arguments must be an object")
+        };
+        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(args);
+        within(&format!("{tool} call"), self.client.call_tool(params))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{tool} failed at the protocol level: {e}\n{}",
+                    self.stderr()
+                )
+            })
+    }
+
+    /// Calls a tool that must succeed and returns its structured content.
+    pub async fn ok(&self, tool: &str, args: Value) -> Value {
+        let result = self.call(tool, args).await;
+        assert_ne!(
+            result.is_error,
+            Some(true),
+            "{tool} answered with an error: {:?}",
+            result.content
+        );
+        result
+            .structured_content
+            .unwrap_or_else(|| panic!("{tool} gave no structuredContent"))
+    }
+
+    /// Calls a tool that must answer with `isError` and returns its text.
+    pub async fn err(&self, tool: &str, args: Value) -> String {
+        let result = self.call(tool, args).await;
+        assert_eq!(
+            result.is_error,
+            Some(true),
+            "{tool} should have failed: {result:?}"
+        );
+        result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Starts a job in the sandbox's work directory.
+    pub async fn start_job(&self, sandbox: &Sandbox, prompt: &str) -> Value {
+        self.ok(
+            "job_start",
+            json!({"prompt": prompt, "cwd": sandbox.work(), "sandbox": "workspace-write", "approval_policy": "never"}),
+        )
+        .await
+    }
+
+    /// Waits until the job's current turn has settled and returns the notification.
+    pub async fn settle(&self, job_id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} did not settle\n{}",
+                self.stderr()
+            );
+            let answer = self
+                .ok("job_wait", json!({"job_id": job_id, "timeout_seconds": 30}))
+                .await;
+            if let Some(last) = answer["notifications"].as_array().and_then(|n| n.last()) {
+                return last.clone();
+            }
+        }
+    }
+
+    /// All of a job's events, read in pages of `page`.
+    pub async fn all_events(&self, job_id: &str, page: usize) -> Vec<Value> {
+        let mut cursor = 0;
+        let mut events = Vec::new();
+        loop {
+            let answer = self
+                .ok("job_events", json!({"job_id": job_id, "cursor": cursor, "limit": page, "include_deltas": true}))
+                .await;
+            let batch = answer["events"].as_array().unwrap().clone();
+            assert!(batch.len() <= page);
+            events.extend(batch);
+            cursor = answer["cursor"].as_u64().unwrap();
+            if !answer["has_more"].as_bool().unwrap() {
+                return events;
+            }
+        }
+    }
+
+    /// The pids of the server's child processes (the Codex child).
+    pub fn children(&self) -> Vec<u32> {
+        let Some(pid) = self.child.id() else {
+            return Vec::new();
+        };
+        children_of(pid)
+    }
+}
+
+/// Processes whose parent is `pid`, read from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// True while a process with this pid exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
