@@ -1,6 +1,8 @@
 //! End to end: the built server over stdio, driven by an MCP client, running the real
 //! `codex mcp-server` 0.153.4 against the mock model server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
+
 mod support;
 
 use std::time::Duration;

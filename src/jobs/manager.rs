@@ -710,10 +710,10 @@ impl Inner {
 
     /// Appends one event to the job's stream.
     fn record(&self, entry: &mut JobState, kind: EventKind, data: Value) -> Result<(), JobError> {
-        if kind == EventKind::AgentMessage {
-            if let Some(text) = data.get("text").and_then(Value::as_str) {
-                entry.record.last_message = Some(text.to_owned());
-            }
+        if let (EventKind::AgentMessage, Some(text)) =
+            (kind, data.get("text").and_then(Value::as_str))
+        {
+            entry.record.last_message = Some(text.to_owned());
         }
         let event = Event {
             seq: entry.record.last_seq + 1,

@@ -76,14 +76,12 @@ enum LastInput {
 
 fn last_input(body: &Value) -> LastInput {
     let items = body["input"].as_array().cloned().unwrap_or_default();
-    if let Some(last) = items.last() {
-        if last["type"] == "function_call_output" {
-            let output = match &last["output"] {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            return LastInput::ToolOutput(output);
-        }
+    if let Some(last) = items.last().filter(|l| l["type"] == "function_call_output") {
+        let output = match &last["output"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        return LastInput::ToolOutput(output);
     }
     let text = items
         .iter()

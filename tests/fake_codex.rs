@@ -1,0 +1,195 @@
+//! Faults the real Codex cannot be made to show on demand, played by a scriptable fake
+//! (`tests/support/fake_codex.py`): garbage on stdout, a hang, a crash, a flood, requests we do
+//! not know, and binaries that are not a usable Codex.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_codex;
+use support::server::{Launch, Sandbox, Server, within};
+
+async fn start(sandbox: &Sandbox, args: &[&str]) -> Server {
+    let bin = fake_codex();
+    args.iter()
+        .fold(Launch::new(&bin, sandbox), |launch, arg| launch.arg(arg))
+        .start()
+        .await
+}
+
+async fn job(server: &Server, sandbox: &Sandbox, prompt: &str) -> String {
+    let started = server
+        .ok(
+            "job_start",
+            json!({"prompt": prompt, "cwd": sandbox.work()}),
+        )
+        .await;
+    started["job_id"].as_str().unwrap().to_owned()
+}
+
+/// Runs the server with this environment and expects it to exit at once with an error.
+async fn start_up_error(env: &[(&str, &str)], codex_bin: &str) -> String {
+    let sandbox = Sandbox::new();
+    let bin = std::path::PathBuf::from(codex_bin);
+    let launch = env
+        .iter()
+        .fold(Launch::new(&bin, &sandbox), |launch, (k, v)| {
+            launch.env(k, v)
+        });
+    let output = within("start-up failure", launch.command().output())
+        .await
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "the server should refuse to start"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn lines_that_are_not_json_rpc_are_ignored_and_the_job_completes() {
+    let sandbox = Sandbox::new();
+    let server = start(&sandbox, &[]).await;
+    let job_id = job(&server, &sandbox, "GARBAGE").await;
+    let settled = server.settle(&job_id).await;
+    assert_eq!(settled["status"], "completed");
+    assert_eq!(settled["result"], "survived garbage");
+}
+
+#[tokio::test]
+async fn a_codex_that_never_answers_is_settled_by_cancel_with_an_honest_reason() {
+    let sandbox = Sandbox::new();
+    let server = start(&sandbox, &["--cancel-grace-ms", "300"]).await;
+    let hung = job(&server, &sandbox, "HANG").await;
+    let other = job(&server, &sandbox, "hello").await;
+    assert_eq!(server.settle(&other).await["result"], "fake: hello");
+    let cancelled = server.ok("job_cancel", json!({"job_id": hung})).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let events = server.all_events(&hung, 100).await;
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "turn_cancelled");
+    assert!(
+        last["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not confirm")
+    );
+}
+
+#[tokio::test]
+async fn a_crash_mid_turn_fails_the_job_with_exit_code_and_stderr_and_a_new_codex_serves_the_next()
+{
+    let sandbox = Sandbox::new();
+    let server = start(&sandbox, &[]).await;
+    let crashed = job(&server, &sandbox, "CRASH").await;
+    let settled = server.settle(&crashed).await;
+    assert_eq!(settled["status"], "failed");
+    let error = settled["error"].as_str().unwrap();
+    assert!(
+        error.contains("Codex exited") && error.contains("exit code 3"),
+        "{error}"
+    );
+    assert!(
+        error.contains("crashing on purpose"),
+        "stderr tail missing: {error}"
+    );
+    let next = job(&server, &sandbox, "again").await;
+    assert_eq!(server.settle(&next).await["result"], "fake: again");
+}
+
+#[tokio::test]
+async fn a_flood_of_events_is_recorded_in_order_without_gaps() {
+    let sandbox = Sandbox::new();
+    let server = start(&sandbox, &[]).await;
+    let job_id = job(&server, &sandbox, "FLOOD: 5000").await;
+    assert_eq!(server.settle(&job_id).await["status"], "completed");
+    let events = server.all_events(&job_id, 1000).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    let deltas: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "agent_message_delta")
+        .map(|e| e["data"]["delta"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    assert_eq!(deltas, expected, "deltas kept Codex's order");
+}
+
+#[tokio::test]
+async fn a_request_from_codex_we_do_not_know_gets_an_error_answer() {
+    let sandbox = Sandbox::new();
+    let server = start(&sandbox, &[]).await;
+    let job_id = job(&server, &sandbox, "ASK_UNKNOWN").await;
+    let settled = server.settle(&job_id).await;
+    let result = settled["result"].as_str().unwrap();
+    let reply: Value = serde_json::from_str(result.trim_start_matches("client said: ")).unwrap();
+    assert_eq!(reply["error"]["code"], -32601);
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("codex/something_new")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_codex_binary_stops_start_up_with_how_to_install_it() {
+    let stderr = start_up_error(&[], "/no/such/codex").await;
+    assert!(
+        stderr.contains("not found") && stderr.contains("npm install"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_codex_without_mcp_server_stops_start_up_with_what_to_do() {
+    let bin = fake_codex();
+    let stderr = start_up_error(&[("FAKE_CODEX_VERSION", "0.169.0")], bin.to_str().unwrap()).await;
+    assert!(
+        stderr.contains("0.169.0") && stderr.contains("removed in Codex 0.154"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("@openai/codex@0.153.4"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_binary_that_is_not_codex_stops_start_up() {
+    let bin = fake_codex();
+    let stderr = start_up_error(
+        &[("FAKE_CODEX_BANNER", "Python 3.11.7")],
+        bin.to_str().unwrap(),
+    )
+    .await;
+    assert!(stderr.contains("not a Codex version"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_codex_that_fails_the_handshake_stops_start_up_with_its_stderr() {
+    let bin = fake_codex();
+    let stderr = start_up_error(&[("FAKE_CODEX_HANDSHAKE", "exit")], bin.to_str().unwrap()).await;
+    assert!(
+        stderr.contains("handshake") && stderr.contains("refusing the handshake"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_goes_to_the_same_thread() {
+    let sandbox = Sandbox::new();
+    let server = start(&sandbox, &[]).await;
+    let job_id = job(&server, &sandbox, "one").await;
+    server.settle(&job_id).await;
+    server
+        .ok("job_reply", json!({"job_id": job_id, "prompt": "two"}))
+        .await;
+    let settled = server.settle(&job_id).await;
+    assert_eq!(settled["result"], "fake: two");
+    let threads: Vec<Value> = server
+        .all_events(&job_id, 100)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "thread_started")
+        .collect();
+    assert_eq!(threads.len(), 1, "codex-reply, not a second thread");
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""A scriptable stand-in for `codex mcp-server`, for what the real one cannot be made to do on demand.
+
+`codex --version` prints `codex-cli $FAKE_CODEX_VERSION` (default 0.153.4), or `$FAKE_CODEX_BANNER`
+verbatim when that is set. `codex [-c k=v]... mcp-server` speaks MCP over stdio like Codex 0.153.
+`$FAKE_CODEX_HANDSHAKE=exit` makes it exit before answering `initialize`.
+
+Each `tools/call` is scripted by its prompt:
+  GARBAGE           write lines that are not JSON-RPC, then answer normally
+  HANG              start the turn and never answer, even when cancelled
+  CRASH             write to stderr and exit 3 in the middle of the turn
+  FLOOD: n          send n agent_message_delta events ("0", "1", ...), then answer
+  ASK_UNKNOWN       send a request with a method nobody knows, answer with what came back
+  anything else     answer "fake: <prompt>"
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+
+write_lock = threading.Lock()
+pending = {}  # our request id -> threading.Event and slot for the answer
+next_request = [0]
+thread_counter = [0]
+
+
+def send(message):
+    with write_lock:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+
+def raw(line):
+    with write_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def event(request_id, thread_id, msg):
+    send({"jsonrpc": "2.0", "method": "codex/event",
+          "params": {"_meta": {"requestId": request_id, "threadId": thread_id}, "id": "turn-1", "msg": msg}})
+
+
+def answer(request_id, thread_id, text, is_error=False):
+    result = {"content": [{"type": "text", "text": text}],
+              "structuredContent": {"threadId": thread_id, "content": text}}
+    if is_error:
+        result["isError"] = True
+    send({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+def ask(method, params):
+    """Sends a request to the client and waits for its answer."""
+    request_id = next_request[0]
+    next_request[0] += 1
+    done = threading.Event()
+    pending[request_id] = [done, None]
+    send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+    done.wait(30)
+    return pending.pop(request_id)[1]
+
+
+def run_turn(request_id, arguments):
+    prompt = arguments.get("prompt", "")
+    thread_id = arguments.get("threadId")
+    if thread_id is None:
+        thread_counter[0] += 1
+        thread_id = f"fake-thread-{thread_counter[0]}"
+        event(request_id, thread_id, {"type": "session_configured", "thread_id": thread_id, "model": "fake"})
+    event(request_id, thread_id, {"type": "task_started", "turn_id": "turn-1"})
+    verb, _, arg = prompt.partition(":")
+    verb, arg = verb.strip(), arg.strip()
+    if verb == "GARBAGE":
+        raw("this is not json")
+        raw('{"no": "method or id"}')
+        raw("[1, 2, 3]")
+        event(request_id, thread_id, {"type": "agent_message", "message": "survived garbage"})
+        answer(request_id, thread_id, "survived garbage")
+    elif verb == "HANG":
+        return
+    elif verb == "CRASH":
+        sys.stderr.write("fake codex: crashing on purpose\n")
+        sys.stderr.flush()
+        os._exit(3)
+    elif verb == "FLOOD":
+        for i in range(int(arg)):
+            event(request_id, thread_id, {"type": "agent_message_delta", "delta": str(i)})
+        event(request_id, thread_id, {"type": "agent_message", "message": "flooded"})
+        answer(request_id, thread_id, "flooded")
+    elif verb == "ASK_UNKNOWN":
+        reply = ask("codex/something_new", {"threadId": thread_id})
+        answer(request_id, thread_id, "client said: " + json.dumps(reply))
+    else:
+        text = "fake: " + prompt
+        event(request_id, thread_id, {"type": "agent_message", "message": text})
+        answer(request_id, thread_id, text)
+
+
+def main():
+    args = sys.argv[1:]
+    if args == ["--version"]:
+        banner = os.environ.get("FAKE_CODEX_BANNER")
+        print(banner if banner is not None else "codex-cli " + os.environ.get("FAKE_CODEX_VERSION", "0.153.4"))
+        return
+    while args[:1] == ["-c"]:
+        args = args[2:]
+    if args != ["mcp-server"]:
+        sys.stderr.write(f"fake codex: unsupported arguments {sys.argv[1:]}\n")
+        sys.exit(2)
+    for line in sys.stdin:
+        message = json.loads(line)
+        method = message.get("method")
+        if method == "initialize":
+            if os.environ.get("FAKE_CODEX_HANDSHAKE") == "exit":
+                sys.stderr.write("fake codex: refusing the handshake\n")
+                sys.exit(4)
+            send({"jsonrpc": "2.0", "id": message["id"], "result": {
+                "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "codex-mcp-server", "version": "0.153.4"}}})
+        elif method == "tools/call":
+            threading.Thread(target=run_turn, args=(message["id"], message["params"]["arguments"]),
+                             daemon=True).start()
+        elif method is None and message.get("id") in pending:
+            slot = pending[message["id"]]
+            slot[1] = message
+            slot[0].set()
+
+
+if __name__ == "__main__":
+    main()
