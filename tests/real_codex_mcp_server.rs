@@ -654,3 +654,38 @@ async fn bad_input_gets_an_error_that_names_the_problem_and_the_fix() {
         1
     );
 }
+
+#[tokio::test]
+async fn wait_without_arguments_waits_for_the_next_notification_from_now() {
+    let t = setup(&[]).await;
+    let earlier = t.start("SAY: earlier").await;
+    t.server.settle(&earlier).await;
+    let later = t.start("SLEEP: 1").await;
+    let answer = t
+        .server
+        .ok("job_wait", json!({"timeout_seconds": 60}))
+        .await;
+    let notes = answer["notifications"].as_array().unwrap();
+    assert_eq!(
+        notes.len(),
+        1,
+        "only what happened after the call: {notes:?}"
+    );
+    assert_eq!(notes[0]["job_id"], later);
+}
+
+#[tokio::test]
+async fn wait_is_capped_by_max_wait_seconds() {
+    let t = setup(&["--max-wait-seconds", "1"]).await;
+    let job_id = t.start("SLEEP: 60").await;
+    // Uncapped, this would outlast the test's own 90 s limit on every call.
+    let answer = t
+        .server
+        .ok(
+            "job_wait",
+            json!({"job_id": job_id, "timeout_seconds": 100000}),
+        )
+        .await;
+    assert_eq!(answer["timed_out"], true);
+    t.server.ok("job_cancel", json!({"job_id": job_id})).await;
+}

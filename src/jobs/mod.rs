@@ -8,6 +8,8 @@ mod error;
 mod manager;
 mod model;
 mod status;
+#[cfg(test)]
+mod tests;
 pub mod text;
 
 pub use error::JobError;

@@ -1,0 +1,309 @@
+//! The engine's transitions, driven by an in-process backend that the test scripts.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::codex::{
+    Backend, BackendError, BackendEvent, BackendInfo, ThreadRef, TurnEnd, TurnInput, Update,
+};
+use crate::store::{EventQuery, MemoryStore};
+
+/// Records what the engine asked for; `refuse_turns` makes `start_turn` fail.
+#[derive(Default)]
+struct Scripted {
+    started: Mutex<Vec<(JobId, TurnInput)>>,
+    interrupted: Mutex<Vec<JobId>>,
+    refuse_turns: bool,
+    /// Where an interrupt's confirmation goes, if Codex is to confirm it.
+    confirm_interrupts: Option<mpsc::Sender<BackendEvent>>,
+}
+
+impl Backend for Scripted {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "scripted",
+            codex_version: "0".into(),
+        }
+    }
+
+    fn validate(&self, _: &ThreadOptions) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn start_turn<'a>(
+        &'a self,
+        job: &'a JobId,
+        input: TurnInput,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            if self.refuse_turns {
+                return Err(BackendError::Io("broken pipe".into()));
+            }
+            self.started.lock().unwrap().push((job.clone(), input));
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            self.interrupted.lock().unwrap().push(job.clone());
+            if let Some(events) = &self.confirm_interrupts {
+                let end = TurnEnd::Interrupted {
+                    reason: "interrupted".into(),
+                    data: json!({}),
+                };
+                let _ = events
+                    .send(BackendEvent {
+                        job: job.clone(),
+                        update: Update::TurnEnded(end),
+                    })
+                    .await;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        async {}.boxed()
+    }
+}
+
+struct Engine {
+    manager: JobManager,
+    backend: Arc<Scripted>,
+    events: mpsc::Sender<BackendEvent>,
+}
+
+fn engine(
+    max_concurrent_jobs: usize,
+    script: impl FnOnce(&mut Scripted, &mpsc::Sender<BackendEvent>),
+) -> Engine {
+    let (events, rx) = crate::codex::event_channel();
+    let mut backend = Scripted::default();
+    script(&mut backend, &events);
+    let backend = Arc::new(backend);
+    let settings = EngineSettings {
+        max_concurrent_jobs,
+        cancel_grace: Duration::from_millis(200),
+        default_cwd: std::env::temp_dir(),
+    };
+    let manager = JobManager::new(
+        Arc::new(MemoryStore::default()),
+        backend.clone(),
+        settings,
+        rx,
+    );
+    Engine {
+        manager,
+        backend,
+        events,
+    }
+}
+
+fn start(prompt: &str) -> StartRequest {
+    StartRequest {
+        prompt: prompt.into(),
+        ..StartRequest::default()
+    }
+}
+
+impl Engine {
+    async fn report(&self, job: &JobId, update: Update) {
+        self.events
+            .send(BackendEvent {
+                job: job.clone(),
+                update,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn complete(&self, job: &JobId, result: &str) {
+        let end = TurnEnd::Completed {
+            result: Some(result.into()),
+            data: json!({}),
+        };
+        self.report(job, Update::TurnEnded(end)).await;
+        self.manager
+            .wait(None, Some(job.as_str()), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_job_past_the_limit_queues_and_starts_when_a_slot_frees() {
+    let e = engine(1, |_, _| {});
+    let first = e.manager.start(start("one")).await.unwrap();
+    let second = e.manager.start(start("two")).await.unwrap();
+    assert_eq!(first.status, JobStatus::Running);
+    assert_eq!(second.status, JobStatus::Queued);
+    assert_eq!(e.backend.started.lock().unwrap().len(), 1);
+
+    e.complete(&first.job_id, "done").await;
+    let list = e.manager.list(Some(JobStatus::Running), 10);
+    assert_eq!(list[0].job_id, second.job_id);
+    // The queued turn is handed over by a task of its own: let it run.
+    for _ in 0..100 {
+        if e.backend.started.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(e.backend.started.lock().unwrap()[1].0, second.job_id);
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_job_settles_it_without_asking_codex() {
+    let e = engine(1, |_, _| {});
+    e.manager.start(start("one")).await.unwrap();
+    let queued = e.manager.start(start("two")).await.unwrap();
+    let cancelled = e.manager.cancel(queued.job_id.as_str()).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(e.backend.interrupted.lock().unwrap().is_empty());
+    assert_eq!(
+        e.backend.started.lock().unwrap().len(),
+        1,
+        "never handed to Codex"
+    );
+}
+
+#[tokio::test]
+async fn a_confirmed_interrupt_settles_the_job_as_cancelled() {
+    let e = engine(4, |backend, events| {
+        backend.confirm_interrupts = Some(events.clone());
+    });
+    let job = e.manager.start(start("long")).await.unwrap();
+    let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    let page = e
+        .manager
+        .events(
+            job.job_id.as_str(),
+            &EventQuery {
+                limit: 10,
+                ..EventQuery::default()
+            },
+        )
+        .unwrap();
+    let last = page.events.last().unwrap();
+    assert_eq!(last.kind, EventKind::TurnCancelled);
+    assert!(
+        last.data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Codex: interrupted")
+    );
+}
+
+#[tokio::test]
+async fn an_interrupt_codex_does_not_confirm_is_settled_after_the_grace() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("long")).await.unwrap();
+    let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    // A late word from Codex about that turn changes nothing.
+    let end = TurnEnd::Interrupted {
+        reason: "interrupted".into(),
+        data: json!({}),
+    };
+    e.report(&job.job_id, Update::TurnEnded(end)).await;
+    let listed = e.manager.list(None, 10);
+    assert_eq!(listed[0].status, JobStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn an_interruption_nobody_asked_for_is_interrupted_not_cancelled() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("long")).await.unwrap();
+    let end = TurnEnd::Interrupted {
+        reason: "interrupted".into(),
+        data: json!({}),
+    };
+    e.report(&job.job_id, Update::TurnEnded(end)).await;
+    let settled = e
+        .manager
+        .wait(None, Some(job.job_id.as_str()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(settled.notifications[0].status, JobStatus::Interrupted);
+}
+
+#[tokio::test]
+async fn a_turn_codex_would_not_take_fails_the_job_with_the_reason() {
+    let e = engine(4, |backend, _| backend.refuse_turns = true);
+    let job = e.manager.start(start("x")).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(job.error.unwrap().contains("broken pipe"));
+}
+
+#[tokio::test]
+async fn reply_uses_the_thread_codex_named_and_counts_the_turn() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("one")).await.unwrap();
+    let thread = Update::Thread {
+        thread_id: "t-1".into(),
+        data: json!({}),
+    };
+    e.report(&job.job_id, thread).await;
+    e.complete(&job.job_id, "done").await;
+    let replied = e
+        .manager
+        .reply(job.job_id.as_str(), "two".into())
+        .await
+        .unwrap();
+    assert_eq!(replied.turn, 2);
+    let started = e.backend.started.lock().unwrap();
+    assert!(matches!(&started[1].1.thread, ThreadRef::Existing(t) if t == "t-1"));
+}
+
+#[tokio::test]
+async fn reply_to_a_job_codex_never_gave_a_thread_is_refused() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("one")).await.unwrap();
+    e.complete(&job.job_id, "done").await;
+    let refused = e.manager.reply(job.job_id.as_str(), "two".into()).await;
+    assert!(matches!(refused, Err(JobError::NoThread { .. })));
+}
+
+#[tokio::test]
+async fn the_feed_pages_with_its_cursor() {
+    let e = engine(4, |_, _| {});
+    for prompt in ["a", "b", "c"] {
+        let job = e.manager.start(start(prompt)).await.unwrap();
+        e.complete(&job.job_id, prompt).await;
+    }
+    let (first, cursor) = e.manager.notifications(0, None, 2).unwrap();
+    assert_eq!(first.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
+    let (rest, cursor) = e.manager.notifications(cursor, None, 2).unwrap();
+    assert_eq!(rest.iter().map(|n| n.seq).collect::<Vec<_>>(), [3]);
+    assert_eq!(cursor, 3);
+    let (none, _) = e.manager.notifications(cursor, None, 2).unwrap();
+    assert!(none.is_empty());
+    assert!(matches!(
+        e.manager.notifications(4, None, 2),
+        Err(JobError::FeedCursorOutOfRange { cursor: 4, last: 3 })
+    ));
+}
+
+#[tokio::test]
+async fn shutdown_settles_running_jobs_as_interrupted() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("long")).await.unwrap();
+    e.manager.shutdown().await;
+    let listed = e.manager.list(None, 10);
+    assert_eq!(listed[0].job_id, job.job_id);
+    assert_eq!(listed[0].status, JobStatus::Interrupted);
+    assert!(matches!(
+        e.manager.start(start("late")).await,
+        Err(JobError::ShuttingDown)
+    ));
+}
