@@ -52,12 +52,18 @@ async fn main() -> anyhow::Result<()> {
     // job_wait blocks for at most its timeout; loop until the job's turn settles.
     loop {
         let waited = client
-            .call_tool(tool("job_wait", json!({ "job_id": job_id, "timeout_seconds": 60 })))
+            .call_tool(tool(
+                "job_wait",
+                json!({ "job_id": job_id, "timeout_seconds": 60 }),
+            ))
             .await?;
         let answer = waited.structured_content.unwrap_or_default();
         if let Some(note) = answer["notifications"].as_array().and_then(|n| n.last()) {
             eprintln!("status: {}", note["status"]);
-            let text = note["result"].as_str().or(note["error"].as_str()).unwrap_or("");
+            let text = note["result"]
+                .as_str()
+                .or(note["error"].as_str())
+                .unwrap_or("");
             println!("{text}");
             break;
         }
