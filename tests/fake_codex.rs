@@ -193,3 +193,43 @@ async fn a_reply_goes_to_the_same_thread() {
         .collect();
     assert_eq!(threads.len(), 1, "codex-reply, not a second thread");
 }
+
+#[tokio::test]
+async fn every_tool_declares_its_input_and_output_schema() {
+    let sandbox = Sandbox::new();
+    let server = start(&sandbox, &[]).await;
+    let tools = within("tools/list", server.client.list_all_tools())
+        .await
+        .unwrap();
+    let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "job_cancel",
+            "job_events",
+            "job_list",
+            "job_notifications",
+            "job_reply",
+            "job_start",
+            "job_wait"
+        ]
+    );
+    for tool in &tools {
+        let output = tool
+            .output_schema
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no outputSchema", tool.name));
+        assert_eq!(output["type"], "object", "{}", tool.name);
+        assert!(
+            tool.input_schema.contains_key("properties"),
+            "{}",
+            tool.name
+        );
+    }
+    let start = tools.iter().find(|t| t.name == "job_start").unwrap();
+    assert_eq!(
+        start.input_schema["required"],
+        serde_json::json!(["prompt"])
+    );
+}

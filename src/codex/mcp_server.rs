@@ -14,6 +14,7 @@
 //! - the child does not exit on stdin EOF while a call is unanswered, so it is killed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub struct McpServerBackend {
 struct Session {
     rpc: RpcChild,
     routes: Mutex<Routes>,
+    /// Set when we kill the child on purpose, so its exit is not reported as a failure.
+    closing: AtomicBool,
 }
 
 /// Which job a message belongs to.
@@ -116,6 +119,7 @@ impl McpServerBackend {
         let session = Arc::new(Session {
             rpc,
             routes: Mutex::new(Routes::default()),
+            closing: AtomicBool::new(false),
         });
         tokio::spawn(read_loop(
             session.clone(),
@@ -278,6 +282,7 @@ impl Backend for McpServerBackend {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         async move {
             if let Some(session) = self.session.lock().await.take() {
+                session.closing.store(true, Ordering::Relaxed);
                 session.rpc.kill();
                 session.rpc.exit_info(EXIT_GRACE).await;
             }
@@ -326,7 +331,11 @@ async fn read_loop(
     }
 
     let exit = session.rpc.exit_info(EXIT_GRACE).await;
-    tracing::warn!(%exit, "codex mcp-server exited");
+    if session.closing.load(Ordering::Relaxed) {
+        tracing::debug!(%exit, "codex mcp-server stopped");
+    } else {
+        tracing::warn!(%exit, "codex mcp-server exited");
+    }
     let orphaned: Vec<JobId> = session
         .routes
         .lock()

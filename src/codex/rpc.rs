@@ -87,6 +87,8 @@ pub(crate) struct RpcChild {
     next_id: AtomicI64,
     shared: Arc<Shared>,
     exited: watch::Receiver<Option<String>>,
+    /// True once the child's stderr is closed and its tail complete.
+    stderr_closed: watch::Receiver<bool>,
 }
 
 /// The receiving half; one task drives it.
@@ -125,6 +127,7 @@ pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReade
     });
 
     let tail = shared.clone();
+    let (stderr_done, stderr_closed) = watch::channel(false);
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -136,6 +139,7 @@ pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReade
                 tail.push_back(line);
             }
         }
+        let _ = stderr_done.send(true);
     });
 
     let pid = child.id();
@@ -155,6 +159,7 @@ pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReade
             next_id: AtomicI64::new(1),
             shared: shared.clone(),
             exited,
+            stderr_closed,
         },
         RpcReader {
             lines: BufReader::new(stdout).lines(),
@@ -288,6 +293,10 @@ impl RpcChild {
             .ok()
             .and_then(|s| s.clone())
             .unwrap_or_else(|| "unknown exit status".to_owned());
+        // The last lines may still be in the pipe; something the child started can hold it open,
+        // so wait for them only briefly.
+        let mut stderr_closed = self.stderr_closed.clone();
+        let _ = tokio::time::timeout(grace, stderr_closed.wait_for(|closed| *closed)).await;
         let stderr_tail = self
             .shared
             .stderr_tail

@@ -19,7 +19,7 @@ use rmcp::model::{
 use rmcp::{Peer, RoleServer, ServerHandler, ServiceExt as _, tool, tool_handler, tool_router};
 use serde::de::DeserializeOwned;
 
-use crate::jobs::{EventKind, JobError, JobManager, StartRequest, text};
+use crate::jobs::{EventKind, JobError, JobManager, JobSnapshot, StartRequest, text};
 use crate::store::EventQuery;
 use tools::*;
 
@@ -40,8 +40,6 @@ pub struct JobServer {
     settings: ServerSettings,
     tool_router: ToolRouter<Self>,
 }
-
-type ToolResult<T> = Result<Json<T>, String>;
 
 /// Parses a tool's arguments; a mistake becomes an answer that names it.
 fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, String> {
@@ -83,7 +81,10 @@ impl JobServer {
                        the turn. Follow it with job_wait, job_events or job_notifications.",
         input_schema = schema_for_input::<StartArgs>().unwrap_or_default()
     )]
-    async fn job_start(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult<StartOut> {
+    async fn job_start(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<StartOut>, String> {
         let args: StartArgs = parse("job_start", args)?;
         let job = self
             .manager
@@ -118,7 +119,10 @@ impl JobServer {
                        include_deltas is set. Also returns the job's status and, once a turn completed, its result.",
         input_schema = schema_for_input::<EventsArgs>().unwrap_or_default()
     )]
-    async fn job_events(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult<EventsOut> {
+    async fn job_events(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<EventsOut>, String> {
         let args: EventsArgs = parse("job_events", args)?;
         let types = match args.event_types {
             None => None,
@@ -172,7 +176,10 @@ impl JobServer {
                        turn is still running: wait for it (job_wait) or stop it (job_cancel) first.",
         input_schema = schema_for_input::<ReplyArgs>().unwrap_or_default()
     )]
-    async fn job_reply(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult<ReplyOut> {
+    async fn job_reply(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<ReplyOut>, String> {
         let args: ReplyArgs = parse("job_reply", args)?;
         let job = self
             .manager
@@ -195,7 +202,7 @@ impl JobServer {
     async fn job_notifications(
         &self,
         Parameters(args): Parameters<JsonObject>,
-    ) -> ToolResult<NotificationsOut> {
+    ) -> Result<Json<NotificationsOut>, String> {
         let args: NotificationsArgs = parse("job_notifications", args)?;
         let (notifications, cursor) = self
             .manager
@@ -222,7 +229,7 @@ impl JobServer {
         Parameters(args): Parameters<JsonObject>,
         meta: RequestMetaObject,
         peer: Peer<RoleServer>,
-    ) -> ToolResult<WaitOut> {
+    ) -> Result<Json<WaitOut>, String> {
         let args: WaitArgs = parse("job_wait", args)?;
         let seconds = args.timeout_seconds.unwrap_or(30.0);
         if !seconds.is_finite() || seconds < 0.0 {
@@ -269,7 +276,7 @@ impl JobServer {
     async fn job_cancel(
         &self,
         Parameters(args): Parameters<JsonObject>,
-    ) -> ToolResult<crate::jobs::JobSnapshot> {
+    ) -> Result<Json<JobSnapshot>, String> {
         let args: JobIdArgs = parse("job_cancel", args)?;
         self.manager
             .cancel(&args.job_id)
@@ -282,7 +289,10 @@ impl JobServer {
         description = "List jobs, newest first, optionally only those with one status.",
         input_schema = schema_for_input::<ListArgs>().unwrap_or_default()
     )]
-    async fn job_list(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult<ListOut> {
+    async fn job_list(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<ListOut>, String> {
         let args: ListArgs = parse("job_list", args)?;
         let jobs = self.manager.list(args.status, limit(args.limit, 50)?);
         Ok(Json(ListOut { jobs }))
