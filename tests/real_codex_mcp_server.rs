@@ -20,13 +20,16 @@ struct Setup {
 }
 
 async fn setup(args: &[&str]) -> Setup {
-    let bin = codex(CODEX_MCP_SERVER_VERSION);
+    setup_with(&codex(CODEX_MCP_SERVER_VERSION), args).await
+}
+
+async fn setup_with(bin: &std::path::Path, args: &[&str]) -> Setup {
     let sandbox = Sandbox::new();
     let model = MockModel::start().await;
     sandbox.use_model(&model);
     let launch = args
         .iter()
-        .fold(Launch::new(&bin, &sandbox), |launch, arg| launch.arg(arg));
+        .fold(Launch::new(bin, &sandbox), |launch, arg| launch.arg(arg));
     let server = launch.start().await;
     Setup {
         sandbox,
@@ -124,6 +127,19 @@ async fn start_answers_before_the_turn_ends() {
     let settled = t.server.settle(job_id).await;
     assert_eq!(settled["status"], "completed");
     assert!(settled["result"].as_str().unwrap().ends_with("slept 3"));
+    // The answer already named Codex's thread.
+    let events = t
+        .server
+        .ok(
+            "job_events",
+            json!({"job_id": job_id, "event_types": ["thread_started"]}),
+        )
+        .await;
+    assert!(started["thread_id"].is_string(), "{started}");
+    assert_eq!(
+        started["thread_id"],
+        events["events"][0]["data"]["thread_id"]
+    );
 }
 
 #[tokio::test]
@@ -688,4 +704,20 @@ async fn wait_is_capped_by_max_wait_seconds() {
         .await;
     assert_eq!(answer["timed_out"], true);
     t.server.ok("job_cancel", json!({"job_id": job_id})).await;
+}
+
+#[tokio::test]
+async fn the_npm_shim_is_replaced_by_the_native_codex_it_would_start() {
+    let native = codex(CODEX_MCP_SERVER_VERSION);
+    let shim = support::codex_install::target_dir()
+        .join("codex-cache")
+        .join(CODEX_MCP_SERVER_VERSION)
+        .join("node_modules/.bin/codex");
+    let t = setup_with(&shim, &[]).await;
+    let children = t.server.children();
+    assert_eq!(children.len(), 1, "one Codex child, no Node in between");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", children[0])).unwrap();
+    assert_eq!(exe, native.canonicalize().unwrap());
+    let job_id = t.start("SAY: native").await;
+    assert_eq!(t.server.settle(&job_id).await["result"], "native");
 }

@@ -22,13 +22,13 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::process::Command;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::mcp_events::{self, Mapped};
 use super::rpc::{self, Incoming, RpcChild, RpcError, RpcReader};
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, ThreadRef,
-    TurnEnd, TurnInput, Update, detect,
+    TurnEnd, TurnInput, Update, detect, locate,
 };
 use crate::jobs::{EventKind, JobId, ThreadOptions};
 
@@ -36,6 +36,8 @@ use crate::jobs::{EventKind, JobId, ThreadOptions};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a child that closed its stdout gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long `start_turn` waits for Codex to name a new thread.
+const THREAD_NAMING_WAIT: Duration = Duration::from_secs(5);
 /// The approval policies `codex mcp-server` accepts.
 const APPROVAL_POLICIES: [&str; 2] = ["on-request", "never"];
 
@@ -67,6 +69,8 @@ struct Routes {
 struct RunningTurn {
     request_id: i64,
     task_complete: Option<Value>,
+    /// Told the thread id when Codex names the new thread.
+    thread_named: Option<oneshot::Sender<String>>,
 }
 
 impl Routes {
@@ -84,6 +88,12 @@ impl McpServerBackend {
         settings: CodexSettings,
         events: mpsc::Sender<BackendEvent>,
     ) -> anyhow::Result<Self> {
+        let mut settings = settings;
+        let native = locate::native_binary(&settings.bin);
+        if native != settings.bin {
+            tracing::info!(shim = %settings.bin, %native, "running the native Codex behind the npm shim");
+            settings.bin = native;
+        }
         let version = detect::require_mcp_server(&settings.bin).await?;
         tracing::info!(codex = %settings.bin, %version, "using codex mcp-server");
         let backend = Self {
@@ -211,7 +221,7 @@ impl Backend for McpServerBackend {
         &'a self,
         job: &'a JobId,
         input: TurnInput,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
         async move {
             let session = self.session().await?;
             let id = session.rpc.reserve_id();
@@ -222,6 +232,7 @@ impl Backend for McpServerBackend {
                     json!({"threadId": thread_id, "prompt": input.prompt}),
                 ),
             };
+            let (thread_named, named) = oneshot::channel();
             // File the routes before the request goes out: Codex may answer at once.
             if let Ok(mut routes) = session.routes.lock() {
                 routes.by_request.insert(id, job.clone());
@@ -233,6 +244,7 @@ impl Backend for McpServerBackend {
                     RunningTurn {
                         request_id: id,
                         task_complete: None,
+                        thread_named: Some(thread_named),
                     },
                 );
             }
@@ -250,7 +262,15 @@ impl Backend for McpServerBackend {
                 }
                 return Err(BackendError::Io(e.to_string()));
             }
-            Ok(())
+            match input.thread {
+                ThreadRef::Existing(thread_id) => Ok(Some(thread_id)),
+                // Codex names a new thread in its first event, within milliseconds; a turn that
+                // ends first, or a slow Codex, leaves the id to the `thread_started` event.
+                ThreadRef::New(_) => Ok(tokio::time::timeout(THREAD_NAMING_WAIT, named)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)),
+            }
         }
         .boxed()
     }
@@ -392,6 +412,13 @@ async fn on_codex_event(session: &Session, out: &mut Outbox, params: Value) {
             Mapped::Record(kind, data) => Some(Update::Event { kind, data }),
             Mapped::ThreadStarted { thread_id, data } => {
                 routes.by_thread.insert(thread_id.clone(), job.clone());
+                if let Some(named) = routes
+                    .running
+                    .get_mut(&job)
+                    .and_then(|turn| turn.thread_named.take())
+                {
+                    let _ = named.send(thread_id.clone());
+                }
                 Some(Update::Thread { thread_id, data })
             }
             Mapped::TaskComplete(msg) => {

@@ -5,11 +5,12 @@
 //! mean for a job's status; nothing here knows which tools we serve.
 //!
 //! - [`rpc`]: a JSON-RPC 2.0 peer over a child's stdio (ids, pending calls, exit and stderr).
-//! - [`detect`]: which Codex a binary is.
+//! - [`detect`]: which Codex a binary is; [`locate`]: the native binary behind npm's shim.
 //! - [`mcp_server`]: the backend for `codex mcp-server` (Codex up to 0.153).
 //! - [`mcp_events`]: the mapping of `codex/event` messages onto our event vocabulary.
 
 pub mod detect;
+mod locate;
 mod mcp_events;
 mod mcp_server;
 mod rpc;
@@ -118,12 +119,13 @@ pub trait Backend: Send + Sync + 'static {
     fn info(&self) -> BackendInfo;
     /// Checks options against what this backend can do, before a job is accepted.
     fn validate(&self, options: &ThreadOptions) -> Result<(), String>;
-    /// Hands a turn to Codex and returns once Codex has it; progress arrives as events.
+    /// Hands a turn to Codex and returns once Codex has it, with the thread's id when Codex
+    /// named it in time; progress arrives as events.
     fn start_turn<'a>(
         &'a self,
         job: &'a JobId,
         input: TurnInput,
-    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    ) -> BoxFuture<'a, Result<Option<String>, BackendError>>;
     /// Asks Codex to stop the job's running turn. The turn's end arrives as an event.
     fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>>;
     /// Stops every Codex child for good.

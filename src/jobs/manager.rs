@@ -653,26 +653,30 @@ impl JobManager {
     /// Hands turns to the backend. A turn Codex did not take ends as failed.
     async fn hand_over(&self, turns: Vec<(JobId, TurnInput)>) {
         for (id, input) in turns {
-            if let Err(e) = self.inner.backend.start_turn(&id, input).await {
-                let after = {
-                    let mut state = self.inner.lock();
-                    let error = format!("could not hand the turn to Codex: {e}");
-                    self.inner.end_turn(
-                        &mut state,
-                        &id,
-                        Outcome::Failed,
-                        EventKind::TurnFailed,
-                        json!({"error": error}),
-                        Announce {
-                            result: None,
-                            error: Some(error.clone()),
-                        },
-                    )
-                };
-                match after {
-                    Ok(after) => self.after_commit(after),
-                    Err(e) => tracing::error!(job = %id, error = %e, "could not settle the job"),
+            let handed = self.inner.backend.start_turn(&id, input).await;
+            let after = {
+                let mut state = self.inner.lock();
+                match handed {
+                    Ok(thread_id) => self.inner.name_thread(&mut state, &id, thread_id),
+                    Err(e) => {
+                        let error = format!("could not hand the turn to Codex: {e}");
+                        self.inner.end_turn(
+                            &mut state,
+                            &id,
+                            Outcome::Failed,
+                            EventKind::TurnFailed,
+                            json!({"error": error}),
+                            Announce {
+                                result: None,
+                                error: Some(error.clone()),
+                            },
+                        )
+                    }
                 }
+            };
+            match after {
+                Ok(after) => self.after_commit(after),
+                Err(e) => tracing::error!(job = %id, error = %e, "could not update the job"),
             }
         }
     }
@@ -729,6 +733,22 @@ impl Inner {
             self.store.put_job(&entry.record)?;
         }
         Ok(())
+    }
+
+    /// Records the thread id the backend reported when it took the turn, unless the
+    /// `thread_started` event already did.
+    fn name_thread(
+        &self,
+        state: &mut State,
+        id: &JobId,
+        thread_id: Option<String>,
+    ) -> Result<AfterCommit, JobError> {
+        let entry = state.job_mut(id)?;
+        if let (None, Some(thread_id)) = (&entry.record.thread_id, thread_id) {
+            entry.record.thread_id = Some(thread_id);
+            self.store.put_job(&entry.record)?;
+        }
+        Ok(AfterCommit::default())
     }
 
     /// Queues the job's next turn, and takes it out again if a slot is free.

@@ -40,13 +40,13 @@ impl Backend for Scripted {
         &'a self,
         job: &'a JobId,
         input: TurnInput,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
         async move {
             if self.refuse_turns {
                 return Err(BackendError::Io("broken pipe".into()));
             }
             self.started.lock().unwrap().push((job.clone(), input));
-            Ok(())
+            Ok(None)
         }
         .boxed()
     }
