@@ -63,6 +63,22 @@ impl Setup {
         }
     }
 
+    /// Runs a job whose command needs approval (read-only sandbox, `on-request`) to its end and
+    /// returns its events.
+    async fn escalated_job(&self, command: &str) -> Vec<Value> {
+        let started = self
+            .server
+            .ok(
+                "job_start",
+                json!({"prompt": format!("ESCALATE: {command}"), "cwd": self.sandbox.work(),
+                       "approval_policy": "on-request", "sandbox": "read-only"}),
+            )
+            .await;
+        let job_id = started["job_id"].as_str().unwrap();
+        assert_eq!(self.server.settle(job_id).await["status"], "completed");
+        self.server.all_events(job_id, 1000).await
+    }
+
     /// Every user prompt text the mock model has seen, per request.
     fn prompts_seen(&self) -> Vec<String> {
         self.model
@@ -408,27 +424,13 @@ async fn a_retried_start_with_the_same_client_request_id_starts_nothing_new() {
 #[tokio::test]
 async fn an_approval_request_is_declined_by_default_and_the_turn_finishes() {
     let t = setup(&[]).await;
-    let started = t
-        .server
-        .ok(
-            "job_start",
-            json!({"prompt": "ESCALATE: touch declined.txt", "cwd": t.sandbox.work(),
-                   "approval_policy": "on-request", "sandbox": "read-only"}),
-        )
-        .await;
-    let job_id = started["job_id"].as_str().unwrap();
-    assert_eq!(t.server.settle(job_id).await["status"], "completed");
-    let events = t.server.all_events(job_id, 1000).await;
+    let events = t.escalated_job("touch declined.txt").await;
     let requested = events
         .iter()
         .find(|e| e["type"] == "approval_requested")
         .expect("approval_requested");
-    assert!(
-        requested["data"]["command"]
-            .as_str()
-            .unwrap()
-            .contains("touch declined.txt")
-    );
+    let command = requested["data"]["command"].as_str().unwrap();
+    assert!(command.contains("touch declined.txt"), "{command}");
     let resolved = events
         .iter()
         .find(|e| e["type"] == "approval_resolved")
@@ -444,21 +446,11 @@ async fn an_approval_request_is_declined_by_default_and_the_turn_finishes() {
 #[tokio::test]
 async fn with_approvals_approve_the_command_runs() {
     let t = setup(&["--approvals", "approve"]).await;
-    let started = t
-        .server
-        .ok(
-            "job_start",
-            json!({"prompt": "ESCALATE: touch approved.txt", "cwd": t.sandbox.work(),
-                   "approval_policy": "on-request", "sandbox": "read-only"}),
-        )
-        .await;
-    let job_id = started["job_id"].as_str().unwrap();
-    assert_eq!(t.server.settle(job_id).await["status"], "completed");
-    let events = t.server.all_events(job_id, 1000).await;
+    let events = t.escalated_job("touch approved.txt").await;
     let resolved = events
         .iter()
         .find(|e| e["type"] == "approval_resolved")
-        .unwrap();
+        .expect("approval_resolved");
     assert_eq!(resolved["data"]["decision"], "approved");
     assert!(t.sandbox.work().join("approved.txt").exists());
 }
