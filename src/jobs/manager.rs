@@ -1,8 +1,10 @@
 //! [`JobManager`]: the state of every job, changed in one place.
 //!
-//! Every change to a job goes through [`Inner::commit`]: mutate the facts, derive the status,
-//! write the record (and a notification when the status change matters) to the store, and only
-//! after the lock is released wake the waiters. The backend's reports are applied by one task in
+//! Every status change goes through [`Inner::commit_status`] (derive the status from the facts,
+//! write the record) or, when a turn ends, [`Inner::end_turn`] (which also records the closing
+//! event and the notification and frees the slot). Both run under the state lock and return an
+//! [`AfterCommit`]: waiters are woken and queued turns handed to Codex only after the lock is
+//! released. The backend's reports are applied by one task in
 //! the order the backend sent them, so a job's events get their `seq` in the order Codex wrote them.
 
 use std::collections::{HashMap, VecDeque};
@@ -307,13 +309,15 @@ impl JobManager {
                 return Err(JobError::AlreadySettled { job: id, status });
             }
             if entry.facts.queued {
+                // Under the same lock as the check, so the queue cannot hand it to Codex first.
                 state.queue.retain(|queued| queued != &id);
+                let reason = "cancelled with job_cancel before the turn started";
                 let after = self.inner.end_turn(
                     &mut state,
                     &id,
                     Outcome::Cancelled,
                     EventKind::TurnCancelled,
-                    json!({"reason": "cancelled with job_cancel before the turn started"}),
+                    json!({"reason": reason}),
                     Announce {
                         result: None,
                         error: None,
@@ -325,35 +329,33 @@ impl JobManager {
             }
             entry.facts.cancel_requested = true;
         }
-
-        let asked = self.inner.backend.interrupt(&id).await;
-        if let Err(e) = &asked {
-            tracing::warn!(job = %id, error = %e, "could not interrupt the turn in codex");
-        }
-        if asked.is_ok() {
-            let grace = self.inner.settings.cancel_grace;
-            let confirmed = tokio::time::timeout(grace, async {
-                loop {
-                    if self.inner.lock().job(&id)?.record.status.is_settled() {
-                        return Ok::<_, JobError>(());
+        let reason = match self.inner.backend.interrupt(&id).await {
+            Ok(()) => {
+                // Codex confirms with the turn's end, which settles the job as cancelled.
+                let settled = async {
+                    while self
+                        .inner
+                        .lock()
+                        .job(&id)
+                        .is_ok_and(|j| !j.record.status.is_settled())
+                    {
+                        if feed.changed().await.is_err() {
+                            return;
+                        }
                     }
-                    if feed.changed().await.is_err() {
-                        return Ok(());
-                    }
-                }
-            })
-            .await;
-            if let Ok(result) = confirmed {
-                result?;
+                };
+                let _ = tokio::time::timeout(self.inner.settings.cancel_grace, settled).await;
+                format!(
+                    "cancelled with job_cancel; Codex did not confirm the interrupt within {} s",
+                    self.inner.settings.cancel_grace.as_secs_f32()
+                )
             }
-        }
-        let reason = match asked {
-            Ok(()) => format!(
-                "cancelled with job_cancel; Codex did not confirm the interrupt within {} s",
-                self.inner.settings.cancel_grace.as_secs_f32()
-            ),
-            Err(e) => format!("cancelled with job_cancel; Codex could not be told: {e}"),
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not interrupt the turn in codex");
+                format!("cancelled with job_cancel; Codex could not be told: {e}")
+            }
         };
+        // Does nothing when Codex's confirmation settled the job already.
         self.force_end(&id, Outcome::Cancelled, EventKind::TurnCancelled, reason);
         self.inner.lock().snapshot(&id)
     }
@@ -657,6 +659,15 @@ impl JobManager {
             let after = {
                 let mut state = self.inner.lock();
                 match handed {
+                    Ok(thread_id) if !state.job(&id).is_ok_and(|j| j.facts.turn_running) => {
+                        // Cancelled (or shut down) while Codex was taking it: stop it there too.
+                        let manager = self.clone();
+                        let job = id.clone();
+                        tokio::spawn(async move {
+                            let _ = manager.inner.backend.interrupt(&job).await;
+                        });
+                        self.inner.name_thread(&mut state, &id, thread_id)
+                    }
                     Ok(thread_id) => self.inner.name_thread(&mut state, &id, thread_id),
                     Err(e) => {
                         let error = format!("could not hand the turn to Codex: {e}");
