@@ -506,11 +506,15 @@ async fn on_approval(
         .lock()
         .ok()
         .and_then(|r| r.job_for(call_id, thread_id));
-    let (decision, resolved) = match policy {
-        ApprovalAnswer::Approve => ("approved", "approved"),
-        ApprovalAnswer::Decline => ("denied", "declined"),
+    // What Codex reads, and what we record. A request for no job of ours is refused.
+    let (answer, decision) = match (policy, &job) {
+        (ApprovalAnswer::Approve, Some(_)) => ("approved", "approved"),
+        _ => ("denied", "declined"),
     };
-    let approval_id = format!("codex-{id}");
+    let approval_id = params
+        .get("codex_call_id")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("request-{id}"), str::to_owned);
     let kind = match params.get("codex_elicitation").and_then(Value::as_str) {
         Some("patch-approval") => "file_change",
         _ => "command",
@@ -535,15 +539,14 @@ async fn on_approval(
     } else {
         tracing::warn!(?call_id, "approval request for no known job; declining");
     }
-    let decision = if job.is_some() { decision } else { "denied" };
-    let answered = session.rpc.respond(id, json!({"decision": decision})).await;
+    let answered = session.rpc.respond(id, json!({"decision": answer})).await;
     if let Some(job) = job {
         let data = json!({
             "approval_id": approval_id,
-            "decision": if decision == "approved" { resolved } else { "declined" },
+            "decision": decision,
             "decided_by": "server_policy",
             "delivered": answered.is_ok(),
-            "codex": {"decision": decision},
+            "codex": {"decision": answer},
         });
         out.send(
             job,
