@@ -40,6 +40,20 @@ pub struct Cli {
     /// How long Codex gets to confirm a cancel before the job is settled anyway, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub cancel_grace_ms: u64,
+
+    /// Where jobs, events and notifications are kept [default: $XDG_STATE_HOME/codex-async-mcp,
+    /// else ~/.local/state/codex-async-mcp].
+    #[arg(long, env = "CODEX_ASYNC_MCP_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Settled jobs not updated for this long are deleted with their events (e.g. 7d, 12h, 30m).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration ({e}); write e.g. 7d, 12h or 30m"))
 }
 
 fn parse_override(value: &str) -> Result<String, String> {
@@ -65,6 +79,20 @@ impl Cli {
             max_concurrent_jobs: usize::from(self.max_concurrent_jobs),
             cancel_grace: Duration::from_millis(self.cancel_grace_ms),
             default_cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            retention: self.retention,
+        }
+    }
+
+    /// The state directory: `--state-dir`, else the XDG default.
+    pub fn state_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.state_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => crate::store::state_dir::default_dir().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no state directory: neither XDG_STATE_HOME nor HOME is set to an absolute \
+                     path. Pass --state-dir"
+                )
+            }),
         }
     }
 

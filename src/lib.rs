@@ -24,14 +24,17 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 /// Runs the server on stdio until the client closes stdin or a SIGINT/SIGTERM arrives, then
-/// settles every running job and kills the Codex child.
+/// settles every running job and kills the Codex child. The state directory stays locked for
+/// the whole run.
 pub async fn run_stdio(cli: Cli) -> anyhow::Result<()> {
+    let state_dir = store::state_dir::StateDir::open(&cli.state_dir()?)?;
+    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&state_dir.database())?);
     let (events_tx, events_rx) = codex::event_channel();
     let backend = codex::McpServerBackend::start(cli.codex_settings(), events_tx)
         .await
         .context("could not start Codex")?;
-    let store: Arc<dyn store::Store> = Arc::new(store::MemoryStore::default());
-    let manager = jobs::JobManager::new(store, Arc::new(backend), cli.engine_settings(), events_rx);
+    let manager =
+        jobs::JobManager::open(store, Arc::new(backend), cli.engine_settings(), events_rx)?;
     let result = server::serve_stdio(manager.clone(), cli.server_settings()).await;
     manager.shutdown().await;
     result

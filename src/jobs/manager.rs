@@ -1,4 +1,4 @@
-//! [`JobManager`]: the state of every job, changed in one place.
+//! [`JobManager`]: the engine's API, on top of the state and its transactions ([`super::state`]).
 //!
 //! Every status change goes through [`Inner::commit_status`] (derive the status from the facts,
 //! write the record) or, when a turn ends, [`Inner::end_turn`] (which also records the closing
@@ -7,10 +7,9 @@
 //! released. The backend's reports are applied by one task in
 //! the order the backend sent them, so a job's events get their `seq` in the order Codex wrote them.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -18,7 +17,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::model::{Event, EventKind, JobId, JobRecord, JobStatus, Notification, ThreadOptions};
-use super::status::{self, Facts, Outcome};
+use super::state::{AfterCommit, Announce, JobState, State, Tx};
+use super::status::Outcome;
 use super::{JobError, text};
 use crate::codex::{Backend, BackendEvent, ThreadRef, TurnEnd, TurnInput, Update};
 use crate::store::{EventQuery, Store};
@@ -35,6 +35,8 @@ pub struct EngineSettings {
     pub cancel_grace: Duration,
     /// The cwd of jobs that name none.
     pub default_cwd: PathBuf,
+    /// Settled jobs not updated for this long are deleted, with their events.
+    pub retention: Duration,
 }
 
 /// What `job_start` asks for.
@@ -116,78 +118,123 @@ struct Inner {
     feed: watch::Sender<u64>,
 }
 
-struct State {
-    jobs: HashMap<JobId, JobState>,
-    /// Job ids, oldest first.
-    order: Vec<JobId>,
-    by_client_request: HashMap<String, JobId>,
-    /// Jobs whose next turn waits for a slot, first come first served.
-    queue: VecDeque<JobId>,
-    /// Turns holding a slot.
-    running: usize,
-    last_notification: u64,
-    accepting: bool,
-}
-
-struct JobState {
-    record: JobRecord,
-    facts: Facts,
-    /// The turn waiting in the queue.
-    queued_turn: Option<TurnInput>,
-    /// The seq of the job's newest notification.
-    last_notification: Option<u64>,
-}
-
-/// A job's status change that the feed announces.
-struct Announce {
-    result: Option<String>,
-    error: Option<String>,
-}
-
-/// What to do once the state lock is released.
-#[derive(Default)]
-#[must_use]
-struct AfterCommit {
-    notified: Option<u64>,
-    dispatch: Vec<(JobId, TurnInput)>,
-}
+/// How many backend reports are saved in one transaction at most.
+const APPLY_BATCH: usize = 256;
 
 impl JobManager {
-    /// Builds the engine and starts applying the backend's reports from `events`.
-    pub fn new(
+    /// Builds the engine from what the store holds: turns that were unfinished when the last
+    /// server went away are settled as `interrupted`, and expired jobs deleted. Then it starts
+    /// applying the backend's reports from `events` and deleting expired jobs periodically.
+    pub fn open(
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
         settings: EngineSettings,
         mut events: mpsc::Receiver<BackendEvent>,
-    ) -> Self {
-        let (feed, _) = watch::channel(0);
-        let inner = Arc::new(Inner {
-            state: Mutex::new(State {
-                jobs: HashMap::new(),
-                order: Vec::new(),
-                by_client_request: HashMap::new(),
-                queue: VecDeque::new(),
-                running: 0,
-                last_notification: 0,
-                accepting: true,
+    ) -> Result<Self, JobError> {
+        let loaded = store.load()?;
+        let mut state = State::new(loaded.last_notification);
+        let mut unfinished = Vec::new();
+        for job in loaded.jobs {
+            let mut entry = JobState::new(job.record, job.last_notification);
+            entry.facts.outcome = match entry.record.status {
+                JobStatus::Completed => Some(Outcome::Completed),
+                JobStatus::Failed => Some(Outcome::Failed),
+                JobStatus::Cancelled => Some(Outcome::Cancelled),
+                JobStatus::Interrupted => Some(Outcome::Interrupted),
+                JobStatus::Queued | JobStatus::Running | JobStatus::InputRequired => {
+                    unfinished.push(entry.record.id.clone());
+                    None
+                }
+            };
+            state.order.push(entry.record.id.clone());
+            if let Some(key) = &entry.record.client_request_id {
+                state
+                    .by_client_request
+                    .insert(key.clone(), entry.record.id.clone());
+            }
+            state.jobs.insert(entry.record.id.clone(), entry);
+        }
+        let (feed, _) = watch::channel(state.last_notification);
+        let manager = Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                store,
+                backend,
+                settings,
+                feed,
             }),
-            store,
-            backend,
-            settings,
-            feed,
-        });
-        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        };
+        let reason = "the server stopped while this turn was running (it was restarted or it crashed), \
+                      so Codex may not have finished it; continue with job_reply or start a new job";
+        let after = manager.transact(|tx| {
+            for id in &unfinished {
+                tx.settle(
+                    id,
+                    Outcome::Interrupted,
+                    EventKind::TurnInterrupted,
+                    reason.to_owned(),
+                )?;
+            }
+            Ok(())
+        })?;
+        manager.publish(after);
+        manager.purge_expired()?;
+
+        let weak: Weak<Inner> = Arc::downgrade(&manager.inner);
         tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
+            let mut batch = Vec::with_capacity(APPLY_BATCH);
+            while events.recv_many(&mut batch, APPLY_BATCH).await > 0 {
                 let Some(inner) = weak.upgrade() else { break };
-                JobManager { inner }.apply(event);
+                JobManager { inner }.apply(std::mem::take(&mut batch));
             }
         });
-        Self { inner }
+        let weak: Weak<Inner> = Arc::downgrade(&manager.inner);
+        let every = (manager.inner.settings.retention / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = (JobManager { inner }).purge_expired() {
+                    tracing::error!(error = %e, "could not delete expired jobs");
+                }
+            }
+        });
+        Ok(manager)
     }
 
     pub fn backend_info(&self) -> crate::codex::BackendInfo {
         self.inner.backend.info()
+    }
+
+    /// Runs `change` on the state as one saved transaction.
+    fn transact(
+        &self,
+        change: impl FnOnce(&mut Tx<'_>) -> Result<(), JobError>,
+    ) -> Result<AfterCommit, JobError> {
+        let mut state = self.inner.lock();
+        let mut tx = Tx::new(&mut state, self.inner.settings.max_concurrent_jobs);
+        change(&mut tx)?;
+        tx.commit(&*self.inner.store)
+    }
+
+    /// Wakes waiters; returns the turns to hand to Codex.
+    fn publish(&self, after: AfterCommit) -> Vec<(JobId, TurnInput)> {
+        if let Some(seq) = after.notified {
+            self.inner.feed.send_replace(seq);
+        }
+        after.dispatch
+    }
+
+    /// Wakes waiters and hands newly running turns to Codex in the background.
+    fn publish_and_dispatch(&self, after: AfterCommit) {
+        let dispatch = self.publish(after);
+        if !dispatch.is_empty() {
+            let manager = self.clone();
+            tokio::spawn(async move { manager.hand_over(dispatch).await });
+        }
     }
 
     /// Registers a job and hands its first turn to Codex, or queues it when every slot is taken.
@@ -229,35 +276,26 @@ impl JobManager {
             error: None,
             last_seq: 0,
         };
-        let dispatch = {
-            let mut state = self.inner.lock();
-            if !state.accepting {
+        let mut existing = None;
+        let after = self.transact(|tx| {
+            if !tx.state().accepting {
                 return Err(JobError::ShuttingDown);
             }
-            if let Some(existing) = request
+            existing = request
                 .client_request_id
                 .as_ref()
-                .and_then(|key| state.by_client_request.get(key))
-            {
-                let existing = existing.clone();
-                return state.snapshot(&existing);
+                .and_then(|key| tx.state().by_client_request.get(key))
+                .cloned();
+            if existing.is_none() {
+                tx.create(JobState::new(record, None));
+                tx.enqueue_turn(&id, input)?;
             }
-            self.inner.store.put_job(&record)?;
-            if let Some(key) = request.client_request_id {
-                state.by_client_request.insert(key, id.clone());
-            }
-            state.order.push(id.clone());
-            state.jobs.insert(
-                id.clone(),
-                JobState {
-                    record,
-                    facts: Facts::default(),
-                    queued_turn: None,
-                    last_notification: None,
-                },
-            );
-            self.inner.enqueue_turn(&mut state, &id, input)?
-        };
+            Ok(())
+        })?;
+        if let Some(existing) = existing {
+            return self.inner.lock().snapshot(&existing);
+        }
+        let dispatch = self.publish(after);
         self.hand_over(dispatch).await;
         self.inner.lock().snapshot(&id)
     }
@@ -268,31 +306,30 @@ impl JobManager {
             return Err(JobError::MissingPrompt);
         }
         let id = JobId::from(job);
-        let dispatch = {
-            let mut state = self.inner.lock();
-            if !state.accepting {
+        let after = self.transact(|tx| {
+            if !tx.state().accepting {
                 return Err(JobError::ShuttingDown);
             }
-            let entry = state.job(&id)?;
+            let entry = tx.job(&id)?;
             let status = entry.record.status;
             if !status.is_settled() {
                 return Err(JobError::ReplyWhileRunning {
-                    job: id,
+                    job: id.clone(),
                     status,
                     turn: entry.record.turns,
                 });
             }
             let Some(thread_id) = entry.record.thread_id.clone() else {
-                return Err(JobError::NoThread { job: id });
+                return Err(JobError::NoThread { job: id.clone() });
             };
-            let entry = state.job_mut(&id)?;
             entry.record.turns += 1;
             let input = TurnInput {
                 prompt,
                 thread: ThreadRef::Existing(thread_id),
             };
-            self.inner.enqueue_turn(&mut state, &id, input)?
-        };
+            tx.enqueue_turn(&id, input)
+        })?;
+        let dispatch = self.publish(after);
         self.hand_over(dispatch).await;
         self.inner.lock().snapshot(&id)
     }
@@ -301,33 +338,29 @@ impl JobManager {
     pub async fn cancel(&self, job: &str) -> Result<JobSnapshot, JobError> {
         let id = JobId::from(job);
         let mut feed = self.inner.feed.subscribe();
-        {
-            let mut state = self.inner.lock();
-            let entry = state.job_mut(&id)?;
+        let mut queued = false;
+        let after = self.transact(|tx| {
+            let entry = tx.job(&id)?;
             let status = entry.record.status;
             if status.is_settled() {
-                return Err(JobError::AlreadySettled { job: id, status });
+                return Err(JobError::AlreadySettled {
+                    job: id.clone(),
+                    status,
+                });
             }
-            if entry.facts.queued {
-                // Under the same lock as the check, so the queue cannot hand it to Codex first.
-                state.queue.retain(|queued| queued != &id);
-                let reason = "cancelled with job_cancel before the turn started";
-                let after = self.inner.end_turn(
-                    &mut state,
-                    &id,
-                    Outcome::Cancelled,
-                    EventKind::TurnCancelled,
-                    json!({"reason": reason}),
-                    Announce {
-                        result: None,
-                        error: None,
-                    },
-                )?;
-                drop(state);
-                self.after_commit(after);
-                return self.inner.lock().snapshot(&id);
+            queued = entry.facts.queued;
+            if queued {
+                // In the same transaction as the check, so the queue cannot hand it over first.
+                let reason = "cancelled with job_cancel before the turn started".to_owned();
+                tx.settle(&id, Outcome::Cancelled, EventKind::TurnCancelled, reason)
+            } else {
+                entry.facts.cancel_requested = true;
+                Ok(())
             }
-            entry.facts.cancel_requested = true;
+        })?;
+        self.publish_and_dispatch(after);
+        if queued {
+            return self.inner.lock().snapshot(&id);
         }
         let reason = match self.inner.backend.interrupt(&id).await {
             Ok(()) => {
@@ -356,7 +389,7 @@ impl JobManager {
             }
         };
         // Does nothing when Codex's confirmation settled the job already.
-        self.force_end(&id, Outcome::Cancelled, EventKind::TurnCancelled, reason);
+        self.settle(&id, Outcome::Cancelled, EventKind::TurnCancelled, reason)?;
         self.inner.lock().snapshot(&id)
     }
 
@@ -496,26 +529,64 @@ impl JobManager {
 
     /// Stops taking turns, settles every unfinished one as `interrupted`, and stops Codex.
     pub async fn shutdown(&self) {
-        let unfinished: Vec<JobId> = {
+        let after = {
             let mut state = self.inner.lock();
             state.accepting = false;
-            state.queue.clear();
-            state
+            let unfinished: Vec<JobId> = state
                 .jobs
                 .values()
                 .filter(|j| !j.record.status.is_settled())
                 .map(|j| j.record.id.clone())
-                .collect()
+                .collect();
+            let mut tx = Tx::new(&mut state, self.inner.settings.max_concurrent_jobs);
+            let reason = "the server shut down while the turn was running";
+            unfinished
+                .iter()
+                .try_for_each(|id| {
+                    tx.settle(
+                        id,
+                        Outcome::Interrupted,
+                        EventKind::TurnInterrupted,
+                        reason.to_owned(),
+                    )
+                })
+                .and_then(|()| tx.commit(&*self.inner.store))
         };
-        for id in unfinished {
-            self.force_end(
-                &id,
-                Outcome::Interrupted,
-                EventKind::TurnInterrupted,
-                "the server shut down while the turn was running".to_owned(),
-            );
+        match after {
+            Ok(after) => {
+                self.publish(after);
+            }
+            Err(e) => tracing::error!(error = %e, "could not save the interrupted jobs"),
         }
         self.inner.backend.shutdown().await;
+    }
+
+    /// Deletes settled jobs not updated within the retention period, with their events and
+    /// notifications.
+    pub fn purge_expired(&self) -> Result<usize, JobError> {
+        let cutoff = SystemTime::now()
+            .checked_sub(self.inner.settings.retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        // RFC 3339 in UTC with fixed precision sorts like the times it names.
+        let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
+        let mut expired = 0;
+        let after = self.transact(|tx| {
+            let ids: Vec<JobId> = tx
+                .state()
+                .jobs
+                .values()
+                .filter(|j| j.record.status.is_settled() && j.record.updated_at < cutoff)
+                .map(|j| j.record.id.clone())
+                .collect();
+            expired = ids.len();
+            ids.iter().for_each(|id| tx.delete(id));
+            Ok(())
+        })?;
+        self.publish(after);
+        if expired > 0 {
+            tracing::info!(expired, "deleted jobs past the retention period");
+        }
+        Ok(expired)
     }
 
     fn resolve_cwd(&self, cwd: Option<&str>) -> Result<String, JobError> {
@@ -539,140 +610,78 @@ impl JobManager {
         }
     }
 
-    /// Applies one report of the backend.
-    fn apply(&self, event: BackendEvent) {
-        let after = {
-            let mut state = self.inner.lock();
-            let BackendEvent { job, update } = event;
-            let Some(entry) = state.jobs.get_mut(&job) else {
-                tracing::debug!(%job, "report for an unknown job; ignored");
-                return;
-            };
-            let result = match update {
-                Update::Event { kind, data } => self
-                    .inner
-                    .record(entry, kind, data)
-                    .map(|()| AfterCommit::default()),
-                Update::Thread { thread_id, data } => {
-                    entry.record.thread_id = Some(thread_id);
-                    self.inner
-                        .record(entry, EventKind::ThreadStarted, data)
-                        .map(|()| AfterCommit::default())
+    /// Applies a batch of the backend's reports, saved as one transaction.
+    fn apply(&self, batch: Vec<BackendEvent>) {
+        let jobs: Vec<JobId> = batch.iter().map(|e| e.job.clone()).collect();
+        let applied = self.transact(|tx| {
+            for BackendEvent { job, update } in batch {
+                if tx.state().job(&job).is_err() {
+                    tracing::debug!(%job, "report for an unknown job; ignored");
+                    continue;
                 }
-                Update::TurnEnded(end) if !entry.facts.turn_running => {
-                    tracing::debug!(%job, ?end, "turn end for a turn already settled; ignored");
-                    Ok(AfterCommit::default())
-                }
-                Update::TurnEnded(end) => {
-                    let cancelled = entry.facts.cancel_requested;
-                    let (outcome, kind, data, announce) = match end {
-                        TurnEnd::Completed { result, data } => (
-                            Outcome::Completed,
-                            EventKind::TurnCompleted,
-                            merge(json!({"result": result}), data),
-                            Announce {
-                                result,
-                                error: None,
-                            },
-                        ),
-                        TurnEnd::Failed { error, data } => (
-                            Outcome::Failed,
-                            EventKind::TurnFailed,
-                            merge(json!({"error": error}), data),
-                            Announce {
-                                result: None,
-                                error: Some(error),
-                            },
-                        ),
-                        TurnEnd::Interrupted { reason, data } if cancelled => (
-                            Outcome::Cancelled,
-                            EventKind::TurnCancelled,
-                            merge(
-                                json!({"reason": format!("cancelled with job_cancel; Codex: {reason}")}),
-                                data,
-                            ),
-                            Announce {
-                                result: None,
-                                error: None,
-                            },
-                        ),
-                        TurnEnd::Interrupted { reason, data } => {
-                            let reason = format!("Codex stopped the turn: {reason}");
-                            (
-                                Outcome::Interrupted,
-                                EventKind::TurnInterrupted,
-                                merge(json!({"reason": reason}), data),
-                                Announce {
-                                    result: None,
-                                    error: Some(reason),
-                                },
-                            )
-                        }
-                    };
-                    self.inner
-                        .end_turn(&mut state, &job, outcome, kind, data, announce)
-                }
-            };
-            match result {
-                Ok(after) => after,
-                Err(e) => {
-                    tracing::error!(%job, error = %e, "could not record a codex event");
-                    return;
+                apply_one(tx, &job, update)?;
+            }
+            Ok(())
+        });
+        match applied {
+            Ok(after) => self.publish_and_dispatch(after),
+            Err(e) => {
+                // Nothing of the batch was saved. Stop the jobs loudly rather than let them run
+                // on with a record that has holes.
+                tracing::error!(error = %e, "could not save Codex's events; failing the jobs");
+                for job in jobs {
+                    let reason = format!("the job store could not save Codex's events: {e}");
+                    if let Err(e) =
+                        self.settle(&job, Outcome::Failed, EventKind::TurnFailed, reason)
+                    {
+                        tracing::error!(%job, error = %e, "could not settle the job either");
+                    }
+                    let manager = self.clone();
+                    tokio::spawn(async move {
+                        let _ = manager.inner.backend.interrupt(&job).await;
+                    });
                 }
             }
-        };
-        self.after_commit(after);
+        }
     }
 
-    /// Ends the job's unfinished turn without Codex's word (cancel timeout, shutdown).
-    fn force_end(&self, id: &JobId, outcome: Outcome, kind: EventKind, reason: String) {
-        let after = {
-            let mut state = self.inner.lock();
-            let Ok(entry) = state.job(id) else { return };
-            if entry.record.status.is_settled() {
-                return;
-            }
-            let error = (outcome != Outcome::Cancelled).then(|| reason.clone());
-            state.queue.retain(|queued| queued != id);
-            self.inner.end_turn(
-                &mut state,
-                id,
-                outcome,
-                kind,
-                json!({"reason": reason}),
-                Announce {
-                    result: None,
-                    error,
-                },
-            )
-        };
-        match after {
-            Ok(after) => self.after_commit(after),
-            Err(e) => tracing::error!(job = %id, error = %e, "could not settle the job"),
-        }
+    /// Ends the job's unfinished turn without Codex's word.
+    fn settle(
+        &self,
+        id: &JobId,
+        outcome: Outcome,
+        kind: EventKind,
+        reason: String,
+    ) -> Result<(), JobError> {
+        let after = self.transact(|tx| tx.settle(id, outcome, kind, reason))?;
+        self.publish_and_dispatch(after);
+        Ok(())
     }
 
     /// Hands turns to the backend. A turn Codex did not take ends as failed.
     async fn hand_over(&self, turns: Vec<(JobId, TurnInput)>) {
         for (id, input) in turns {
             let handed = self.inner.backend.start_turn(&id, input).await;
-            let after = {
-                let mut state = self.inner.lock();
-                match handed {
-                    Ok(thread_id) if !state.job(&id).is_ok_and(|j| j.facts.turn_running) => {
+            let settled = match handed {
+                Ok(thread_id) => {
+                    let cancelled = !self
+                        .inner
+                        .lock()
+                        .job(&id)
+                        .is_ok_and(|j| j.facts.turn_running);
+                    if cancelled {
                         // Cancelled (or shut down) while Codex was taking it: stop it there too.
-                        let manager = self.clone();
-                        let job = id.clone();
-                        tokio::spawn(async move {
-                            let _ = manager.inner.backend.interrupt(&job).await;
-                        });
-                        self.inner.name_thread(&mut state, &id, thread_id)
+                        let _ = self.inner.backend.interrupt(&id).await;
                     }
-                    Ok(thread_id) => self.inner.name_thread(&mut state, &id, thread_id),
-                    Err(e) => {
-                        let error = format!("could not hand the turn to Codex: {e}");
-                        self.inner.end_turn(
-                            &mut state,
+                    match thread_id {
+                        Some(thread_id) => self.transact(|tx| tx.name_thread(&id, thread_id)),
+                        None => Ok(AfterCommit::default()),
+                    }
+                }
+                Err(e) => {
+                    let error = format!("could not hand the turn to Codex: {e}");
+                    self.transact(|tx| {
+                        tx.end_turn(
                             &id,
                             Outcome::Failed,
                             EventKind::TurnFailed,
@@ -682,24 +691,77 @@ impl JobManager {
                                 error: Some(error.clone()),
                             },
                         )
-                    }
+                    })
                 }
             };
-            match after {
-                Ok(after) => self.after_commit(after),
+            match settled {
+                Ok(after) => self.publish_and_dispatch(after),
                 Err(e) => tracing::error!(job = %id, error = %e, "could not update the job"),
             }
         }
     }
+}
 
-    /// Wakes waiters and starts queued turns, with the state lock released.
-    fn after_commit(&self, after: AfterCommit) {
-        if let Some(seq) = after.notified {
-            self.inner.feed.send_replace(seq);
+/// One report of the backend, as a change to its job.
+fn apply_one(tx: &mut Tx<'_>, job: &JobId, update: Update) -> Result<(), JobError> {
+    match update {
+        Update::Event { kind, data } => tx.record(job, kind, data),
+        Update::Thread { thread_id, data } => {
+            tx.name_thread(job, thread_id)?;
+            tx.record(job, EventKind::ThreadStarted, data)
         }
-        if !after.dispatch.is_empty() {
-            let manager = self.clone();
-            tokio::spawn(async move { manager.hand_over(after.dispatch).await });
+        Update::TurnEnded(end) => {
+            let facts = &tx.job(job)?.facts;
+            if !facts.turn_running {
+                tracing::debug!(%job, ?end, "turn end for a turn already settled; ignored");
+                return Ok(());
+            }
+            let cancelled = facts.cancel_requested;
+            let (outcome, kind, data, announce) = match end {
+                TurnEnd::Completed { result, data } => (
+                    Outcome::Completed,
+                    EventKind::TurnCompleted,
+                    merge(json!({"result": result}), data),
+                    Announce {
+                        result,
+                        error: None,
+                    },
+                ),
+                TurnEnd::Failed { error, data } => (
+                    Outcome::Failed,
+                    EventKind::TurnFailed,
+                    merge(json!({"error": error}), data),
+                    Announce {
+                        result: None,
+                        error: Some(error),
+                    },
+                ),
+                TurnEnd::Interrupted { reason, data } if cancelled => (
+                    Outcome::Cancelled,
+                    EventKind::TurnCancelled,
+                    merge(
+                        json!({"reason": format!("cancelled with job_cancel; Codex: {reason}")}),
+                        data,
+                    ),
+                    Announce {
+                        result: None,
+                        error: None,
+                    },
+                ),
+                TurnEnd::Interrupted { reason, data } => {
+                    let reason = format!("Codex stopped the turn: {reason}");
+                    (
+                        Outcome::Interrupted,
+                        EventKind::TurnInterrupted,
+                        merge(json!({"reason": reason}), data),
+                        Announce {
+                            result: None,
+                            error: Some(reason),
+                        },
+                    )
+                }
+            };
+            tx.end_turn(job, outcome, kind, data, announce)
         }
     }
 }
@@ -721,170 +783,5 @@ impl Inner {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Appends one event to the job's stream.
-    fn record(&self, entry: &mut JobState, kind: EventKind, data: Value) -> Result<(), JobError> {
-        if let (EventKind::AgentMessage, Some(text)) =
-            (kind, data.get("text").and_then(Value::as_str))
-        {
-            entry.record.last_message = Some(text.to_owned());
-        }
-        let event = Event {
-            seq: entry.record.last_seq + 1,
-            kind,
-            at: now_rfc3339(),
-            turn: entry.record.turns,
-            data,
-        };
-        self.store.append_events(&entry.record.id, &[event])?;
-        entry.record.last_seq += 1;
-        // The record's other fields change only with these; `last_seq` follows from the events.
-        if matches!(kind, EventKind::ThreadStarted | EventKind::AgentMessage) {
-            self.store.put_job(&entry.record)?;
-        }
-        Ok(())
-    }
-
-    /// Records the thread id the backend reported when it took the turn, unless the
-    /// `thread_started` event already did.
-    fn name_thread(
-        &self,
-        state: &mut State,
-        id: &JobId,
-        thread_id: Option<String>,
-    ) -> Result<AfterCommit, JobError> {
-        let entry = state.job_mut(id)?;
-        if let (None, Some(thread_id)) = (&entry.record.thread_id, thread_id) {
-            entry.record.thread_id = Some(thread_id);
-            self.store.put_job(&entry.record)?;
-        }
-        Ok(AfterCommit::default())
-    }
-
-    /// Queues the job's next turn, and takes it out again if a slot is free.
-    fn enqueue_turn(
-        &self,
-        state: &mut State,
-        id: &JobId,
-        input: TurnInput,
-    ) -> Result<Vec<(JobId, TurnInput)>, JobError> {
-        let entry = state.job_mut(id)?;
-        entry.queued_turn = Some(input);
-        entry.facts.queued = true;
-        entry.facts.cancel_requested = false;
-        self.commit_status(entry)?;
-        state.queue.push_back(id.clone());
-        self.take_dispatchable(state)
-    }
-
-    /// Moves queued turns into free slots; the caller hands them to the backend.
-    fn take_dispatchable(&self, state: &mut State) -> Result<Vec<(JobId, TurnInput)>, JobError> {
-        let mut ready = Vec::new();
-        while state.running < self.settings.max_concurrent_jobs {
-            let Some(id) = state.queue.pop_front() else {
-                break;
-            };
-            let Some(entry) = state.jobs.get_mut(&id) else {
-                continue;
-            };
-            let Some(input) = entry.queued_turn.take() else {
-                continue;
-            };
-            entry.facts.queued = false;
-            entry.facts.turn_running = true;
-            self.commit_status(entry)?;
-            state.running += 1;
-            ready.push((id, input));
-        }
-        Ok(ready)
-    }
-
-    /// Settles the job's turn: records the closing event, the new status and the notification,
-    /// and frees its slot for the next queued turn.
-    fn end_turn(
-        &self,
-        state: &mut State,
-        id: &JobId,
-        outcome: Outcome,
-        kind: EventKind,
-        data: Value,
-        announce: Announce,
-    ) -> Result<AfterCommit, JobError> {
-        let seq = state.last_notification + 1;
-        let entry = state.job_mut(id)?;
-        let held_slot = entry.facts.turn_running;
-        self.record(entry, kind, data)?;
-        entry.facts.queued = false;
-        entry.facts.turn_running = false;
-        entry.facts.cancel_requested = false;
-        entry.facts.outcome = Some(outcome);
-        entry.queued_turn = None;
-        if let Some(result) = &announce.result {
-            entry.record.last_message = Some(result.clone());
-        }
-        entry.record.error = announce.error.clone();
-        self.commit_status(entry)?;
-        let notification = Notification {
-            seq,
-            job_id: id.clone(),
-            turn: entry.record.turns,
-            status: entry.record.status,
-            at: now_rfc3339(),
-            result: announce.result,
-            error: announce.error,
-        };
-        self.store.append_notification(&notification)?;
-        entry.last_notification = Some(seq);
-        state.last_notification = seq;
-        if held_slot {
-            state.running = state.running.saturating_sub(1);
-        }
-        let dispatch = if state.accepting {
-            self.take_dispatchable(state)?
-        } else {
-            Vec::new()
-        };
-        Ok(AfterCommit {
-            notified: Some(seq),
-            dispatch,
-        })
-    }
-
-    /// Derives the status from the facts and writes the record.
-    fn commit_status(&self, entry: &mut JobState) -> Result<(), JobError> {
-        entry.record.status = status::derive(&entry.facts);
-        entry.record.updated_at = now_rfc3339();
-        self.store.put_job(&entry.record)?;
-        Ok(())
-    }
-}
-
-impl State {
-    fn job(&self, id: &JobId) -> Result<&JobState, JobError> {
-        self.jobs
-            .get(id)
-            .ok_or_else(|| JobError::UnknownJob(id.to_string()))
-    }
-
-    fn job_mut(&mut self, id: &JobId) -> Result<&mut JobState, JobError> {
-        self.jobs
-            .get_mut(id)
-            .ok_or_else(|| JobError::UnknownJob(id.to_string()))
-    }
-
-    fn snapshot(&self, id: &JobId) -> Result<JobSnapshot, JobError> {
-        let record = &self.job(id)?.record;
-        Ok(JobSnapshot {
-            job_id: record.id.clone(),
-            status: record.status,
-            thread_id: record.thread_id.clone(),
-            turn: record.turns,
-            cursor: record.last_seq,
-            result: (record.status == JobStatus::Completed)
-                .then(|| record.last_message.clone())
-                .flatten(),
-            error: record.error.clone(),
-        })
     }
 }

@@ -7,6 +7,7 @@
 mod error;
 mod manager;
 mod model;
+mod state;
 mod status;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use super::*;
 use crate::codex::{
     Backend, BackendError, BackendEvent, BackendInfo, ThreadRef, TurnEnd, TurnInput, Update,
 };
-use crate::store::{EventQuery, MemoryStore};
+use crate::store::{EventQuery, SqliteStore};
 
 /// Records what the engine asked for; `refuse_turns` makes `start_turn` fail.
 #[derive(Default)]
@@ -80,6 +80,7 @@ struct Engine {
     manager: JobManager,
     backend: Arc<Scripted>,
     events: mpsc::Sender<BackendEvent>,
+    _dir: tempfile::TempDir,
 }
 
 fn engine(
@@ -94,17 +95,16 @@ fn engine(
         max_concurrent_jobs,
         cancel_grace: Duration::from_millis(200),
         default_cwd: std::env::temp_dir(),
+        retention: Duration::from_secs(3600),
     };
-    let manager = JobManager::new(
-        Arc::new(MemoryStore::default()),
-        backend.clone(),
-        settings,
-        rx,
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap();
+    let manager = JobManager::open(Arc::new(store), backend.clone(), settings, rx).unwrap();
     Engine {
         manager,
         backend,
         events,
+        _dir: dir,
     }
 }
 

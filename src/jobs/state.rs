@@ -1,0 +1,350 @@
+//! The engine's state, and the one way to change it: a [`Tx`] that is saved before it is made.
+//!
+//! A `Tx` works on copies of the jobs it touches and collects the [`Write`]s that describe the
+//! change. [`Tx::commit`] hands the writes to the store in one transaction and only then swaps
+//! the copies in, so memory never runs ahead of disk: whatever a client can see has been saved,
+//! and a failed save leaves the state as it was. Statuses are derived from facts in one place,
+//! [`Tx::commit_status`].
+
+use std::collections::{HashMap, VecDeque};
+
+use serde_json::{Value, json};
+
+use super::model::{Event, EventKind, JobId, JobRecord, JobStatus, Notification};
+use super::status::{self, Facts, Outcome};
+use super::{JobError, JobSnapshot};
+use crate::codex::TurnInput;
+use crate::store::{Store, Write};
+use crate::time::now_rfc3339;
+
+pub(super) struct State {
+    pub jobs: HashMap<JobId, JobState>,
+    /// Job ids, oldest first.
+    pub order: Vec<JobId>,
+    pub by_client_request: HashMap<String, JobId>,
+    /// Jobs whose next turn waits for a slot, first come first served.
+    pub queue: VecDeque<JobId>,
+    /// Turns holding a slot.
+    pub running: usize,
+    pub last_notification: u64,
+    pub accepting: bool,
+}
+
+#[derive(Clone)]
+pub(super) struct JobState {
+    pub record: JobRecord,
+    pub facts: Facts,
+    /// The turn waiting in the queue.
+    pub queued_turn: Option<TurnInput>,
+    /// The seq of the job's newest notification.
+    pub last_notification: Option<u64>,
+}
+
+impl JobState {
+    pub fn new(record: JobRecord, last_notification: Option<u64>) -> Self {
+        Self {
+            record,
+            facts: Facts::default(),
+            queued_turn: None,
+            last_notification,
+        }
+    }
+}
+
+/// What the feed announces when a turn ends.
+pub(super) struct Announce {
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What to do once the change is saved and the state lock released.
+#[derive(Default)]
+#[must_use]
+pub(super) struct AfterCommit {
+    /// The newest notification, to wake waiters with.
+    pub notified: Option<u64>,
+    /// Turns that got a slot and go to Codex now.
+    pub dispatch: Vec<(JobId, TurnInput)>,
+}
+
+impl State {
+    pub fn new(last_notification: u64) -> Self {
+        Self {
+            jobs: HashMap::new(),
+            order: Vec::new(),
+            by_client_request: HashMap::new(),
+            queue: VecDeque::new(),
+            running: 0,
+            last_notification,
+            accepting: true,
+        }
+    }
+
+    pub fn job(&self, id: &JobId) -> Result<&JobState, JobError> {
+        self.jobs
+            .get(id)
+            .ok_or_else(|| JobError::UnknownJob(id.to_string()))
+    }
+
+    pub fn snapshot(&self, id: &JobId) -> Result<JobSnapshot, JobError> {
+        let record = &self.job(id)?.record;
+        Ok(JobSnapshot {
+            job_id: record.id.clone(),
+            status: record.status,
+            thread_id: record.thread_id.clone(),
+            turn: record.turns,
+            cursor: record.last_seq,
+            result: (record.status == JobStatus::Completed)
+                .then(|| record.last_message.clone())
+                .flatten(),
+            error: record.error.clone(),
+        })
+    }
+}
+
+/// A change to the state, saved before it is made.
+pub(super) struct Tx<'a> {
+    state: &'a mut State,
+    max_running: usize,
+    jobs: HashMap<JobId, JobState>,
+    created: Vec<JobId>,
+    deleted: Vec<JobId>,
+    queue: VecDeque<JobId>,
+    running: usize,
+    last_notification: u64,
+    writes: Vec<Write>,
+    after: AfterCommit,
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(state: &'a mut State, max_running: usize) -> Self {
+        Self {
+            queue: state.queue.clone(),
+            running: state.running,
+            last_notification: state.last_notification,
+            state,
+            max_running,
+            jobs: HashMap::new(),
+            created: Vec::new(),
+            deleted: Vec::new(),
+            writes: Vec::new(),
+            after: AfterCommit::default(),
+        }
+    }
+
+    /// The state as it was before this change.
+    pub fn state(&self) -> &State {
+        self.state
+    }
+
+    /// The job as this change sees it, copied on first touch.
+    pub fn job(&mut self, id: &JobId) -> Result<&mut JobState, JobError> {
+        if !self.jobs.contains_key(id) {
+            let current = self.state.job(id)?.clone();
+            self.jobs.insert(id.clone(), current);
+        }
+        self.jobs
+            .get_mut(id)
+            .ok_or_else(|| JobError::UnknownJob(id.to_string()))
+    }
+
+    /// Saves the change and makes it; on failure nothing changes.
+    pub fn commit(self, store: &dyn Store) -> Result<AfterCommit, JobError> {
+        store.write(&self.writes)?;
+        let state = self.state;
+        for id in &self.created {
+            if let Some(key) = self
+                .jobs
+                .get(id)
+                .and_then(|j| j.record.client_request_id.clone())
+            {
+                state.by_client_request.insert(key, id.clone());
+            }
+            state.order.push(id.clone());
+        }
+        state.jobs.extend(self.jobs);
+        for id in &self.deleted {
+            if let Some(key) = state
+                .jobs
+                .remove(id)
+                .and_then(|job| job.record.client_request_id)
+            {
+                state.by_client_request.remove(&key);
+            }
+        }
+        if !self.deleted.is_empty() {
+            state.order.retain(|id| !self.deleted.contains(id));
+        }
+        state.queue = self.queue;
+        state.running = self.running;
+        state.last_notification = self.last_notification;
+        Ok(self.after)
+    }
+
+    /// Adds a new job.
+    pub fn create(&mut self, job: JobState) {
+        self.writes.push(Write::Job(Box::new(job.record.clone())));
+        self.created.push(job.record.id.clone());
+        self.jobs.insert(job.record.id.clone(), job);
+    }
+
+    /// Deletes a job with its events and notifications.
+    pub fn delete(&mut self, id: &JobId) {
+        self.writes.push(Write::DeleteJob(id.clone()));
+        self.queue.retain(|queued| queued != id);
+        self.deleted.push(id.clone());
+    }
+
+    /// Appends one event to the job's stream.
+    pub fn record(&mut self, id: &JobId, kind: EventKind, data: Value) -> Result<(), JobError> {
+        let entry = self.job(id)?;
+        let mut record_changed = kind == EventKind::ThreadStarted;
+        if let (EventKind::AgentMessage, Some(text)) =
+            (kind, data.get("text").and_then(Value::as_str))
+        {
+            entry.record.last_message = Some(text.to_owned());
+            record_changed = true;
+        }
+        entry.record.last_seq += 1;
+        let event = Event {
+            seq: entry.record.last_seq,
+            kind,
+            at: now_rfc3339(),
+            turn: entry.record.turns,
+            data,
+        };
+        let record = record_changed.then(|| entry.record.clone());
+        self.writes.push(Write::Event(id.clone(), event));
+        // `last_seq` follows from the events; the record changes only with these.
+        if let Some(record) = record {
+            self.writes.push(Write::Job(Box::new(record)));
+        }
+        Ok(())
+    }
+
+    /// Records the thread Codex named for the job, once.
+    pub fn name_thread(&mut self, id: &JobId, thread_id: String) -> Result<(), JobError> {
+        let entry = self.job(id)?;
+        if entry.record.thread_id.is_none() {
+            entry.record.thread_id = Some(thread_id);
+            let record = entry.record.clone();
+            self.writes.push(Write::Job(Box::new(record)));
+        }
+        Ok(())
+    }
+
+    /// Derives the job's status from its facts and saves the record.
+    pub fn commit_status(&mut self, id: &JobId) -> Result<(), JobError> {
+        let entry = self.job(id)?;
+        entry.record.status = status::derive(&entry.facts);
+        entry.record.updated_at = now_rfc3339();
+        let record = entry.record.clone();
+        self.writes.push(Write::Job(Box::new(record)));
+        Ok(())
+    }
+
+    /// Queues the job's next turn, and takes it out again if a slot is free.
+    pub fn enqueue_turn(&mut self, id: &JobId, input: TurnInput) -> Result<(), JobError> {
+        let entry = self.job(id)?;
+        entry.queued_turn = Some(input);
+        entry.facts.queued = true;
+        entry.facts.cancel_requested = false;
+        self.commit_status(id)?;
+        self.queue.push_back(id.clone());
+        self.fill_slots()
+    }
+
+    /// Moves queued turns into free slots; they go to Codex after the commit.
+    fn fill_slots(&mut self) -> Result<(), JobError> {
+        if !self.state.accepting {
+            return Ok(());
+        }
+        while self.running < self.max_running {
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            let Ok(entry) = self.job(&id) else {
+                continue;
+            };
+            let Some(input) = entry.queued_turn.take() else {
+                continue;
+            };
+            entry.facts.queued = false;
+            entry.facts.turn_running = true;
+            self.commit_status(&id)?;
+            self.running += 1;
+            self.after.dispatch.push((id, input));
+        }
+        Ok(())
+    }
+
+    /// Settles the job's turn: the closing event, the new status and the notification; frees
+    /// its slot for the next queued turn.
+    pub fn end_turn(
+        &mut self,
+        id: &JobId,
+        outcome: Outcome,
+        kind: EventKind,
+        data: Value,
+        announce: Announce,
+    ) -> Result<(), JobError> {
+        self.record(id, kind, data)?;
+        let seq = self.last_notification + 1;
+        let entry = self.job(id)?;
+        let held_slot = entry.facts.turn_running;
+        entry.facts.queued = false;
+        entry.facts.turn_running = false;
+        entry.facts.cancel_requested = false;
+        entry.facts.outcome = Some(outcome);
+        entry.queued_turn = None;
+        if let Some(result) = &announce.result {
+            entry.record.last_message = Some(result.clone());
+        }
+        entry.record.error = announce.error.clone();
+        entry.last_notification = Some(seq);
+        self.commit_status(id)?;
+        let entry = self.job(id)?;
+        let notification = Notification {
+            seq,
+            job_id: id.clone(),
+            turn: entry.record.turns,
+            status: entry.record.status,
+            at: now_rfc3339(),
+            result: announce.result,
+            error: announce.error,
+        };
+        self.writes.push(Write::Notification(notification));
+        self.last_notification = seq;
+        self.after.notified = Some(seq);
+        self.queue.retain(|queued| queued != id);
+        if held_slot {
+            self.running = self.running.saturating_sub(1);
+        }
+        self.fill_slots()
+    }
+
+    /// Ends the job's unfinished turn without Codex's word (cancel, restart, shutdown, a store
+    /// failure). Does nothing to a job that is settled already.
+    pub fn settle(
+        &mut self,
+        id: &JobId,
+        outcome: Outcome,
+        kind: EventKind,
+        reason: String,
+    ) -> Result<(), JobError> {
+        if self.job(id)?.record.status.is_settled() {
+            return Ok(());
+        }
+        let error = (outcome != Outcome::Cancelled).then(|| reason.clone());
+        self.end_turn(
+            id,
+            outcome,
+            kind,
+            json!({"reason": reason}),
+            Announce {
+                result: None,
+                error,
+            },
+        )
+    }
+}

@@ -1,0 +1,421 @@
+//! The store as one SQLite database (bundled SQLite, WAL).
+//!
+//! Writes go through one connection, reads through another, so a client paging through a long
+//! job does not hold up Codex's events. WAL with `synchronous=NORMAL` makes a commit a write to
+//! the log without an fsync: it survives the process being killed at any point (the OS has the
+//! bytes); only a power loss can take back the last transactions. The schema is versioned with
+//! `PRAGMA user_version` and migrated forward at start-up.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension as _, params, params_from_iter};
+
+use super::{EventPage, EventQuery, Loaded, LoadedJob, Store, StoreError, Write};
+use crate::jobs::{Event, EventKind, JobId, JobRecord, Notification};
+
+/// Each entry moves the schema one version forward; the database's `user_version` counts how
+/// many have been applied. Never edit an entry that has shipped: add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: jobs, their events, the notification feed.
+    "CREATE TABLE jobs (
+         id TEXT PRIMARY KEY,
+         status TEXT NOT NULL,
+         updated_at TEXT NOT NULL,
+         record TEXT NOT NULL
+     );
+     CREATE TABLE events (
+         job_id TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         kind TEXT NOT NULL,
+         at TEXT NOT NULL,
+         turn INTEGER NOT NULL,
+         data TEXT NOT NULL,
+         PRIMARY KEY (job_id, seq)
+     ) WITHOUT ROWID;
+     CREATE TABLE notifications (
+         seq INTEGER PRIMARY KEY,
+         job_id TEXT NOT NULL,
+         body TEXT NOT NULL
+     );
+     CREATE INDEX notifications_by_job ON notifications (job_id, seq);
+     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    // 2: filtering a long job's events by type without scanning them all.
+    "CREATE INDEX events_by_kind ON events (job_id, kind, seq);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+/// Says what a SQLite error at `path` means for the person running the server.
+fn explain(path: &Path, e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => format!(
+            "the job database {} is damaged ({e}). Move it (and its -wal and -shm files) aside to \
+             start with an empty one, or restore a backup",
+            path.display()
+        ),
+        Some(ErrorCode::DiskFull) => format!(
+            "the disk that holds {} is full ({e}). Free some space",
+            path.display()
+        ),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => format!(
+            "the job database {} cannot be opened for reading and writing ({e}). Check that it \
+             is a file this user may read and write, or pass another --state-dir",
+            path.display()
+        ),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => format!(
+            "the job database {} is locked by another process ({e})",
+            path.display()
+        ),
+        _ => format!("{} ({e})", path.display()),
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
+    let connection = Connection::open(path).map_err(open)?;
+    connection
+        .execute_batch(
+            "PRAGMA busy_timeout = 5000;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;",
+        )
+        .map_err(open)?;
+    Ok(connection)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, mode 0600) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private_file(path)?;
+        let mut writer = open_connection(path)?;
+        migrate(&mut writer, path)?;
+        let reader = open_connection(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    fn writer(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.writer
+            .lock()
+            .map_err(|_| StoreError::Write("the writer connection was poisoned".into()))
+    }
+
+    fn reader(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.reader
+            .lock()
+            .map_err(|_| StoreError::Read("the reader connection was poisoned".into()))
+    }
+
+    fn read_error(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Read(explain(&self.path, &e))
+    }
+}
+
+/// Creates the file with mode 0600 if it is missing, so SQLite (and its -wal and -shm files,
+/// which copy the database's mode) never make it readable by others.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+    let fail = |e: std::io::Error| {
+        StoreError::Open(format!(
+            "the job database {} cannot be opened ({e}). Check that it is a file this user may \
+             read and write, or pass another --state-dir",
+            path.display()
+        ))
+    };
+    let file = opened.map_err(fail)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(fail)
+}
+
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
+    let found: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(open)?;
+    let found = usize::try_from(found).unwrap_or(usize::MAX);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Open(format!(
+            "the job database {} has schema version {found}, newer than this codex-async-mcp \
+             understands ({SCHEMA_VERSION}). Run a newer codex-async-mcp, or pass another --state-dir",
+            path.display()
+        )));
+    }
+    for (version, migration) in MIGRATIONS.iter().enumerate().skip(found) {
+        let tx = connection.transaction().map_err(open)?;
+        tx.execute_batch(migration).map_err(open)?;
+        tx.pragma_update(None, "user_version", int(version as u64 + 1))
+            .map_err(open)?;
+        tx.commit().map_err(open)?;
+        tracing::info!(version = version + 1, "migrated the job database");
+    }
+    Ok(())
+}
+
+/// Applies only the first `version` migrations: for tests of upgrading an older database.
+pub fn create_at_version(path: &Path, version: usize) -> Result<(), StoreError> {
+    create_private_file(path)?;
+    let connection = open_connection(path)?;
+    let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
+    for (done, migration) in MIGRATIONS.iter().take(version).enumerate() {
+        connection.execute_batch(migration).map_err(open)?;
+        connection
+            .pragma_update(None, "user_version", int(done as u64 + 1))
+            .map_err(open)?;
+    }
+    Ok(())
+}
+
+/// SQLite integers are i64; seqs and counters are u64 that never come near 2^63.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn uint(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Write(e.to_string()))
+}
+
+impl Store for SqliteStore {
+    fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let fail = |e: rusqlite::Error| StoreError::Write(explain(&self.path, &e));
+        let mut connection = self.writer()?;
+        let tx = connection.transaction().map_err(fail)?;
+        for write in batch {
+            match write {
+                Write::Job(job) => {
+                    tx.execute(
+                        "INSERT INTO jobs (id, status, updated_at, record) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (id) DO UPDATE SET
+                             status = excluded.status,
+                             updated_at = excluded.updated_at,
+                             record = excluded.record",
+                        params![
+                            job.id.as_str(),
+                            job.status.as_str(),
+                            job.updated_at,
+                            to_json(job)?
+                        ],
+                    )
+                    .map_err(fail)?;
+                }
+                Write::Event(job, event) => {
+                    tx.execute(
+                        "INSERT INTO events (job_id, seq, kind, at, turn, data)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            job.as_str(),
+                            int(event.seq),
+                            event.kind.as_str(),
+                            event.at,
+                            i64::from(event.turn),
+                            to_json(&event.data)?
+                        ],
+                    )
+                    .map_err(fail)?;
+                }
+                Write::Notification(notification) => {
+                    tx.execute(
+                        "INSERT INTO notifications (seq, job_id, body) VALUES (?1, ?2, ?3)",
+                        params![
+                            int(notification.seq),
+                            notification.job_id.as_str(),
+                            to_json(notification)?
+                        ],
+                    )
+                    .map_err(fail)?;
+                    tx.execute(
+                        "INSERT INTO counters (name, value) VALUES ('last_notification', ?1)
+                         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                        params![int(notification.seq)],
+                    )
+                    .map_err(fail)?;
+                }
+                Write::DeleteJob(job) => {
+                    for table in [
+                        "DELETE FROM events WHERE job_id = ?1",
+                        "DELETE FROM notifications WHERE job_id = ?1",
+                        "DELETE FROM jobs WHERE id = ?1",
+                    ] {
+                        tx.execute(table, params![job.as_str()]).map_err(fail)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    fn read_events(&self, job: &JobId, query: &EventQuery) -> Result<EventPage, StoreError> {
+        let mut connection = self.reader()?;
+        // One read transaction: the page and the job's newest seq come from the same snapshot.
+        let tx = connection.transaction().map_err(|e| self.read_error(e))?;
+        let (filter, kinds): (&str, Vec<&str>) = match (&query.types, query.hidden()) {
+            (Some(types), _) => ("IN", types.iter().map(|k| k.as_str()).collect()),
+            (None, hidden) => ("NOT IN", hidden.iter().map(|k| k.as_str()).collect()),
+        };
+        let placeholders = vec!["?"; kinds.len()].join(", ");
+        let sql = format!(
+            "SELECT seq, kind, at, turn, data FROM events
+             WHERE job_id = ? AND seq > ? AND kind {filter} ({placeholders})
+             ORDER BY seq LIMIT ?"
+        );
+        let limit = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let after = i64::try_from(query.after).unwrap_or(i64::MAX);
+        let mut values: Vec<rusqlite::types::Value> =
+            vec![job.as_str().to_owned().into(), after.into()];
+        values.extend(
+            kinds
+                .iter()
+                .map(|k| rusqlite::types::Value::from((*k).to_owned())),
+        );
+        values.push(limit.into());
+        let mut events = {
+            let mut statement = tx.prepare(&sql).map_err(|e| self.read_error(e))?;
+            let rows = statement
+                .query_map(params_from_iter(values), |row| {
+                    let kind: String = row.get(1)?;
+                    let data: String = row.get(4)?;
+                    Ok((
+                        uint(row.get::<_, i64>(0)?),
+                        kind,
+                        row.get::<_, String>(2)?,
+                        u32::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                        data,
+                    ))
+                })
+                .map_err(|e| self.read_error(e))?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (seq, kind, at, turn, data) = row.map_err(|e| self.read_error(e))?;
+                let kind = EventKind::parse(&kind).unwrap_or(EventKind::CodexEvent);
+                let data = serde_json::from_str(&data).map_err(|e| {
+                    StoreError::Read(format!("event {seq} of {job} is not JSON: {e}"))
+                })?;
+                events.push(Event {
+                    seq,
+                    kind,
+                    at,
+                    turn,
+                    data,
+                });
+            }
+            events
+        };
+        let has_more = events.len() > query.limit;
+        events.truncate(query.limit);
+        let cursor = if has_more {
+            events.last().map_or(query.after, |e| e.seq)
+        } else {
+            let newest: Option<i64> = tx
+                .query_row(
+                    "SELECT MAX(seq) FROM events WHERE job_id = ?1",
+                    params![job.as_str()],
+                    |row| row.get(0),
+                )
+                .map_err(|e| self.read_error(e))?;
+            newest.map_or(0, uint).max(query.after)
+        };
+        Ok(EventPage {
+            events,
+            cursor,
+            has_more,
+        })
+    }
+
+    fn read_notifications(
+        &self,
+        after: u64,
+        job: Option<&JobId>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let connection = self.reader()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT body FROM notifications
+                 WHERE seq > ?1 AND (?2 IS NULL OR job_id = ?2)
+                 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(|e| self.read_error(e))?;
+        let rows = statement
+            .query_map(params![after, job.map(JobId::as_str), limit], |row| {
+                row.get::<_, String>(0)
+            })
+            .map_err(|e| self.read_error(e))?;
+        rows.map(|row| {
+            let body = row.map_err(|e| self.read_error(e))?;
+            serde_json::from_str(&body)
+                .map_err(|e| StoreError::Read(format!("a notification is not JSON: {e}")))
+        })
+        .collect()
+    }
+
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let connection = self.reader()?;
+        let read = |e| self.read_error(e);
+        let mut statement = connection
+            .prepare(
+                "SELECT j.record,
+                        (SELECT MAX(seq) FROM events e WHERE e.job_id = j.id),
+                        (SELECT MAX(seq) FROM notifications n WHERE n.job_id = j.id)
+                 FROM jobs j ORDER BY j.id",
+            )
+            .map_err(read)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<i64>>(1)?.map(uint),
+                    row.get::<_, Option<i64>>(2)?.map(uint),
+                ))
+            })
+            .map_err(read)?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (record, last_seq, last_notification) = row.map_err(read)?;
+            let mut record: JobRecord = serde_json::from_str(&record)
+                .map_err(|e| StoreError::Read(format!("a job record is not readable: {e}")))?;
+            record.last_seq = last_seq.unwrap_or(0);
+            jobs.push(LoadedJob {
+                record,
+                last_notification,
+            });
+        }
+        let last_notification: Option<i64> = connection
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'last_notification'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(read)?;
+        Ok(Loaded {
+            jobs,
+            last_notification: last_notification.map_or(0, uint),
+        })
+    }
+}
