@@ -567,6 +567,11 @@ impl JobManager {
         let cutoff = SystemTime::now()
             .checked_sub(self.inner.settings.retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.purge_updated_before(cutoff)
+    }
+
+    /// Deletes settled jobs last updated before `cutoff`.
+    pub(crate) fn purge_updated_before(&self, cutoff: SystemTime) -> Result<usize, JobError> {
         // RFC 3339 in UTC with fixed precision sorts like the times it names.
         let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
         let mut expired = 0;

@@ -80,10 +80,23 @@ struct Engine {
     manager: JobManager,
     backend: Arc<Scripted>,
     events: mpsc::Sender<BackendEvent>,
-    _dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 fn engine(
+    max_concurrent_jobs: usize,
+    script: impl FnOnce(&mut Scripted, &mpsc::Sender<BackendEvent>),
+) -> Engine {
+    engine_in(
+        Arc::new(tempfile::tempdir().unwrap()),
+        max_concurrent_jobs,
+        script,
+    )
+}
+
+/// An engine on the store in `dir`, as a server started on that state directory.
+fn engine_in(
+    dir: Arc<tempfile::TempDir>,
     max_concurrent_jobs: usize,
     script: impl FnOnce(&mut Scripted, &mpsc::Sender<BackendEvent>),
 ) -> Engine {
@@ -97,14 +110,13 @@ fn engine(
         default_cwd: std::env::temp_dir(),
         retention: Duration::from_secs(3600),
     };
-    let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap();
     let manager = JobManager::open(Arc::new(store), backend.clone(), settings, rx).unwrap();
     Engine {
         manager,
         backend,
         events,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -305,5 +317,92 @@ async fn shutdown_settles_running_jobs_as_interrupted() {
     assert!(matches!(
         e.manager.start(start("late")).await,
         Err(JobError::ShuttingDown)
+    ));
+}
+
+#[tokio::test]
+async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrupted() {
+    let first = engine(4, |_, _| {});
+    let done = first.manager.start(start("done")).await.unwrap();
+    let message = Update::Event {
+        kind: EventKind::AgentMessage,
+        data: json!({"text": "hi"}),
+    };
+    first.report(&done.job_id, message).await;
+    first.complete(&done.job_id, "hi").await;
+    let running = first.manager.start(start("running")).await.unwrap();
+    let query = EventQuery {
+        limit: 100,
+        include_deltas: true,
+        ..EventQuery::default()
+    };
+    let events_before = first
+        .manager
+        .events(done.job_id.as_str(), &query)
+        .unwrap()
+        .events;
+    let (feed_before, _) = first.manager.notifications(0, None, 100).unwrap();
+    // The first server vanishes without a word, as a killed process would.
+    let dir = first.dir.clone();
+    drop(first);
+
+    let second = engine_in(dir, 4, |_, _| {});
+    let listed = second.manager.list(None, 10);
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].job_id, running.job_id);
+    assert_eq!(listed[0].status, JobStatus::Interrupted);
+    assert_eq!(listed[1].status, JobStatus::Completed);
+    let events_after = second
+        .manager
+        .events(done.job_id.as_str(), &query)
+        .unwrap()
+        .events;
+    assert_eq!(events_after, events_before);
+    let (feed_after, _) = second.manager.notifications(0, None, 100).unwrap();
+    assert_eq!(feed_after[..feed_before.len()], feed_before[..]);
+    let interrupted = feed_after.last().unwrap();
+    assert_eq!(interrupted.job_id, running.job_id);
+    assert_eq!(interrupted.seq, feed_before.last().unwrap().seq + 1);
+    assert!(
+        interrupted
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("restarted or it crashed")
+    );
+    let last = second
+        .manager
+        .events(running.job_id.as_str(), &query)
+        .unwrap()
+        .events;
+    assert_eq!(last.last().unwrap().kind, EventKind::TurnInterrupted);
+    // New jobs get new ids and the feed counts on.
+    let next = second.manager.start(start("next")).await.unwrap();
+    assert!(next.job_id != done.job_id && next.job_id != running.job_id);
+    second.complete(&next.job_id, "ok").await;
+    let (feed, _) = second
+        .manager
+        .notifications(interrupted.seq, None, 10)
+        .unwrap();
+    assert_eq!(feed[0].seq, interrupted.seq + 1);
+}
+
+#[tokio::test]
+async fn expired_settled_jobs_are_deleted_with_their_feed_entries_and_running_ones_kept() {
+    let e = engine(4, |_, _| {});
+    let old = e.manager.start(start("old")).await.unwrap();
+    e.complete(&old.job_id, "old").await;
+    let running = e.manager.start(start("running")).await.unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    assert_eq!(e.manager.purge_updated_before(later).unwrap(), 1);
+    let listed = e.manager.list(None, 10);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].job_id, running.job_id);
+    let (feed, _) = e.manager.notifications(0, None, 10).unwrap();
+    assert!(feed.is_empty());
+    assert!(matches!(
+        e.manager
+            .events(old.job_id.as_str(), &EventQuery::default()),
+        Err(JobError::UnknownJob(_))
     ));
 }

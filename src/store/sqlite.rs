@@ -419,3 +419,301 @@ impl Store for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::{JobStatus, ThreadOptions};
+    use serde_json::json;
+
+    fn record(id: &str) -> JobRecord {
+        JobRecord {
+            id: JobId::from(id),
+            status: JobStatus::Completed,
+            thread_id: Some("t".into()),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            turns: 1,
+            prompt: "p".into(),
+            options: ThreadOptions::default(),
+            client_request_id: None,
+            last_message: Some("m".into()),
+            error: None,
+            last_seq: 0,
+        }
+    }
+
+    fn event(seq: u64, kind: EventKind) -> Event {
+        Event {
+            seq,
+            kind,
+            at: "2026-01-01T00:00:00.000Z".into(),
+            turn: 1,
+            data: json!({"n": seq}),
+        }
+    }
+
+    fn notification(seq: u64, job: &str) -> Notification {
+        Notification {
+            seq,
+            job_id: JobId::from(job),
+            turn: 1,
+            status: JobStatus::Completed,
+            at: "2026-01-01T00:00:00.000Z".into(),
+            result: Some("m".into()),
+            error: None,
+        }
+    }
+
+    fn fill(store: &SqliteStore, job: &str, kinds: &[EventKind]) {
+        let mut batch = vec![Write::Job(Box::new(record(job)))];
+        for (i, kind) in kinds.iter().enumerate() {
+            batch.push(Write::Event(JobId::from(job), event(i as u64 + 1, *kind)));
+        }
+        store.write(&batch).unwrap();
+    }
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_database_is_created_private_at_the_current_schema() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&path), SCHEMA_VERSION as i64);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_database_of_the_previous_schema_is_migrated_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        create_at_version(&path, SCHEMA_VERSION - 1).unwrap();
+        {
+            // Written as the previous version's server would have.
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO jobs (id, status, updated_at, record) VALUES ('job-old', 'completed', 'x', ?1)",
+                    params![serde_json::to_string(&record("job-old")).unwrap()],
+                )
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO events (job_id, seq, kind, at, turn, data) VALUES ('job-old', 1, 'agent_message', 'x', 1, '{}')",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&path), SCHEMA_VERSION as i64);
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.jobs.len(), 1);
+        assert_eq!(loaded.jobs[0].record.id.as_str(), "job-old");
+        assert_eq!(loaded.jobs[0].record.last_seq, 1);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_server_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        SqliteStore::open(&path).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let Err(e) = SqliteStore::open(&path) else {
+            panic!("opened a database from the future")
+        };
+        let message = e.to_string();
+        assert!(
+            message.contains("schema version 99") && message.contains("newer"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_database_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let Err(e) = SqliteStore::open(&path) else {
+            panic!("opened garbage")
+        };
+        let message = e.to_string();
+        assert!(
+            message.contains("damaged") && message.contains("aside"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_database_path_that_is_not_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        std::fs::create_dir(&path).unwrap();
+        let Err(e) = SqliteStore::open(&path) else {
+            panic!("opened a directory")
+        };
+        assert!(e.to_string().contains("--state-dir"), "{e}");
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_write_whole_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap();
+        fill(&store, "job-a", &[EventKind::AgentMessage]);
+        // Cap the file at its current size: the next growth fails as a full disk would.
+        let pages: i64 = store
+            .writer()
+            .unwrap()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        store
+            .writer()
+            .unwrap()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big = "x".repeat(64 * 1024);
+        let batch = vec![
+            Write::Event(JobId::from("job-a"), event(2, EventKind::AgentMessage)),
+            Write::Event(
+                JobId::from("job-a"),
+                Event {
+                    data: json!({"text": big}),
+                    ..event(3, EventKind::AgentMessage)
+                },
+            ),
+        ];
+        let e = store.write(&batch).unwrap_err();
+        assert!(e.to_string().contains("full"), "{e}");
+        let page = store
+            .read_events(
+                &JobId::from("job-a"),
+                &EventQuery {
+                    limit: 10,
+                    ..EventQuery::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            page.events.len(),
+            1,
+            "nothing of the failed batch was saved"
+        );
+    }
+
+    #[test]
+    fn pages_of_events_continue_from_the_cursor_with_filters() {
+        use EventKind::*;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap();
+        fill(
+            &store,
+            "job-a",
+            &[
+                TurnStarted,
+                AgentMessageDelta,
+                AgentMessage,
+                AgentMessageDelta,
+                TurnCompleted,
+            ],
+        );
+        let job = JobId::from("job-a");
+        let seqs = |page: &EventPage| page.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+
+        let first = store
+            .read_events(
+                &job,
+                &EventQuery {
+                    limit: 2,
+                    ..EventQuery::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(seqs(&first), [1, 3], "deltas hidden by default");
+        assert!(first.has_more);
+        assert_eq!(first.cursor, 3);
+        let rest = store
+            .read_events(
+                &job,
+                &EventQuery {
+                    after: first.cursor,
+                    limit: 2,
+                    ..EventQuery::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(seqs(&rest), [5]);
+        assert!(!rest.has_more);
+        assert_eq!(rest.cursor, 5);
+
+        let deltas = EventQuery {
+            limit: 10,
+            types: Some(vec![AgentMessageDelta]),
+            ..EventQuery::default()
+        };
+        let page = store.read_events(&job, &deltas).unwrap();
+        assert_eq!(seqs(&page), [2, 4]);
+        assert_eq!(
+            page.cursor, 5,
+            "everything up to the newest event was looked at"
+        );
+        let all = EventQuery {
+            limit: 10,
+            include_deltas: true,
+            ..EventQuery::default()
+        };
+        assert_eq!(
+            seqs(&store.read_events(&job, &all).unwrap()),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            store.read_events(&job, &all).unwrap().events[1].data,
+            json!({"n": 2})
+        );
+    }
+
+    #[test]
+    fn deleting_a_job_takes_its_events_and_notifications_but_not_the_feed_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap();
+        fill(&store, "job-a", &[EventKind::AgentMessage]);
+        fill(&store, "job-b", &[EventKind::AgentMessage]);
+        store
+            .write(&[
+                Write::Notification(notification(1, "job-a")),
+                Write::Notification(notification(2, "job-b")),
+            ])
+            .unwrap();
+        store
+            .write(&[Write::DeleteJob(JobId::from("job-b"))])
+            .unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.jobs.len(), 1);
+        assert_eq!(
+            loaded.last_notification, 2,
+            "seqs are never handed out twice"
+        );
+        assert_eq!(loaded.jobs[0].last_notification, Some(1));
+        let feed = store.read_notifications(0, None, 10).unwrap();
+        assert_eq!(feed.iter().map(|n| n.seq).collect::<Vec<_>>(), [1]);
+        let events = store
+            .read_events(
+                &JobId::from("job-b"),
+                &EventQuery {
+                    limit: 10,
+                    ..EventQuery::default()
+                },
+            )
+            .unwrap();
+        assert!(events.events.is_empty());
+    }
+}

@@ -90,3 +90,33 @@ impl StateDir {
         self.path.join(DATABASE)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_is_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/state");
+        let state = StateDir::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(state.database(), path.join(DATABASE));
+    }
+
+    #[test]
+    fn a_second_server_on_the_same_directory_is_refused_while_the_first_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateDir::open(dir.path()).unwrap();
+        let second = StateDir::open(dir.path()).unwrap_err().to_string();
+        assert!(second.contains("another codex-async-mcp"), "{second}");
+        assert!(
+            second.contains(&format!("pid {}", std::process::id())),
+            "{second}"
+        );
+        assert!(second.contains("--state-dir"), "{second}");
+        drop(first);
+        StateDir::open(dir.path()).expect("free again once the first is gone");
+    }
+}
