@@ -1,0 +1,337 @@
+//! Jobs, events and notifications survive restarts and crashes of the server: the real binary,
+//! run twice on one state directory, with the real Codex (and the fake one for what it cannot
+//! be made to do).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
+
+mod support;
+
+use serde_json::{Value, json};
+use support::codex_install::{CODEX_MCP_SERVER_VERSION, codex};
+use support::fake_codex;
+use support::mock_model::MockModel;
+use support::server::{Launch, STEP, Sandbox, Server, alive, within};
+
+async fn job(server: &Server, sandbox: &Sandbox, prompt: &str) -> String {
+    server.start_job(sandbox, prompt).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits until the job has an event of `kind`.
+async fn until_event(server: &Server, job_id: &str, kind: &str) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while server
+        .ok(
+            "job_events",
+            json!({"job_id": job_id, "event_types": [kind]}),
+        )
+        .await["events"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no {kind} event");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn feed(server: &Server) -> Vec<Value> {
+    server.ok("job_notifications", json!({"limit": 1000})).await["notifications"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn status(server: &Server, job_id: &str) -> Value {
+    server
+        .ok("job_events", json!({"job_id": job_id, "limit": 1}))
+        .await["status"]
+        .clone()
+}
+
+/// Starts a job that finishes and one that is still running, and reads everything back.
+struct Before {
+    done: String,
+    running: String,
+    done_events: Vec<Value>,
+    running_events: Vec<Value>,
+    feed: Vec<Value>,
+}
+
+async fn two_jobs(server: &Server, sandbox: &Sandbox) -> Before {
+    let done = job(server, sandbox, "RUN: echo durable").await;
+    server.settle(&done).await;
+    let running = job(server, sandbox, "SLEEP: 60").await;
+    until_event(server, &running, "agent_message_delta").await;
+    Before {
+        done_events: server.all_events(&done, 7).await,
+        running_events: server.all_events(&running, 7).await,
+        feed: feed(server).await,
+        done,
+        running,
+    }
+}
+
+#[tokio::test]
+async fn after_kill_9_every_event_read_reads_back_the_same_and_the_running_job_is_interrupted() {
+    let bin = codex(CODEX_MCP_SERVER_VERSION);
+    let sandbox = Sandbox::new();
+    let model = MockModel::start().await;
+    sandbox.use_model(&model);
+
+    let mut first = Launch::new(&bin, &sandbox).start().await;
+    let before = two_jobs(&first, &sandbox).await;
+    let codex_children = first.children();
+    first.child.start_kill().unwrap();
+    within("killed server", first.child.wait()).await.unwrap();
+    for pid in codex_children {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while alive(pid) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "codex {pid} outlived a killed server"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    let second = Launch::new(&bin, &sandbox).start().await;
+    assert_eq!(
+        second.all_events(&before.done, 1000).await,
+        before.done_events
+    );
+    let running_after = second.all_events(&before.running, 1000).await;
+    assert_eq!(
+        running_after[..before.running_events.len()],
+        before.running_events[..]
+    );
+    let last = running_after.last().unwrap();
+    assert_eq!(last["type"], "turn_interrupted");
+    assert!(
+        last["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restarted or it crashed")
+    );
+    assert_eq!(status(&second, &before.running).await, "interrupted");
+    assert_eq!(status(&second, &before.done).await, "completed");
+
+    let feed_after = feed(&second).await;
+    assert_eq!(
+        feed_after[..before.feed.len()],
+        before.feed[..],
+        "old cursors stay valid"
+    );
+    let interrupted = &feed_after[before.feed.len()];
+    assert_eq!(interrupted["job_id"], before.running.as_str());
+    assert_eq!(interrupted["status"], "interrupted");
+    let old_cursor = before.feed.last().unwrap()["seq"].clone();
+    let next = second
+        .ok(
+            "job_wait",
+            json!({"cursor": old_cursor, "timeout_seconds": 0}),
+        )
+        .await;
+    assert_eq!(next["notifications"][0], *interrupted);
+
+    let new_job = job(&second, &sandbox, "SAY: after the crash").await;
+    assert!(new_job != before.done && new_job != before.running);
+    let settled = second.settle(&new_job).await;
+    assert_eq!(settled["result"], "after the crash");
+    assert!(
+        settled["seq"].as_u64() > interrupted["seq"].as_u64(),
+        "the feed counts on"
+    );
+    assert_eq!(
+        second.ok("job_list", json!({})).await["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_clean_restart_keeps_every_job_and_says_the_running_one_was_cut_by_the_shutdown() {
+    let bin = codex(CODEX_MCP_SERVER_VERSION);
+    let sandbox = Sandbox::new();
+    let model = MockModel::start().await;
+    sandbox.use_model(&model);
+
+    let first = Launch::new(&bin, &sandbox).start().await;
+    let before = two_jobs(&first, &sandbox).await;
+    let Server {
+        client, mut child, ..
+    } = first;
+    client.cancel().await.ok();
+    assert!(within("server exit", child.wait()).await.unwrap().success());
+
+    let second = Launch::new(&bin, &sandbox).start().await;
+    assert_eq!(
+        second.all_events(&before.done, 1000).await,
+        before.done_events
+    );
+    let running_after = second.all_events(&before.running, 1000).await;
+    assert_eq!(
+        running_after[..before.running_events.len()],
+        before.running_events[..]
+    );
+    let last = running_after.last().unwrap();
+    assert_eq!(last["type"], "turn_interrupted");
+    assert!(
+        last["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shut down")
+    );
+    assert_eq!(status(&second, &before.running).await, "interrupted");
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_state_dir_is_refused_with_what_to_do() {
+    let bin = fake_codex();
+    let sandbox = Sandbox::new();
+    let _first = Launch::new(&bin, &sandbox).start().await;
+    let output = within(
+        "second server",
+        Launch::new(&bin, &sandbox).command().output(),
+    )
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("another codex-async-mcp") && stderr.contains("--state-dir"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_database_stops_start_up_with_what_to_do() {
+    let bin = fake_codex();
+    let sandbox = Sandbox::new();
+    let state = sandbox.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("jobs.sqlite"), vec![0x42; 4096]).unwrap();
+    let launch = Launch::new(&bin, &sandbox)
+        .arg("--state-dir")
+        .arg(state.to_str().unwrap());
+    let output = within("start-up", launch.command().output()).await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("damaged") && stderr.contains("aside"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_state_dir_flag_puts_the_database_where_asked_and_keeps_it_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = fake_codex();
+    let sandbox = Sandbox::new();
+    let state = sandbox.dir.path().join("elsewhere/state");
+    let server = Launch::new(&bin, &sandbox)
+        .arg("--state-dir")
+        .arg(state.to_str().unwrap())
+        .start()
+        .await;
+    let job_id = job(&server, &sandbox, "hello").await;
+    server.settle(&job_id).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("jobs.sqlite")), 0o600);
+    assert!(!sandbox.home().join(".local/state/codex-async-mcp").exists());
+}
+
+#[tokio::test]
+async fn settled_jobs_past_the_retention_are_deleted_at_start_up() {
+    let bin = fake_codex();
+    let sandbox = Sandbox::new();
+    let first = Launch::new(&bin, &sandbox).start().await;
+    let job_id = job(&first, &sandbox, "hello").await;
+    first.settle(&job_id).await;
+    drop(first);
+    // Kept by the default retention...
+    let kept = Launch::new(&bin, &sandbox).start().await;
+    assert_eq!(
+        kept.ok("job_list", json!({})).await["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(kept);
+    // ...and gone, with its feed entries, once older than the retention.
+    let second = Launch::new(&bin, &sandbox)
+        .arg("--retention")
+        .arg("0s")
+        .start()
+        .await;
+    assert_eq!(second.ok("job_list", json!({})).await["jobs"], json!([]));
+    assert!(feed(&second).await.is_empty());
+    let e = second.err("job_events", json!({"job_id": job_id})).await;
+    assert!(e.contains("job_list"), "{e}");
+}
+
+#[tokio::test]
+async fn settled_jobs_past_the_retention_are_deleted_while_the_server_runs() {
+    let bin = fake_codex();
+    let sandbox = Sandbox::new();
+    let server = Launch::new(&bin, &sandbox)
+        .arg("--retention")
+        .arg("0s")
+        .start()
+        .await;
+    let job_id = job(&server, &sandbox, "hello").await;
+    server.settle(&job_id).await;
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !server.ok("job_list", json!({})).await["jobs"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired job was never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_events_does_not_grow_the_server_by_more_than_a_few_mib() {
+    let bin = fake_codex();
+    let sandbox = Sandbox::new();
+    let server = Launch::new(&bin, &sandbox).start().await;
+    let rss_kib = || {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", server.child.id().unwrap()))
+                .unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    // Warm up: the first job allocates what every job needs.
+    let warm = job(&server, &sandbox, "FLOOD: 2000").await;
+    server.settle(&warm).await;
+    let before = rss_kib();
+    let flood = job(&server, &sandbox, "FLOOD: 200000").await;
+    assert_eq!(server.settle(&flood).await["status"], "completed");
+    let after = rss_kib();
+    let events = server
+        .ok("job_events", json!({"job_id": flood, "event_types": ["agent_message_delta"], "cursor": 199_990, "limit": 1000}))
+        .await;
+    let last = events["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["data"]["delta"], "199999", "every event was kept");
+    let grown_mib = after.saturating_sub(before) / 1024;
+    eprintln!("rss before {before} KiB, after {after} KiB");
+    assert!(
+        grown_mib < 16,
+        "200,000 events grew the server by {grown_mib} MiB"
+    );
+}
