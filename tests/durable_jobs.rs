@@ -335,3 +335,36 @@ async fn a_flood_of_events_does_not_grow_the_server_by_more_than_a_few_mib() {
         "200,000 events grew the server by {grown_mib} MiB"
     );
 }
+
+#[tokio::test]
+async fn a_reply_to_a_thread_codex_mcp_server_has_forgotten_says_to_start_a_new_job() {
+    let bin = fake_codex();
+    let sandbox = Sandbox::new();
+    let first = Launch::new(&bin, &sandbox).start().await;
+    let job_id = job(&first, &sandbox, "hello").await;
+    first.settle(&job_id).await;
+    drop(first);
+    let second = Launch::new(&bin, &sandbox).start().await;
+    let e = second
+        .err("job_reply", json!({"job_id": job_id, "prompt": "again"}))
+        .await;
+    assert!(
+        e.contains("cannot be continued") && e.contains("job_start"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_to_a_thread_of_a_codex_that_crashed_says_to_start_a_new_job() {
+    let bin = fake_codex();
+    let sandbox = Sandbox::new();
+    let server = Launch::new(&bin, &sandbox).start().await;
+    let job_id = job(&server, &sandbox, "hello").await;
+    server.settle(&job_id).await;
+    let crashed = job(&server, &sandbox, "CRASH").await;
+    server.settle(&crashed).await;
+    let e = server
+        .err("job_reply", json!({"job_id": job_id, "prompt": "again"}))
+        .await;
+    assert!(e.contains("cannot be continued"), "{e}");
+}

@@ -275,6 +275,27 @@ impl Backend for McpServerBackend {
         .boxed()
     }
 
+    fn can_continue<'a>(&'a self, thread_id: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let session = self.session.lock().await.clone();
+            let known = session.is_some_and(|s| {
+                !s.rpc.has_exited()
+                    && s.routes
+                        .lock()
+                        .is_ok_and(|r| r.by_thread.contains_key(thread_id))
+            });
+            if known {
+                return Ok(());
+            }
+            Err(format!(
+                "Codex thread {thread_id} cannot be continued: codex mcp-server keeps threads only \
+                 in memory, and this one belonged to a Codex process that has since exited (the \
+                 server restarted, or Codex stopped). Start a new job with job_start"
+            ))
+        }
+        .boxed()
+    }
+
     fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
             let session = self.session.lock().await.clone();

@@ -126,6 +126,8 @@ pub trait Backend: Send + Sync + 'static {
         job: &'a JobId,
         input: TurnInput,
     ) -> BoxFuture<'a, Result<Option<String>, BackendError>>;
+    /// Whether a new turn can go to this existing thread; if not, why, and what to do instead.
+    fn can_continue<'a>(&'a self, thread_id: &'a str) -> BoxFuture<'a, Result<(), String>>;
     /// Asks Codex to stop the job's running turn. The turn's end arrives as an event.
     fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>>;
     /// Stops every Codex child for good.

@@ -48,6 +48,9 @@ pub enum JobError {
          one. Start a new job with job_start"
     )]
     NoThread { job: JobId },
+    /// The backend cannot run another turn in the job's thread.
+    #[error("job {job}: {reason}")]
+    CannotContinue { job: JobId, reason: String },
     #[error(
         "job {job} is already {status}; there is nothing to cancel. Continue it with job_reply \
          or start a new job"

@@ -306,6 +306,12 @@ impl JobManager {
             return Err(JobError::MissingPrompt);
         }
         let id = JobId::from(job);
+        let thread_id = self.inner.lock().job(&id)?.record.thread_id.clone();
+        if let Some(thread_id) = thread_id
+            && let Err(reason) = self.inner.backend.can_continue(&thread_id).await
+        {
+            return Err(JobError::CannotContinue { job: id, reason });
+        }
         let after = self.transact(|tx| {
             if !tx.state().accepting {
                 return Err(JobError::ShuttingDown);

@@ -12,7 +12,7 @@ use super::*;
 use crate::codex::{
     Backend, BackendError, BackendEvent, BackendInfo, ThreadRef, TurnEnd, TurnInput, Update,
 };
-use crate::store::{EventQuery, SqliteStore};
+use crate::store::{EventPage, EventQuery, Loaded, SqliteStore, Store, StoreError, Write};
 
 /// Records what the engine asked for; `refuse_turns` makes `start_turn` fail.
 #[derive(Default)]
@@ -51,6 +51,10 @@ impl Backend for Scripted {
         .boxed()
     }
 
+    fn can_continue<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        async { Ok(()) }.boxed()
+    }
+
     fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
             self.interrupted.lock().unwrap().push(job.clone());
@@ -74,6 +78,76 @@ impl Backend for Scripted {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         async {}.boxed()
     }
+}
+
+/// A store whose next `failures` writes fail, as on a full disk.
+struct FlakyStore {
+    inner: SqliteStore,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl FlakyStore {
+    fn fail_next(&self, writes: usize) {
+        self.failures
+            .store(writes, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Store for FlakyStore {
+    fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
+        let failing = self
+            .failures
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if failing {
+            return Err(StoreError::Write("database or disk is full".into()));
+        }
+        self.inner.write(batch)
+    }
+
+    fn read_events(&self, job: &JobId, query: &EventQuery) -> Result<EventPage, StoreError> {
+        self.inner.read_events(job, query)
+    }
+
+    fn read_notifications(
+        &self,
+        after: u64,
+        job: Option<&JobId>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.inner.read_notifications(after, job, limit)
+    }
+
+    fn load(&self) -> Result<Loaded, StoreError> {
+        self.inner.load()
+    }
+}
+
+fn flaky_engine() -> (
+    JobManager,
+    Arc<FlakyStore>,
+    mpsc::Sender<BackendEvent>,
+    tempfile::TempDir,
+) {
+    let (events, rx) = crate::codex::event_channel();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap(),
+        failures: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let settings = EngineSettings {
+        max_concurrent_jobs: 4,
+        cancel_grace: Duration::from_millis(200),
+        default_cwd: std::env::temp_dir(),
+        retention: Duration::from_secs(3600),
+    };
+    let manager =
+        JobManager::open(store.clone(), Arc::new(Scripted::default()), settings, rx).unwrap();
+    (manager, store, events, dir)
 }
 
 struct Engine {
@@ -405,4 +479,59 @@ async fn expired_settled_jobs_are_deleted_with_their_feed_entries_and_running_on
             .events(old.job_id.as_str(), &EventQuery::default()),
         Err(JobError::UnknownJob(_))
     ));
+}
+
+#[tokio::test]
+async fn a_save_that_fails_fails_the_call_loudly_changes_nothing_and_the_server_goes_on() {
+    let (manager, store, _events, _dir) = flaky_engine();
+    store.fail_next(1);
+    let Err(JobError::Store(e)) = manager.start(start("lost")).await else {
+        panic!("the start should have failed")
+    };
+    assert!(e.to_string().contains("full"), "{e}");
+    assert!(manager.list(None, 10).is_empty(), "no job half made");
+    let job = manager.start(start("kept")).await.unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+}
+
+#[tokio::test]
+async fn codex_events_that_cannot_be_saved_fail_the_job_with_the_reason() {
+    let (manager, store, events, _dir) = flaky_engine();
+    let job = manager.start(start("x")).await.unwrap();
+    store.fail_next(1);
+    let message = Update::Event {
+        kind: EventKind::AgentMessage,
+        data: json!({"text": "unsaved"}),
+    };
+    events
+        .send(BackendEvent {
+            job: job.job_id.clone(),
+            update: message,
+        })
+        .await
+        .unwrap();
+    let settled = manager
+        .wait(None, Some(job.job_id.as_str()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let note = &settled.notifications[0];
+    assert_eq!(note.status, JobStatus::Failed);
+    assert!(
+        note.error
+            .as_ref()
+            .unwrap()
+            .contains("could not save Codex's events")
+    );
+    let query = EventQuery {
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let recorded = manager.events(job.job_id.as_str(), &query).unwrap().events;
+    let seqs: Vec<u64> = recorded.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=recorded.len() as u64).collect::<Vec<_>>(),
+        "no hole"
+    );
+    assert!(recorded.iter().all(|e| e.kind != EventKind::AgentMessage));
 }
