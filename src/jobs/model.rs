@@ -250,7 +250,8 @@ pub struct Event {
 /// One entry of the global feed: a status change that matters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Notification {
-    /// Counts from 1 across all jobs, without gaps.
+    /// Counts up from 1 across all jobs and restarts; never reused. Entries of jobs deleted by
+    /// the retention period leave gaps.
     pub seq: u64,
     pub job_id: JobId,
     pub turn: u32,
