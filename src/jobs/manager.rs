@@ -164,8 +164,8 @@ impl JobManager {
                 feed,
             }),
         };
-        let reason = "the server stopped while this turn was running (it was restarted or it crashed), \
-                      so Codex may not have finished it; continue with job_reply or start a new job";
+        let reason = "the server stopped while this turn was running (it was restarted or it \
+                      crashed), so Codex may not have finished it";
         let after = manager.transact(|tx| {
             for id in &unfinished {
                 tx.settle(
