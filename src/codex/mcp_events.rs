@@ -5,57 +5,11 @@
 //! legacy events, which carry the most detail, and skip the duplicates.
 
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use super::TurnEnd;
+use super::mapping::{Mapped, command_line, field as text, with_original};
 use crate::jobs::EventKind;
-
-/// What to do with one `codex/event` message.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Mapped {
-    Record(EventKind, Value),
-    /// Codex created the thread.
-    ThreadStarted {
-        thread_id: String,
-        data: Value,
-    },
-    /// The turn stopped early (`turn_aborted`).
-    Aborted {
-        reason: String,
-        data: Value,
-    },
-    /// The turn finished; the `tools/call` answer that follows ends it.
-    TaskComplete(Value),
-    /// A duplicate or internal message with nothing for a client.
-    Skip,
-}
-
-fn text(msg: &Value, key: &str) -> Value {
-    msg.get(key).cloned().unwrap_or(Value::Null)
-}
-
-/// `["/bin/bash", "-lc", "ls"]` as one line; a string stays as it is.
-pub(crate) fn command_line(command: &Value) -> Value {
-    match command {
-        Value::Array(parts) => Value::String(
-            parts
-                .iter()
-                .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// Our fields for the event, with Codex's message under `codex`.
-fn with_original(fields: Value, msg: &Value) -> Value {
-    let mut data = match fields {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    data.insert("codex".into(), msg.clone());
-    Value::Object(data)
-}
 
 pub(crate) fn map(msg: &Value) -> Mapped {
     let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
@@ -77,14 +31,14 @@ pub(crate) fn map(msg: &Value) -> Mapped {
                 None => record(EventKind::CodexEvent, json!({"codex_type": kind})),
             }
         }
-        "turn_aborted" => Mapped::Aborted {
+        "turn_aborted" => Mapped::TurnEnded(TurnEnd::Interrupted {
             reason: msg
                 .get("reason")
                 .and_then(Value::as_str)
                 .unwrap_or("aborted")
                 .to_owned(),
             data: with_original(json!({}), msg),
-        },
+        }),
         "task_complete" => Mapped::TaskComplete(msg.clone()),
         "task_started" => record(
             EventKind::TurnStarted,
@@ -177,7 +131,8 @@ pub(crate) fn map(msg: &Value) -> Mapped {
         | "item_completed"
         | "exec_approval_request"
         | "apply_patch_approval_request"
-        | "web_search_begin" => Mapped::Skip,
+        | "web_search_begin"
+        | "mcp_startup_complete" => Mapped::Skip,
         _ => record(EventKind::CodexEvent, json!({"codex_type": kind})),
     }
 }

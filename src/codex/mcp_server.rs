@@ -24,11 +24,12 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
-use super::mcp_events::{self, Mapped};
+use super::mapping::{Mapped, command_line};
+use super::mcp_events;
 use super::rpc::{self, Incoming, RpcChild, RpcError, RpcReader};
 use super::{
-    ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, ThreadRef,
-    TurnEnd, TurnInput, Update, detect, locate,
+    ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
+    ThreadRef, TurnEnd, TurnInput, Update, detect, locate,
 };
 use crate::jobs::{EventKind, JobId, ThreadOptions};
 
@@ -340,11 +341,11 @@ async fn read_loop(
     events: mpsc::Sender<BackendEvent>,
     approvals: ApprovalAnswer,
 ) {
-    let mut out = Outbox { events };
+    let out = Outbox::new(events);
     while let Some(message) = reader.next().await {
         match message {
             Incoming::Notification { method, params } if method == "codex/event" => {
-                on_codex_event(&session, &mut out, params).await;
+                on_codex_event(&session, &out, params).await;
             }
             Incoming::Notification { method, .. } => {
                 tracing::debug!(%method, "ignoring notification from codex");
@@ -352,7 +353,7 @@ async fn read_loop(
             Incoming::Request { id, method, params }
                 if method == "elicitation/create" && params.get("codex_elicitation").is_some() =>
             {
-                on_approval(&session, &mut out, id, params, approvals).await;
+                on_approval(&session, &out, id, params, approvals).await;
             }
             Incoming::Request { id, method, .. } => {
                 tracing::warn!(%method, "codex sent a request we do not handle");
@@ -362,7 +363,7 @@ async fn read_loop(
                 }
             }
             Incoming::Response { id, outcome } => {
-                on_turn_answer(&session, &mut out, id, outcome).await
+                on_turn_answer(&session, &out, id, outcome).await
             }
             Incoming::Garbage(line) => {
                 let shown: String = line.chars().take(200).collect();
@@ -390,25 +391,7 @@ async fn read_loop(
     }
 }
 
-/// Where the reader's reports go.
-struct Outbox {
-    events: mpsc::Sender<BackendEvent>,
-}
-
-impl Outbox {
-    async fn send(&mut self, job: JobId, update: Update) {
-        if self
-            .events
-            .send(BackendEvent { job, update })
-            .await
-            .is_err()
-        {
-            tracing::debug!("the engine is gone; dropping a codex event");
-        }
-    }
-}
-
-async fn on_codex_event(session: &Session, out: &mut Outbox, params: Value) {
+async fn on_codex_event(session: &Session, out: &Outbox, params: Value) {
     let meta = params.get("_meta");
     let request_id = meta
         .and_then(|m| m.get("requestId"))
@@ -448,10 +431,10 @@ async fn on_codex_event(session: &Session, out: &mut Outbox, params: Value) {
                 }
                 None
             }
-            Mapped::Aborted { reason, data } => routes
+            Mapped::TurnEnded(end) => routes
                 .running
                 .remove(&job)
-                .map(|_| Update::TurnEnded(TurnEnd::Interrupted { reason, data })),
+                .map(|_| Update::TurnEnded(end)),
         };
         update.map(|u| (job, u))
     };
@@ -463,7 +446,7 @@ async fn on_codex_event(session: &Session, out: &mut Outbox, params: Value) {
 /// The answer to a turn's `tools/call` ends that job's running turn, whichever id it came under.
 async fn on_turn_answer(
     session: &Session,
-    out: &mut Outbox,
+    out: &Outbox,
     id: i64,
     outcome: Result<Value, RpcError>,
 ) {
@@ -512,7 +495,7 @@ async fn on_turn_answer(
 /// Answers an approval request by the server's policy, recording the request and the answer.
 async fn on_approval(
     session: &Session,
-    out: &mut Outbox,
+    out: &Outbox,
     id: Value,
     params: Value,
     policy: ApprovalAnswer,
@@ -544,7 +527,7 @@ async fn on_approval(
         let data = json!({
             "approval_id": approval_id,
             "kind": kind,
-            "command": params.get("codex_command").map(mcp_events::command_line),
+            "command": params.get("codex_command").map(command_line),
             "cwd": params.get("codex_cwd"),
             "reason": params.get("message"),
             "codex": params,

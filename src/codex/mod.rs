@@ -11,6 +11,7 @@
 
 pub mod detect;
 mod locate;
+mod mapping;
 mod mcp_events;
 mod mcp_server;
 mod rpc;
@@ -58,7 +59,7 @@ pub enum Update {
     TurnEnded(TurnEnd),
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum TurnEnd {
     Completed {
         result: Option<String>,
@@ -73,6 +74,23 @@ pub enum TurnEnd {
         reason: String,
         data: Value,
     },
+}
+
+/// Where a backend's reader sends its reports.
+pub(crate) struct Outbox {
+    events: mpsc::Sender<BackendEvent>,
+}
+
+impl Outbox {
+    pub(crate) fn new(events: mpsc::Sender<BackendEvent>) -> Self {
+        Self { events }
+    }
+
+    pub(crate) async fn send(&self, job: JobId, update: Update) {
+        if self.events.send(BackendEvent { job, update }).await.is_err() {
+            tracing::debug!("the engine is gone; dropping a codex event");
+        }
+    }
 }
 
 /// The channel a backend reports on. Bounded, so a flood from Codex slows the reader down
