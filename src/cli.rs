@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::codex::{ApprovalAnswer, CodexSettings};
+use crate::codex::{ApprovalAnswer, BackendKind, CodexSettings};
 use crate::jobs::EngineSettings;
 use crate::server::ServerSettings;
 
@@ -13,9 +13,13 @@ use crate::server::ServerSettings;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// The Codex CLI to run (`codex mcp-server` needs Codex 0.153 or earlier).
+    /// The Codex CLI to run.
     #[arg(long, env = "CODEX_BIN", default_value = "codex")]
     pub codex_bin: String,
+
+    /// How to drive Codex: `auto` picks `mcp-server` when this Codex has it, else `app-server`.
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+    pub backend: BackendKind,
 
     /// A Codex config override, passed to Codex as `-c KEY=VALUE`. Repeatable.
     #[arg(long = "codex-config", value_name = "KEY=VALUE", value_parser = parse_override)]

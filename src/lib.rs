@@ -30,11 +30,10 @@ pub async fn run_stdio(cli: Cli) -> anyhow::Result<()> {
     let state_dir = store::state_dir::StateDir::open(&cli.state_dir()?)?;
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&state_dir.database())?);
     let (events_tx, events_rx) = codex::event_channel();
-    let backend = codex::McpServerBackend::start(cli.codex_settings(), events_tx)
+    let backend = codex::start_backend(cli.codex_settings(), cli.backend, events_tx)
         .await
         .context("could not start Codex")?;
-    let manager =
-        jobs::JobManager::open(store, Arc::new(backend), cli.engine_settings(), events_rx)?;
+    let manager = jobs::JobManager::open(store, backend, cli.engine_settings(), events_rx)?;
     let result = server::serve_stdio(manager.clone(), cli.server_settings()).await;
     manager.shutdown().await;
     result

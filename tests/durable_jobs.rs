@@ -79,7 +79,7 @@ async fn after_kill_9_every_event_read_reads_back_the_same_and_the_running_job_i
     let bin = codex(CODEX_MCP_SERVER_VERSION);
     let sandbox = Sandbox::new();
     let model = MockModel::start().await;
-    sandbox.use_model(&model);
+    sandbox.use_model(&model, "gpt-5.2");
 
     let mut first = Launch::new(&bin, &sandbox).start().await;
     let before = two_jobs(&first, &sandbox).await;
@@ -158,7 +158,7 @@ async fn a_clean_restart_keeps_every_job_and_says_the_running_one_was_cut_by_the
     let bin = codex(CODEX_MCP_SERVER_VERSION);
     let sandbox = Sandbox::new();
     let model = MockModel::start().await;
-    sandbox.use_model(&model);
+    sandbox.use_model(&model, "gpt-5.2");
 
     let first = Launch::new(&bin, &sandbox).start().await;
     let before = two_jobs(&first, &sandbox).await;

@@ -39,8 +39,8 @@ pub enum DetectError {
     NotCodex { bin: String, printed: String },
     #[error(
         "Codex {version} (`{bin}`) has no `codex mcp-server`: it was removed in Codex 0.154. \
-         Install the last Codex that has it with `npm install -g @openai/codex@0.153.4` and point \
-         --codex-bin (or CODEX_BIN) at it"
+         Use --backend auto or app-server with this Codex, or install the last Codex that has it \
+         (`npm install -g @openai/codex@0.153.4`) and point --codex-bin (or CODEX_BIN) at it"
     )]
     NoMcpServer { bin: String, version: Version },
 }
@@ -87,18 +87,6 @@ pub fn parse_version(printed: &str) -> Option<Version> {
     let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
     let version = Version(parts.next()??, parts.next()??, parts.next()??);
     parts.next().is_none().then_some(version)
-}
-
-/// Checks that `bin` is a Codex with `mcp-server` and returns its version.
-pub async fn require_mcp_server(bin: &str) -> Result<Version, DetectError> {
-    let version = version(bin).await?;
-    if version > LAST_WITH_MCP_SERVER {
-        return Err(DetectError::NoMcpServer {
-            bin: bin.to_owned(),
-            version,
-        });
-    }
-    Ok(version)
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@ use crate::jobs::EventKind;
 pub(crate) enum Mapped {
     Record(EventKind, Value),
     /// Codex created the thread.
-    ThreadStarted { thread_id: String, data: Value },
+    ThreadStarted {
+        thread_id: String,
+        data: Value,
+    },
     /// The turn ended.
     TurnEnded(TurnEnd),
     /// The turn finished, but another message ends it (`codex mcp-server`'s `tools/call` answer).

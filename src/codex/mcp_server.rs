@@ -29,7 +29,7 @@ use super::mcp_events;
 use super::rpc::{self, Incoming, RpcChild, RpcError, RpcReader};
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
-    ThreadRef, TurnEnd, TurnInput, Update, detect, locate,
+    ThreadRef, TurnEnd, TurnInput, Update, detect,
 };
 use crate::jobs::{EventKind, JobId, ThreadOptions};
 
@@ -84,19 +84,12 @@ impl Routes {
 }
 
 impl McpServerBackend {
-    /// Checks the binary, starts the child and completes the MCP handshake.
+    /// Starts the child and completes the MCP handshake.
     pub async fn start(
         settings: CodexSettings,
+        version: detect::Version,
         events: mpsc::Sender<BackendEvent>,
-    ) -> anyhow::Result<Self> {
-        let mut settings = settings;
-        let native = locate::native_binary(&settings.bin);
-        if native != settings.bin {
-            tracing::info!(shim = %settings.bin, %native, "running the native Codex behind the npm shim");
-            settings.bin = native;
-        }
-        let version = detect::require_mcp_server(&settings.bin).await?;
-        tracing::info!(codex = %settings.bin, %version, "using codex mcp-server");
+    ) -> Result<Self, BackendError> {
         let backend = Self {
             settings,
             version,
@@ -362,9 +355,7 @@ async fn read_loop(
                     tracing::warn!(error = %e, "could not answer codex");
                 }
             }
-            Incoming::Response { id, outcome } => {
-                on_turn_answer(&session, &out, id, outcome).await
-            }
+            Incoming::Response { id, outcome } => on_turn_answer(&session, &out, id, outcome).await,
             Incoming::Garbage(line) => {
                 let shown: String = line.chars().take(200).collect();
                 tracing::warn!(line = %shown, "codex wrote a line that is not JSON-RPC; ignored");
@@ -431,10 +422,7 @@ async fn on_codex_event(session: &Session, out: &Outbox, params: Value) {
                 }
                 None
             }
-            Mapped::TurnEnded(end) => routes
-                .running
-                .remove(&job)
-                .map(|_| Update::TurnEnded(end)),
+            Mapped::TurnEnded(end) => routes.running.remove(&job).map(|_| Update::TurnEnded(end)),
         };
         update.map(|u| (job, u))
     };

@@ -6,9 +6,13 @@
 //!
 //! - [`rpc`]: a JSON-RPC 2.0 peer over a child's stdio (ids, pending calls, exit and stderr).
 //! - [`detect`]: which Codex a binary is; [`locate`]: the native binary behind npm's shim.
-//! - [`mcp_server`]: the backend for `codex mcp-server` (Codex up to 0.153).
-//! - [`mcp_events`]: the mapping of `codex/event` messages onto our event vocabulary.
+//! - [`mcp_server`]: the backend for `codex mcp-server` (Codex up to 0.153), with
+//!   [`mcp_events`] mapping its `codex/event` messages onto our event vocabulary.
+//! - [`app_server`]: the backend for `codex app-server` (Codex 0.154 on), with [`app_events`].
+//! - [`start_backend`]: which backend to use, asked of the binary when not told.
 
+mod app_events;
+mod app_server;
 pub mod detect;
 mod locate;
 mod mapping;
@@ -16,7 +20,10 @@ mod mcp_events;
 mod mcp_server;
 mod rpc;
 
+pub use app_server::AppServerBackend;
 pub use mcp_server::McpServerBackend;
+
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -31,6 +38,54 @@ pub struct CodexSettings {
     /// Passed to every Codex child as `-c KEY=VALUE`.
     pub config_overrides: Vec<String>,
     pub approvals: ApprovalAnswer,
+}
+
+/// Which way of driving Codex to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// `mcp-server` when this Codex has it (0.153 and earlier), else `app-server`.
+    Auto,
+    /// A long-lived `codex mcp-server` child.
+    McpServer,
+    /// A long-lived `codex app-server` child.
+    AppServer,
+}
+
+/// Starts the backend of `kind` for the Codex in `settings`, asking the binary which it supports
+/// when `kind` is `Auto`.
+pub async fn start_backend(
+    mut settings: CodexSettings,
+    kind: BackendKind,
+    events: mpsc::Sender<BackendEvent>,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    let native = locate::native_binary(&settings.bin);
+    if native != settings.bin {
+        tracing::info!(shim = %settings.bin, %native, "running the native Codex behind the npm shim");
+        settings.bin = native;
+    }
+    let version = detect::version(&settings.bin).await?;
+    let has_mcp_server = version <= detect::LAST_WITH_MCP_SERVER;
+    let backend: Arc<dyn Backend> = match kind {
+        BackendKind::McpServer if !has_mcp_server => {
+            return Err(detect::DetectError::NoMcpServer {
+                bin: settings.bin,
+                version,
+            }
+            .into());
+        }
+        BackendKind::McpServer => {
+            Arc::new(McpServerBackend::start(settings, version, events).await?)
+        }
+        BackendKind::Auto if has_mcp_server => {
+            Arc::new(McpServerBackend::start(settings, version, events).await?)
+        }
+        BackendKind::Auto | BackendKind::AppServer => {
+            Arc::new(AppServerBackend::start(settings, version, events).await?)
+        }
+    };
+    let info = backend.info();
+    tracing::info!(backend = info.name, codex_version = %info.codex_version, "Codex backend ready");
+    Ok(backend)
 }
 
 /// How the server answers Codex's approval requests on the user's behalf.
@@ -87,7 +142,12 @@ impl Outbox {
     }
 
     pub(crate) async fn send(&self, job: JobId, update: Update) {
-        if self.events.send(BackendEvent { job, update }).await.is_err() {
+        if self
+            .events
+            .send(BackendEvent { job, update })
+            .await
+            .is_err()
+        {
             tracing::debug!("the engine is gone; dropping a codex event");
         }
     }

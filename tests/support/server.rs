@@ -58,9 +58,9 @@ impl Sandbox {
     }
 
     /// Points Codex at `model` with retries off, so failures are immediate.
-    pub fn use_model(&self, model: &MockModel) {
+    pub fn use_model(&self, model: &MockModel, slug: &str) {
         let config = format!(
-            r#"model = "gpt-5.2"
+            r#"model = "{slug}"
 model_provider = "mock"
 
 [model_providers.mock]

@@ -1,0 +1,256 @@
+//! Notifications of `codex app-server` mapped onto our event vocabulary.
+//!
+//! app-server reports items twice, `item/started` and `item/completed`; we record a command, file
+//! change or tool call when it starts and again when it ends, and messages once, when complete.
+
+use serde_json::{Value, json};
+
+use super::TurnEnd;
+use super::mapping::{Mapped, field, with_original};
+use crate::jobs::EventKind;
+
+/// The text parts of a `userMessage` item's content, joined.
+fn content_text(item: &Value) -> Value {
+    let parts: Vec<&str> = item
+        .get("content")
+        .and_then(Value::as_array)
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p.get("text")?.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    Value::String(parts.join("\n"))
+}
+
+/// The text of the last agent message among a turn's items.
+pub(crate) fn last_agent_message(turn: &Value) -> Option<String> {
+    turn.get("items")?
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|item| item.get("type").and_then(Value::as_str) == Some("agentMessage"))
+        .and_then(|item| item.get("text")?.as_str())
+        .map(str::to_owned)
+}
+
+fn item_started(item: &Value, params: &Value) -> Mapped {
+    let record = |kind, fields| Mapped::Record(kind, with_original(fields, params));
+    match item.get("type").and_then(Value::as_str).unwrap_or("") {
+        "commandExecution" => record(
+            EventKind::CommandStarted,
+            json!({"call_id": field(item, "id"), "command": field(item, "command"), "cwd": field(item, "cwd")}),
+        ),
+        "fileChange" => record(
+            EventKind::FileChangeStarted,
+            json!({"call_id": field(item, "id"), "changes": field(item, "changes")}),
+        ),
+        "mcpToolCall" => record(
+            EventKind::McpToolCallStarted,
+            json!({"call_id": field(item, "id"), "invocation": {"server": field(item, "server"), "tool": field(item, "tool"), "arguments": field(item, "arguments")}}),
+        ),
+        // Messages, reasoning and searches are recorded once complete.
+        _ => Mapped::Skip,
+    }
+}
+
+fn item_completed(item: &Value, params: &Value) -> Mapped {
+    let record = |kind, fields| Mapped::Record(kind, with_original(fields, params));
+    match item.get("type").and_then(Value::as_str).unwrap_or("") {
+        "userMessage" => record(EventKind::UserMessage, json!({"text": content_text(item)})),
+        "agentMessage" => record(
+            EventKind::AgentMessage,
+            json!({"text": field(item, "text")}),
+        ),
+        "reasoning" => {
+            let summary = item
+                .get("summary")
+                .and_then(Value::as_array)
+                .map(|parts| {
+                    parts
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default();
+            record(EventKind::Reasoning, json!({"text": summary}))
+        }
+        "commandExecution" => record(
+            EventKind::CommandCompleted,
+            json!({
+                "call_id": field(item, "id"),
+                "command": field(item, "command"),
+                "exit_code": field(item, "exitCode"),
+                "output": field(item, "aggregatedOutput"),
+                "status": field(item, "status"),
+            }),
+        ),
+        "fileChange" => record(
+            EventKind::FileChangeCompleted,
+            json!({
+                "call_id": field(item, "id"),
+                "success": item.get("status").and_then(Value::as_str) == Some("completed"),
+                "output": field(item, "changes"),
+            }),
+        ),
+        "mcpToolCall" => record(
+            EventKind::McpToolCallCompleted,
+            json!({"call_id": field(item, "id"), "result": field(item, "result")}),
+        ),
+        "webSearch" => record(EventKind::WebSearch, json!({"query": field(item, "query")})),
+        other => record(
+            EventKind::CodexEvent,
+            json!({"codex_type": format!("item/{other}")}),
+        ),
+    }
+}
+
+pub(crate) fn map(method: &str, params: &Value) -> Mapped {
+    let record = |kind, fields| Mapped::Record(kind, with_original(fields, params));
+    let item = params.get("item").unwrap_or(&Value::Null);
+    match method {
+        "thread/started" => {
+            let thread = params.get("thread").unwrap_or(&Value::Null);
+            match thread.get("id").and_then(Value::as_str) {
+                Some(id) => Mapped::ThreadStarted {
+                    thread_id: id.to_owned(),
+                    data: with_original(
+                        json!({"thread_id": id, "model": Value::Null, "cwd": thread.pointer("/environments/0/cwd")}),
+                        params,
+                    ),
+                },
+                None => Mapped::Skip,
+            }
+        }
+        "turn/started" => record(
+            EventKind::TurnStarted,
+            json!({"turn_id": params.pointer("/turn/id")}),
+        ),
+        "turn/completed" => {
+            let turn = params.get("turn").unwrap_or(&Value::Null);
+            let data = with_original(json!({}), params);
+            let end = match turn.get("status").and_then(Value::as_str) {
+                Some("failed") => TurnEnd::Failed {
+                    error: turn
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Codex reported the turn as failed")
+                        .to_owned(),
+                    data,
+                },
+                Some("interrupted") => TurnEnd::Interrupted {
+                    reason: "interrupted".to_owned(),
+                    data,
+                },
+                _ => TurnEnd::Completed {
+                    result: last_agent_message(turn),
+                    data,
+                },
+            };
+            Mapped::TurnEnded(end)
+        }
+        "item/started" => item_started(item, params),
+        "item/completed" => item_completed(item, params),
+        "item/agentMessage/delta" => record(
+            EventKind::AgentMessageDelta,
+            json!({"delta": field(params, "delta")}),
+        ),
+        "item/reasoning/summaryTextDelta" | "item/reasoning/textDelta" => record(
+            EventKind::ReasoningDelta,
+            json!({"delta": field(params, "delta")}),
+        ),
+        "item/commandExecution/outputDelta" => record(
+            EventKind::CommandOutputDelta,
+            json!({"call_id": field(params, "itemId"), "stream": Value::Null, "text": field(params, "delta")}),
+        ),
+        "thread/tokenUsage/updated" => record(
+            EventKind::TokenUsage,
+            json!({"usage": field(params, "tokenUsage")}),
+        ),
+        "turn/plan/updated" => record(
+            EventKind::PlanUpdated,
+            json!({"plan": field(params, "plan")}),
+        ),
+        "warning" | "guardianWarning" => record(
+            EventKind::Warning,
+            json!({"message": field(params, "message")}),
+        ),
+        "error" => {
+            let message = params
+                .pointer("/error/message")
+                .cloned()
+                .unwrap_or(Value::Null);
+            // A retry notice is not the turn's end.
+            let kind = if params.get("willRetry").and_then(Value::as_bool) == Some(true) {
+                EventKind::Warning
+            } else {
+                EventKind::Error
+            };
+            record(kind, json!({"message": message}))
+        }
+        // Bookkeeping that repeats what the events above say, or concerns no job.
+        "thread/status/changed"
+        | "serverRequest/resolved"
+        | "item/commandExecution/terminalInteraction"
+        | "item/reasoning/summaryPartAdded"
+        | "item/fileChange/outputDelta"
+        | "item/fileChange/patchUpdated"
+        | "thread/goal/cleared"
+        | "thread/goal/updated"
+        | "thread/readState/changed" => Mapped::Skip,
+        other => record(EventKind::CodexEvent, json!({"codex_type": other})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_completed_agent_message_keeps_its_text_and_the_original() {
+        let params =
+            json!({"threadId": "t", "item": {"type": "agentMessage", "id": "m", "text": "hi"}});
+        let Mapped::Record(kind, data) = map("item/completed", &params) else {
+            panic!("not recorded")
+        };
+        assert_eq!(kind, EventKind::AgentMessage);
+        assert_eq!(data["text"], "hi");
+        assert_eq!(data["codex"], params);
+    }
+
+    #[test]
+    fn a_finished_turn_carries_its_last_agent_message() {
+        let params = json!({"threadId": "t", "turn": {"id": "u", "status": "completed", "items": [
+            {"type": "agentMessage", "text": "first"}, {"type": "agentMessage", "text": "last"}]}});
+        let Mapped::TurnEnded(TurnEnd::Completed { result, .. }) = map("turn/completed", &params)
+        else {
+            panic!("not an end")
+        };
+        assert_eq!(result.as_deref(), Some("last"));
+    }
+
+    #[test]
+    fn failed_and_interrupted_turns_end_as_such() {
+        let failed = json!({"turn": {"status": "failed", "error": {"message": "bad request"}}});
+        assert!(matches!(
+            map("turn/completed", &failed),
+            Mapped::TurnEnded(TurnEnd::Failed { error, .. }) if error == "bad request"
+        ));
+        let interrupted = json!({"turn": {"status": "interrupted", "items": []}});
+        assert!(matches!(
+            map("turn/completed", &interrupted),
+            Mapped::TurnEnded(TurnEnd::Interrupted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_retry_notice_is_a_warning_not_an_error() {
+        let params = json!({"error": {"message": "Reconnecting... 1/5"}, "willRetry": true});
+        assert!(matches!(
+            map("error", &params),
+            Mapped::Record(EventKind::Warning, _)
+        ));
+    }
+}
