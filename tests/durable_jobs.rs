@@ -368,3 +368,31 @@ async fn a_reply_to_a_thread_of_a_codex_that_crashed_says_to_start_a_new_job() {
         .await;
     assert!(e.contains("cannot be continued"), "{e}");
 }
+
+#[tokio::test]
+async fn after_a_restart_a_reply_resumes_the_app_server_thread_with_its_history() {
+    let bin = codex("0.169.0");
+    let sandbox = Sandbox::new();
+    let model = MockModel::start().await;
+    sandbox.use_model(&model, "gpt-5.5");
+    let first = Launch::new(&bin, &sandbox).start().await;
+    let job_id = job(&first, &sandbox, "SAY: remembered").await;
+    first.settle(&job_id).await;
+    drop(first);
+
+    let second = Launch::new(&bin, &sandbox).start().await;
+    second
+        .ok(
+            "job_reply",
+            json!({"job_id": job_id, "prompt": "SAY: after the restart"}),
+        )
+        .await;
+    let settled = second.settle(&job_id).await;
+    assert_eq!(settled["status"], "completed");
+    assert_eq!(settled["result"], "after the restart");
+    let last = model.requests().pop().unwrap();
+    assert!(
+        last["input"].to_string().contains("SAY: remembered"),
+        "Codex saw the first turn"
+    );
+}

@@ -41,6 +41,23 @@ pub const APP_SERVER: Flavor = Flavor {
     model: "gpt-5.5",
 };
 
+pub const EXEC: Flavor = Flavor {
+    version: "0.169.0",
+    backend: "exec",
+    model: "gpt-5.5",
+};
+
+impl Flavor {
+    /// An event that shows a long turn is under way: exec streams nothing, so its turn start.
+    fn midturn_event(self) -> &'static str {
+        if self.backend == "exec" {
+            "turn_started"
+        } else {
+            "agent_message_delta"
+        }
+    }
+}
+
 async fn setup(f: Flavor, args: &[&str]) -> Setup {
     setup_with(f, &codex(f.version), args).await
 }
@@ -226,7 +243,7 @@ mod cases {
         t.server.settle(&job_id).await;
         let whole = t.server.all_events(&job_id, 1000).await;
         assert!(
-            whole.len() > 8,
+            whole.len() >= 7,
             "a command run has many events: {}",
             whole.len()
         );
@@ -373,7 +390,7 @@ mod cases {
     pub async fn cancel_stops_a_long_turn_and_the_thread_and_server_stay_usable(f: Flavor) {
         let t = setup(f, &[]).await;
         let job_id = t.start("SLEEP: 60").await;
-        t.until_event(&job_id, "agent_message_delta").await;
+        t.until_event(&job_id, f.midturn_event()).await;
         let cancelled = t.server.ok("job_cancel", json!({"job_id": job_id})).await;
         assert_eq!(cancelled["status"], "cancelled");
         let events = t.server.all_events(&job_id, 1000).await;
@@ -474,7 +491,7 @@ mod cases {
     pub async fn a_killed_codex_fails_its_jobs_with_the_reason_and_the_next_job_works(f: Flavor) {
         let t = setup(f, &[]).await;
         let job_id = t.start("SLEEP: 60").await;
-        t.until_event(&job_id, "agent_message_delta").await;
+        t.until_event(&job_id, f.midturn_event()).await;
         let children = t.server.children();
         assert!(!children.is_empty(), "codex runs as a child of the server");
         for pid in &children {
@@ -494,7 +511,7 @@ mod cases {
     pub async fn closing_stdin_mid_turn_stops_the_server_and_its_codex(f: Flavor) {
         let t = setup(f, &[]).await;
         let job_id = t.start("SLEEP: 60").await;
-        t.until_event(&job_id, "agent_message_delta").await;
+        t.until_event(&job_id, f.midturn_event()).await;
         let children = t.server.children();
         assert!(!children.is_empty());
         let Setup {
@@ -516,7 +533,7 @@ mod cases {
     pub async fn sigterm_stops_the_server_and_its_codex(f: Flavor) {
         let mut t = setup(f, &[]).await;
         let job_id = t.start("SLEEP: 60").await;
-        t.until_event(&job_id, "agent_message_delta").await;
+        t.until_event(&job_id, f.midturn_event()).await;
         let children = t.server.children();
         let pid = t.server.child.id().unwrap();
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -628,7 +645,7 @@ mod cases {
                 json!({"prompt": "hi", "approval_policy": "on-failure"}),
             )
             .await;
-        assert!(e.contains("on-request"), "{e}");
+        assert!(e.contains("approval_policy") && e.contains("never"), "{e}");
 
         let job_id = t.start("SAY: done").await;
         s.settle(&job_id).await;
@@ -712,12 +729,16 @@ mod cases {
             .join(f.version)
             .join("node_modules/.bin/codex");
         let t = setup_with(f, &shim, &[]).await;
+        // exec starts its Codex per turn: look while one runs.
+        let job_id = t.start("SLEEP: 60").await;
+        t.until_event(&job_id, f.midturn_event()).await;
         let children = t.server.children();
         assert_eq!(children.len(), 1, "one Codex child, no Node in between");
         let exe = std::fs::read_link(format!("/proc/{}/exe", children[0])).unwrap();
         assert_eq!(exe, native.canonicalize().unwrap());
-        let job_id = t.start("SAY: native").await;
-        assert_eq!(t.server.settle(&job_id).await["result"], "native");
+        t.server.ok("job_cancel", json!({"job_id": job_id})).await;
+        let next = t.start("SAY: native").await;
+        assert_eq!(t.server.settle(&next).await["result"], "native");
     }
 }
 
@@ -782,6 +803,34 @@ suite!(
         a_retried_start_with_the_same_client_request_id_starts_nothing_new,
         an_approval_request_is_declined_by_default_and_the_turn_finishes,
         with_approvals_approve_the_command_runs,
+        a_killed_codex_fails_its_jobs_with_the_reason_and_the_next_job_works,
+        closing_stdin_mid_turn_stops_the_server_and_its_codex,
+        sigterm_stops_the_server_and_its_codex,
+        job_wait_sends_progress_while_it_waits,
+        a_failing_model_fails_the_job_with_its_message,
+        list_shows_jobs_newest_first_with_shortened_text,
+        bad_input_gets_an_error_that_names_the_problem_and_the_fix,
+        wait_without_arguments_waits_for_the_next_notification_from_now,
+        wait_is_capped_by_max_wait_seconds,
+        the_npm_shim_is_replaced_by_the_native_codex_it_would_start
+    ]
+);
+
+// exec streams no deltas and cannot ask for approvals (see the README).
+suite!(
+    exec_0_169,
+    EXEC,
+    [
+        a_job_runs_to_completion_with_codex_answer_as_result,
+        start_answers_before_the_turn_ends,
+        wait_times_out_while_the_job_runs_and_returns_its_notification_when_it_settles,
+        paging_with_small_limits_reads_every_event_once_in_order,
+        reply_continues_the_same_thread_with_its_history,
+        five_concurrent_jobs_each_get_their_own_events,
+        jobs_beyond_the_concurrency_limit_queue_and_then_run,
+        cancel_stops_a_long_turn_and_the_thread_and_server_stay_usable,
+        reply_while_the_turn_runs_is_refused_with_the_way_out,
+        a_retried_start_with_the_same_client_request_id_starts_nothing_new,
         a_killed_codex_fails_its_jobs_with_the_reason_and_the_next_job_works,
         closing_stdin_mid_turn_stops_the_server_and_its_codex,
         sigterm_stops_the_server_and_its_codex,

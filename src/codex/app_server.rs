@@ -257,9 +257,14 @@ impl Backend for AppServerBackend {
         async move {
             let session = self.session().await?;
             let thread_id = match &input.thread {
-                ThreadRef::New(options) => {
+                ThreadRef::New => {
                     let started = session
-                        .routed_call(job, CallKind::OpenThread, "thread/start", thread_start_params(options))
+                        .routed_call(
+                            job,
+                            CallKind::OpenThread,
+                            "thread/start",
+                            thread_start_params(&input.options),
+                        )
                         .await?;
                     thread_id_of(&started)?
                 }

@@ -220,7 +220,7 @@ impl Backend for McpServerBackend {
             let session = self.session().await?;
             let id = session.rpc.reserve_id();
             let (tool, arguments) = match &input.thread {
-                ThreadRef::New(options) => ("codex", codex_arguments(&input.prompt, options)),
+                ThreadRef::New => ("codex", codex_arguments(&input.prompt, &input.options)),
                 ThreadRef::Existing(thread_id) => (
                     "codex-reply",
                     json!({"threadId": thread_id, "prompt": input.prompt}),
@@ -260,7 +260,7 @@ impl Backend for McpServerBackend {
                 ThreadRef::Existing(thread_id) => Ok(Some(thread_id)),
                 // Codex names a new thread in its first event, within milliseconds; a turn that
                 // ends first, or a slow Codex, leaves the id to the `thread_started` event.
-                ThreadRef::New(_) => Ok(tokio::time::timeout(THREAD_NAMING_WAIT, named)
+                ThreadRef::New => Ok(tokio::time::timeout(THREAD_NAMING_WAIT, named)
                     .await
                     .ok()
                     .and_then(Result::ok)),

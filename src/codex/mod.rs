@@ -9,11 +9,13 @@
 //! - [`mcp_server`]: the backend for `codex mcp-server` (Codex up to 0.153), with
 //!   [`mcp_events`] mapping its `codex/event` messages onto our event vocabulary.
 //! - [`app_server`]: the backend for `codex app-server` (Codex 0.154 on), with [`app_events`].
+//! - [`exec`]: the backend for `codex exec --json`, one process per turn.
 //! - [`start_backend`]: which backend to use, asked of the binary when not told.
 
 mod app_events;
 mod app_server;
 pub mod detect;
+mod exec;
 mod locate;
 mod mapping;
 mod mcp_events;
@@ -21,6 +23,7 @@ mod mcp_server;
 mod rpc;
 
 pub use app_server::AppServerBackend;
+pub use exec::ExecBackend;
 pub use mcp_server::McpServerBackend;
 
 use std::sync::Arc;
@@ -43,12 +46,15 @@ pub struct CodexSettings {
 /// Which way of driving Codex to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
-    /// `mcp-server` when this Codex has it (0.153 and earlier), else `app-server`.
+    /// `mcp-server` when this Codex has it (0.153 and earlier), else `app-server` when it
+    /// answers the handshake, else `exec`.
     Auto,
     /// A long-lived `codex mcp-server` child.
     McpServer,
     /// A long-lived `codex app-server` child.
     AppServer,
+    /// A `codex exec --json` process per turn (no approvals).
+    Exec,
 }
 
 /// Starts the backend of `kind` for the Codex in `settings`, asking the binary which it supports
@@ -79,8 +85,18 @@ pub async fn start_backend(
         BackendKind::Auto if has_mcp_server => {
             Arc::new(McpServerBackend::start(settings, version, events).await?)
         }
-        BackendKind::Auto | BackendKind::AppServer => {
+        BackendKind::AppServer => {
             Arc::new(AppServerBackend::start(settings, version, events).await?)
+        }
+        BackendKind::Exec => Arc::new(ExecBackend::new(settings, version, events)),
+        BackendKind::Auto => {
+            match AppServerBackend::start(settings.clone(), version, events.clone()).await {
+                Ok(backend) => Arc::new(backend),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no usable app-server; falling back to codex exec");
+                    Arc::new(ExecBackend::new(settings, version, events))
+                }
+            }
         }
     };
     let info = backend.info();
@@ -162,8 +178,8 @@ pub fn event_channel() -> (mpsc::Sender<BackendEvent>, mpsc::Receiver<BackendEve
 /// Which conversation a turn belongs to.
 #[derive(Clone, Debug)]
 pub enum ThreadRef {
-    /// Start a new Codex thread with these options.
-    New(ThreadOptions),
+    /// Start a new Codex thread.
+    New,
     /// Continue the Codex thread with this id.
     Existing(String),
 }
@@ -172,6 +188,9 @@ pub enum ThreadRef {
 pub struct TurnInput {
     pub prompt: String,
     pub thread: ThreadRef,
+    /// The job's options: a new thread is started with them; a backend that starts a process
+    /// per turn needs them for every turn.
+    pub options: ThreadOptions,
 }
 
 /// Why a backend could not do what was asked.

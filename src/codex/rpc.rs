@@ -1,4 +1,8 @@
-//! A JSON-RPC 2.0 peer over a child process's stdio, one JSON object per line.
+//! A Codex child process, and a JSON-RPC 2.0 peer over its stdio, one JSON object per line.
+//!
+//! The process part (own process group, death with the server, the tail of stderr, how it
+//! exited) serves every backend; `codex exec` reads its JSONL with [`RpcReader::next_line`]
+//! instead of speaking JSON-RPC.
 //!
 //! [`spawn`] gives two halves: an [`RpcChild`] that any task may use to send (calls, routed
 //! requests, notifications, answers) and an [`RpcReader`] that exactly one task drives. The reader
@@ -29,6 +33,14 @@ pub(crate) enum RpcError {
     Timeout { method: String, secs: u64 },
     #[error("Codex answered with error {code}: {message}")]
     Remote { code: i64, message: String },
+}
+
+/// One line of the child's stdout.
+#[derive(Debug)]
+pub(crate) enum Line {
+    Json(serde_json::Map<String, Value>),
+    /// A line that is not a JSON object.
+    Garbage(String),
 }
 
 /// A message from the child that the driving task must handle.
@@ -83,7 +95,7 @@ struct Shared {
 /// The sending half, cheap to share.
 pub(crate) struct RpcChild {
     pid: Option<u32>,
-    stdin: tokio::sync::Mutex<ChildStdin>,
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     next_id: AtomicI64,
     shared: Arc<Shared>,
     exited: watch::Receiver<Option<String>>,
@@ -155,7 +167,7 @@ pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReade
     Ok((
         RpcChild {
             pid,
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin: tokio::sync::Mutex::new(Some(stdin)),
             next_id: AtomicI64::new(1),
             shared: shared.clone(),
             exited,
@@ -261,6 +273,9 @@ impl RpcChild {
         let mut line = message.to_string();
         line.push('\n');
         let mut stdin = self.stdin.lock().await;
+        let Some(stdin) = stdin.as_mut() else {
+            return Err(RpcError::Write("stdin was closed".into()));
+        };
         let written = async {
             stdin.write_all(line.as_bytes()).await?;
             stdin.flush().await
@@ -268,12 +283,26 @@ impl RpcChild {
         written.await.map_err(|e| RpcError::Write(e.to_string()))
     }
 
+    /// Closes the child's stdin: it reads end-of-file.
+    pub(crate) async fn close_stdin(&self) {
+        self.stdin.lock().await.take();
+    }
+
+    /// Asks the child and everything it started to stop (SIGTERM).
+    pub(crate) fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
     /// Kills the child and everything it started.
     pub(crate) fn kill(&self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
         if let Some(pid) = self.pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
             // SAFETY: plain syscall; the group id is the child's pid (see `spawn`).
             unsafe {
-                libc::killpg(pid, libc::SIGKILL);
+                libc::killpg(pid, signal);
             }
         }
     }
@@ -328,9 +357,9 @@ impl RpcChild {
 }
 
 impl RpcReader {
-    /// The next message to handle, or `None` once the child closed its stdout. At that point
-    /// every call still waiting is answered with [`RpcError::Closed`].
-    pub(crate) async fn next(&mut self) -> Option<Incoming> {
+    /// The next line of stdout, or `None` once the child closed it. At that point every call
+    /// still waiting is answered with [`RpcError::Closed`].
+    pub(crate) async fn next_line(&mut self) -> Option<Line> {
         loop {
             let line = match self.lines.next_line().await {
                 Ok(Some(line)) => line,
@@ -342,8 +371,19 @@ impl RpcReader {
             if line.trim().is_empty() {
                 continue;
             }
-            let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(&line) else {
-                return Some(Incoming::Garbage(line));
+            return Some(match serde_json::from_str::<Value>(&line) {
+                Ok(Value::Object(object)) => Line::Json(object),
+                _ => Line::Garbage(line),
+            });
+        }
+    }
+
+    /// The next message to handle, or `None` once the child closed its stdout.
+    pub(crate) async fn next(&mut self) -> Option<Incoming> {
+        loop {
+            let mut message = match self.next_line().await? {
+                Line::Json(message) => message,
+                Line::Garbage(line) => return Some(Incoming::Garbage(line)),
             };
             let method = message
                 .get("method")
@@ -366,7 +406,7 @@ impl RpcReader {
                         None => Ok(message.remove("result").unwrap_or(Value::Null)),
                     };
                     let Some(id) = id.as_i64() else {
-                        return Some(Incoming::Garbage(line));
+                        return Some(Incoming::Garbage(format!("an answer with id {id}")));
                     };
                     let pending = self
                         .shared
@@ -385,7 +425,9 @@ impl RpcReader {
                         }
                     }
                 }
-                (None, None) => return Some(Incoming::Garbage(line)),
+                (None, None) => {
+                    return Some(Incoming::Garbage(Value::Object(message).to_string()));
+                }
             }
         }
     }

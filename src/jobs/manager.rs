@@ -260,7 +260,8 @@ impl JobManager {
         let id = JobId::generate();
         let input = TurnInput {
             prompt: request.prompt.clone(),
-            thread: ThreadRef::New(options.clone()),
+            thread: ThreadRef::New,
+            options: options.clone(),
         };
         let record = JobRecord {
             id: id.clone(),
@@ -332,6 +333,7 @@ impl JobManager {
             let input = TurnInput {
                 prompt,
                 thread: ThreadRef::Existing(thread_id),
+                options: entry.record.options.clone(),
             };
             tx.enqueue_turn(&id, input)
         })?;

@@ -1,0 +1,447 @@
+//! The backend for `codex exec --json`: one process per turn, `codex exec resume <thread>` for
+//! replies, SIGTERM to cancel. The fallback when a Codex has neither `mcp-server` nor
+//! `app-server`.
+//!
+//! Its limits: exec always runs with approval policy `never` (so there are no approval events,
+//! and an escalated command is refused to the model), and it reports no streaming deltas and
+//! token usage only at the end of a turn. It does not echo the prompt either; the
+//! `user_message` event is made from the prompt we sent.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::process::Command;
+use tokio::sync::{mpsc, oneshot};
+
+use super::mapping::{Mapped, field, with_original};
+use super::rpc::{self, Line, RpcChild, RpcReader};
+use super::{
+    Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox, ThreadRef, TurnEnd,
+    TurnInput, Update, detect,
+};
+use crate::jobs::{EventKind, JobId, ThreadOptions};
+
+/// How long `start_turn` waits for Codex to name the thread.
+const THREAD_NAMING_WAIT: Duration = Duration::from_secs(5);
+/// How long a turn process that closed its stdout gets to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+pub struct ExecBackend {
+    settings: CodexSettings,
+    version: detect::Version,
+    events: mpsc::Sender<BackendEvent>,
+    turns: Arc<Mutex<HashMap<JobId, Arc<TurnProcess>>>>,
+}
+
+/// One `codex exec` process: one turn.
+struct TurnProcess {
+    child: RpcChild,
+    /// Set when the turn is stopped on purpose (cancel or shutdown).
+    stopping: AtomicBool,
+}
+
+impl ExecBackend {
+    pub fn new(
+        settings: CodexSettings,
+        version: detect::Version,
+        events: mpsc::Sender<BackendEvent>,
+    ) -> Self {
+        tracing::info!(codex = %settings.bin, %version, "using codex exec --json");
+        Self {
+            settings,
+            version,
+            events,
+            turns: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn command(&self, input: &TurnInput) -> Command {
+        let options = &input.options;
+        let mut command = Command::new(&self.settings.bin);
+        command.current_dir(&options.cwd);
+        for override_ in &self.settings.config_overrides {
+            command.arg("-c").arg(override_);
+        }
+        command.args(["exec", "--json", "--skip-git-repo-check"]);
+        // `resume` takes no --sandbox or --cd, so every option goes in as a config override.
+        for (key, value) in config_overrides(options) {
+            command
+                .arg("-c")
+                .arg(format!("{key}={}", toml_value(&value)));
+        }
+        if let ThreadRef::Existing(thread_id) = &input.thread {
+            command.args(["resume", thread_id]);
+        }
+        // After `--`, a prompt that starts with a dash is not taken for an option.
+        command.arg("--").arg(&input.prompt);
+        command
+    }
+}
+
+/// The job's options as Codex config overrides.
+fn config_overrides(options: &ThreadOptions) -> Vec<(String, Value)> {
+    let mut overrides: Vec<(String, Value)> = [
+        ("model", &options.model),
+        ("sandbox_mode", &options.sandbox),
+        ("profile", &options.profile),
+        ("base_instructions", &options.base_instructions),
+        ("developer_instructions", &options.developer_instructions),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_owned(), json!(value.as_ref()?))))
+    .collect();
+    if let Some(config) = &options.config {
+        overrides.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    overrides
+}
+
+/// A JSON value written as a TOML value, for `-c key=value`.
+fn toml_value(value: &Value) -> String {
+    match value {
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(toml_value).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!("{} = {}", Value::String(k.clone()), toml_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        // JSON strings, numbers and booleans are TOML as they are; TOML has no null.
+        Value::Null => "\"\"".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+impl Backend for ExecBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "exec",
+            codex_version: self.version.to_string(),
+        }
+    }
+
+    fn validate(&self, options: &ThreadOptions) -> Result<(), String> {
+        match options.approval_policy.as_deref() {
+            Some(policy) if policy != "never" => Err(format!(
+                "approval_policy {policy:?} cannot be used with codex exec, which never asks for \
+                 approval; use \"never\" or leave it out (or run a Codex with app-server)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn start_turn<'a>(
+        &'a self,
+        job: &'a JobId,
+        input: TurnInput,
+    ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
+        async move {
+            let (child, reader) = rpc::spawn(self.command(&input)).map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "could not start `{} exec`: {e}",
+                    self.settings.bin
+                ))
+            })?;
+            // exec reads stdin to its end before it starts.
+            child.close_stdin().await;
+            let process = Arc::new(TurnProcess {
+                child,
+                stopping: AtomicBool::new(false),
+            });
+            if let Ok(mut turns) = self.turns.lock() {
+                turns.insert(job.clone(), process.clone());
+            }
+            let (named_tx, named) = oneshot::channel();
+            let resumed = match &input.thread {
+                ThreadRef::Existing(thread_id) => Some(thread_id.clone()),
+                ThreadRef::New => None,
+            };
+            tokio::spawn(read_turn(
+                job.clone(),
+                input.prompt.clone(),
+                process,
+                reader,
+                Outbox::new(self.events.clone()),
+                self.turns.clone(),
+                (resumed.is_none()).then_some(named_tx),
+            ));
+            match resumed {
+                Some(thread_id) => Ok(Some(thread_id)),
+                None => Ok(tokio::time::timeout(THREAD_NAMING_WAIT, named)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)),
+            }
+        }
+        .boxed()
+    }
+
+    fn can_continue<'a>(&'a self, _thread_id: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        // `codex exec resume` loads the thread from disk in any process.
+        async { Ok(()) }.boxed()
+    }
+
+    fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            let process = self
+                .turns
+                .lock()
+                .ok()
+                .and_then(|t| t.get(job).cloned())
+                .ok_or(BackendError::NoRunningTurn)?;
+            process.stopping.store(true, Ordering::Relaxed);
+            process.child.terminate();
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        async move {
+            let processes: Vec<Arc<TurnProcess>> = self
+                .turns
+                .lock()
+                .map(|mut t| t.drain().map(|(_, p)| p).collect())
+                .unwrap_or_default();
+            for process in processes {
+                process.stopping.store(true, Ordering::Relaxed);
+                process.child.kill();
+                process.child.exit_info(EXIT_GRACE).await;
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Reads one turn's JSONL to its end and reports it; a process that ends without ending the turn
+/// fails it (or, when stopped on purpose, interrupts it).
+async fn read_turn(
+    job: JobId,
+    prompt: String,
+    process: Arc<TurnProcess>,
+    mut reader: RpcReader,
+    out: Outbox,
+    turns: Arc<Mutex<HashMap<JobId, Arc<TurnProcess>>>>,
+    mut thread_named: Option<oneshot::Sender<String>>,
+) {
+    let mut ended = false;
+    let mut last_message: Option<String> = None;
+    while let Some(line) = reader.next_line().await {
+        let event = match line {
+            Line::Json(event) => Value::Object(event),
+            Line::Garbage(line) => {
+                let shown: String = line.chars().take(200).collect();
+                tracing::warn!(line = %shown, "codex exec wrote a line that is not JSON; ignored");
+                continue;
+            }
+        };
+        if ended {
+            continue;
+        }
+        if let Some(text) = event
+            .pointer("/item/text")
+            .and_then(Value::as_str)
+            .filter(|_| {
+                event.pointer("/item/type").and_then(Value::as_str) == Some("agent_message")
+            })
+        {
+            last_message = Some(text.to_owned());
+        }
+        for mapped in map(&event, &last_message, &prompt) {
+            let update = match mapped {
+                Mapped::Skip | Mapped::TaskComplete(_) => continue,
+                Mapped::Record(kind, data) => Update::Event { kind, data },
+                Mapped::ThreadStarted { thread_id, data } => match thread_named.take() {
+                    Some(named) => {
+                        let _ = named.send(thread_id.clone());
+                        Update::Thread { thread_id, data }
+                    }
+                    // A resumed thread was named when it started.
+                    None => continue,
+                },
+                Mapped::TurnEnded(end) => {
+                    ended = true;
+                    Update::TurnEnded(end)
+                }
+            };
+            out.send(job.clone(), update).await;
+        }
+    }
+    let exit = process.child.exit_info(EXIT_GRACE).await;
+    if let Ok(mut turns) = turns.lock()
+        && turns.get(&job).is_some_and(|p| Arc::ptr_eq(p, &process))
+    {
+        turns.remove(&job);
+    }
+    if ended {
+        return;
+    }
+    let data = json!({"exit_status": exit.status, "stderr_tail": exit.stderr_tail});
+    let end = if process.stopping.load(Ordering::Relaxed) {
+        TurnEnd::Interrupted {
+            reason: format!("codex exec was stopped ({})", exit.status),
+            data,
+        }
+    } else {
+        TurnEnd::Failed {
+            error: format!("Codex exited before the turn ended ({exit})"),
+            data,
+        }
+    };
+    out.send(job, Update::TurnEnded(end)).await;
+}
+
+/// One `codex exec --json` line as our events: a turn's start also stands for the prompt, and
+/// its end also reports the token usage.
+fn map(event: &Value, last_message: &Option<String>, prompt: &str) -> Vec<Mapped> {
+    let record = |kind, fields| Mapped::Record(kind, with_original(fields, event));
+    let item = event.get("item").unwrap_or(&Value::Null);
+    let item_type = item.get("type").and_then(Value::as_str).unwrap_or("");
+    let one = match event.get("type").and_then(Value::as_str).unwrap_or("") {
+        "thread.started" => match event.get("thread_id").and_then(Value::as_str) {
+            Some(id) => Mapped::ThreadStarted {
+                thread_id: id.to_owned(),
+                data: with_original(
+                    json!({"thread_id": id, "model": Value::Null, "cwd": Value::Null}),
+                    event,
+                ),
+            },
+            None => Mapped::Skip,
+        },
+        "turn.started" => {
+            return vec![
+                record(EventKind::TurnStarted, json!({"turn_id": Value::Null})),
+                record(EventKind::UserMessage, json!({"text": prompt})),
+            ];
+        }
+        "turn.completed" => {
+            let usage = record(
+                EventKind::TokenUsage,
+                json!({"usage": field(event, "usage")}),
+            );
+            let end = Mapped::TurnEnded(TurnEnd::Completed {
+                result: last_message.clone(),
+                data: with_original(json!({}), event),
+            });
+            return vec![usage, end];
+        }
+        "turn.failed" => Mapped::TurnEnded(TurnEnd::Failed {
+            error: event
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("Codex reported the turn as failed")
+                .to_owned(),
+            data: with_original(json!({}), event),
+        }),
+        // Also used for retry notices: only `turn.failed` ends the turn.
+        "error" => record(
+            EventKind::Error,
+            json!({"message": field(event, "message")}),
+        ),
+        "item.started" => match item_type {
+            "command_execution" => record(
+                EventKind::CommandStarted,
+                json!({"call_id": field(item, "id"), "command": field(item, "command"), "cwd": Value::Null}),
+            ),
+            "file_change" => record(
+                EventKind::FileChangeStarted,
+                json!({"call_id": field(item, "id"), "changes": field(item, "changes")}),
+            ),
+            "mcp_tool_call" => record(
+                EventKind::McpToolCallStarted,
+                json!({"call_id": field(item, "id"), "invocation": {"server": field(item, "server"), "tool": field(item, "tool")}}),
+            ),
+            _ => Mapped::Skip,
+        },
+        "item.completed" => match item_type {
+            "agent_message" => record(
+                EventKind::AgentMessage,
+                json!({"text": field(item, "text")}),
+            ),
+            "reasoning" => record(EventKind::Reasoning, json!({"text": field(item, "text")})),
+            "command_execution" => record(
+                EventKind::CommandCompleted,
+                json!({
+                    "call_id": field(item, "id"),
+                    "command": field(item, "command"),
+                    "exit_code": field(item, "exit_code"),
+                    "output": field(item, "aggregated_output"),
+                    "status": field(item, "status"),
+                }),
+            ),
+            "file_change" => record(
+                EventKind::FileChangeCompleted,
+                json!({"call_id": field(item, "id"), "success": item.get("status").and_then(Value::as_str) == Some("completed"), "output": field(item, "changes")}),
+            ),
+            "mcp_tool_call" => record(
+                EventKind::McpToolCallCompleted,
+                json!({"call_id": field(item, "id"), "result": field(item, "result")}),
+            ),
+            "web_search" => record(EventKind::WebSearch, json!({"query": field(item, "query")})),
+            "todo_list" => record(
+                EventKind::PlanUpdated,
+                json!({"plan": field(item, "items")}),
+            ),
+            // exec reports warnings as error items.
+            "error" => record(
+                EventKind::Warning,
+                json!({"message": field(item, "message")}),
+            ),
+            other => record(
+                EventKind::CodexEvent,
+                json!({"codex_type": format!("item.{other}")}),
+            ),
+        },
+        other => record(EventKind::CodexEvent, json!({"codex_type": other})),
+    };
+    vec![one]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_become_toml_config_overrides() {
+        assert_eq!(toml_value(&json!("a \"b\"")), r#""a \"b\"""#);
+        assert_eq!(toml_value(&json!(3)), "3");
+        assert_eq!(toml_value(&json!({"x": [1, true]})), r#"{"x" = [1, true]}"#);
+    }
+
+    #[test]
+    fn a_completed_turn_reports_usage_then_ends_with_the_last_message() {
+        let event = json!({"type": "turn.completed", "usage": {"input_tokens": 3}});
+        let mapped = map(&event, &Some("done".into()), "p");
+        assert!(matches!(
+            &mapped[0],
+            Mapped::Record(EventKind::TokenUsage, _)
+        ));
+        assert!(matches!(
+            &mapped[1],
+            Mapped::TurnEnded(TurnEnd::Completed { result: Some(r), .. }) if r == "done"
+        ));
+    }
+
+    #[test]
+    fn a_failed_turn_ends_with_its_error_and_error_lines_do_not_end_it() {
+        let failed = json!({"type": "turn.failed", "error": {"message": "bad request"}});
+        assert!(matches!(
+            &map(&failed, &None, "p")[0],
+            Mapped::TurnEnded(TurnEnd::Failed { error, .. }) if error == "bad request"
+        ));
+        let notice = json!({"type": "error", "message": "Reconnecting... 1/5"});
+        assert!(matches!(
+            &map(&notice, &None, "p")[0],
+            Mapped::Record(EventKind::Error, _)
+        ));
+    }
+}
