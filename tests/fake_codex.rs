@@ -143,14 +143,23 @@ async fn a_missing_codex_binary_stops_start_up_with_how_to_install_it() {
 }
 
 #[tokio::test]
-async fn a_codex_without_mcp_server_stops_start_up_with_what_to_do() {
+async fn asking_for_mcp_server_of_a_codex_without_it_stops_start_up_with_what_to_do() {
+    let sandbox = Sandbox::new();
     let bin = fake_codex();
-    let stderr = start_up_error(&[("FAKE_CODEX_VERSION", "0.169.0")], bin.to_str().unwrap()).await;
+    let launch = Launch::new(&bin, &sandbox)
+        .env("FAKE_CODEX_VERSION", "0.169.0")
+        .arg("--backend")
+        .arg("mcp-server");
+    let output = within("start-up failure", launch.command().output())
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("0.169.0") && stderr.contains("removed in Codex 0.154"),
         "{stderr}"
     );
-    assert!(stderr.contains("@openai/codex@0.153.4"), "{stderr}");
+    assert!(stderr.contains("--backend auto"), "{stderr}");
 }
 
 #[tokio::test]

@@ -843,3 +843,42 @@ suite!(
         the_npm_shim_is_replaced_by_the_native_codex_it_would_start
     ]
 );
+
+/// The types of the events a scenario leaves, as `job_events` shows them by default.
+async fn event_types_of(f: Flavor, prompt: &str) -> Vec<String> {
+    let t = setup(f, &[]).await;
+    let job_id = t.start(prompt).await;
+    t.server.settle(&job_id).await;
+    let events = t
+        .server
+        .ok("job_events", json!({"job_id": job_id, "limit": 1000}))
+        .await;
+    types(events["events"].as_array().unwrap())
+}
+
+#[tokio::test]
+async fn the_same_scenario_gives_the_same_event_types_on_every_backend() {
+    for prompt in [
+        "SAY: same everywhere",
+        "RUN: echo same",
+        "HTTP400: same failure",
+    ] {
+        let mcp = event_types_of(MCP_SERVER, prompt).await;
+        let app = event_types_of(APP_SERVER, prompt).await;
+        let exec = event_types_of(EXEC, prompt).await;
+        assert_eq!(mcp, app, "{prompt}: mcp-server vs app-server");
+        // exec reports token usage once, at the end of the turn, not after each model response.
+        let without_usage = |types: &[String]| -> Vec<String> {
+            types
+                .iter()
+                .filter(|t| *t != "token_usage")
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            without_usage(&mcp),
+            without_usage(&exec),
+            "{prompt}: mcp-server vs exec"
+        );
+    }
+}

@@ -111,7 +111,13 @@ impl JobServer {
             .events(job.job_id.as_str(), &query)
             .map_err(user_error)?
             .events;
-        Ok(Json(StartOut { job, events }))
+        let backend = self.manager.backend_info();
+        Ok(Json(StartOut {
+            job,
+            events,
+            backend: backend.name.to_owned(),
+            codex_version: backend.codex_version,
+        }))
     }
 
     #[tool(

@@ -55,6 +55,10 @@ pub struct StartOut {
     pub job: JobSnapshot,
     /// The job's first events, if any arrived already.
     pub events: Vec<Event>,
+    /// How this server drives Codex: `mcp-server`, `app-server` or `exec`.
+    pub backend: String,
+    /// The version of the Codex that runs the job.
+    pub codex_version: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -3,7 +3,9 @@
 
 `codex --version` prints `codex-cli $FAKE_CODEX_VERSION` (default 0.153.4), or `$FAKE_CODEX_BANNER`
 verbatim when that is set. `codex [-c k=v]... mcp-server` speaks MCP over stdio like Codex 0.153.
-`$FAKE_CODEX_HANDSHAKE=exit` makes it exit before answering `initialize`.
+`$FAKE_CODEX_HANDSHAKE=exit` makes it exit before answering `initialize`. It has no `app-server`.
+`codex exec --json ... [resume ID] -- PROMPT` prints the JSONL of a turn that answers
+"fake exec: PROMPT".
 
 Each `tools/call` is scripted by its prompt:
   GARBAGE           write lines that are not JSON-RPC, then answer normally
@@ -98,6 +100,18 @@ def run_turn(request_id, arguments):
         answer(request_id, thread_id, text)
 
 
+def run_exec(args):
+    thread_id = args[args.index("resume") + 1] if "resume" in args else "fake-exec-thread"
+    prompt = args[-1]
+    for line in [
+        {"type": "thread.started", "thread_id": thread_id},
+        {"type": "turn.started"},
+        {"type": "item.completed", "item": {"id": "item_0", "type": "agent_message", "text": "fake exec: " + prompt}},
+        {"type": "turn.completed", "usage": {"input_tokens": 1, "output_tokens": 1}},
+    ]:
+        print(json.dumps(line), flush=True)
+
+
 def main():
     args = sys.argv[1:]
     if args == ["--version"]:
@@ -106,6 +120,8 @@ def main():
         return
     while args[:1] == ["-c"]:
         args = args[2:]
+    if args[:1] == ["exec"]:
+        return run_exec(args)
     if args != ["mcp-server"]:
         sys.stderr.write(f"fake codex: unsupported arguments {sys.argv[1:]}\n")
         sys.exit(2)
