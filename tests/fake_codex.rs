@@ -242,3 +242,67 @@ async fn every_tool_declares_its_input_and_output_schema() {
         serde_json::json!(["prompt"])
     );
 }
+
+/// What the server answered when the fake app-server sent `method` during a turn.
+async fn app_server_answer(method: &str) -> Value {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let server = Launch::new(&bin, &sandbox)
+        .env("FAKE_CODEX_VERSION", "0.170.0")
+        .env("FAKE_CODEX_APP_SERVER", "1")
+        .arg("--backend")
+        .arg("app-server")
+        .start()
+        .await;
+    let job_id = job(&server, &sandbox, &format!("ASK: {method}")).await;
+    let settled = server.settle(&job_id).await;
+    let result = settled["result"].as_str().unwrap();
+    serde_json::from_str(result.trim_start_matches("client said: ")).unwrap()
+}
+
+#[tokio::test]
+async fn every_request_app_server_sends_gets_an_answer_by_the_approval_policy() {
+    let declined = [
+        (
+            "item/commandExecution/requestApproval",
+            json!({"decision": "decline"}),
+        ),
+        (
+            "item/fileChange/requestApproval",
+            json!({"decision": "decline"}),
+        ),
+        (
+            "item/permissions/requestApproval",
+            json!({"permissions": {}}),
+        ),
+        (
+            "mcpServer/elicitation/request",
+            json!({"action": "decline"}),
+        ),
+        ("item/tool/requestUserInput", json!({"answers": {}})),
+        ("execCommandApproval", json!({"decision": "denied"})),
+        ("applyPatchApproval", json!({"decision": "denied"})),
+    ];
+    for (method, expected) in declined {
+        let answer = app_server_answer(method).await;
+        assert_eq!(answer["result"], expected, "{method}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_app_server_sends_that_we_do_not_know_gets_an_error() {
+    for method in [
+        "item/tool/call",
+        "account/chatgptAuthTokens/refresh",
+        "something/new",
+    ] {
+        let answer = app_server_answer(method).await;
+        assert_eq!(answer["error"]["code"], -32601, "{method}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(method)
+        );
+    }
+}

@@ -3,7 +3,10 @@
 
 `codex --version` prints `codex-cli $FAKE_CODEX_VERSION` (default 0.153.4), or `$FAKE_CODEX_BANNER`
 verbatim when that is set. `codex [-c k=v]... mcp-server` speaks MCP over stdio like Codex 0.153.
-`$FAKE_CODEX_HANDSHAKE=exit` makes it exit before answering `initialize`. It has no `app-server`.
+`$FAKE_CODEX_HANDSHAKE=exit` makes it exit before answering `initialize`.
+`codex app-server` speaks app-server's JSON-RPC only when `$FAKE_CODEX_APP_SERVER` is set; its
+turns answer "fake app: PROMPT", and a prompt `ASK: METHOD` sends that request to the client
+first and answers with what came back.
 `codex exec --json ... [resume ID] -- PROMPT` prints the JSONL of a turn that answers
 "fake exec: PROMPT".
 
@@ -100,6 +103,46 @@ def run_turn(request_id, arguments):
         answer(request_id, thread_id, text)
 
 
+def app_turn(thread_id, turn_id, prompt):
+    def note(method, params):
+        params["threadId"] = thread_id
+        send({"method": method, "params": params})
+    note("turn/started", {"turn": {"id": turn_id, "status": "inProgress", "items": []}})
+    verb, _, arg = prompt.partition(":")
+    if verb.strip() == "ASK":
+        reply = ask(arg.strip(), {"threadId": thread_id, "turnId": turn_id, "itemId": "item-asked",
+                                  "command": "touch x", "cwd": "/", "reason": "fake asks",
+                                  "permissions": {"network": {"enabled": True}}})
+        text = "client said: " + json.dumps(reply)
+    else:
+        text = "fake app: " + prompt
+    item = {"type": "agentMessage", "id": "msg-" + turn_id, "text": text}
+    note("item/completed", {"turnId": turn_id, "item": item})
+    note("turn/completed", {"turn": {"id": turn_id, "status": "completed", "items": [item]}})
+
+
+def run_app_server():
+    threads = [0]
+    for line in sys.stdin:
+        message = json.loads(line)
+        method, request_id = message.get("method"), message.get("id")
+        if method == "initialize":
+            send({"id": request_id, "result": {"userAgent": "fake"}})
+        elif method == "thread/start":
+            threads[0] += 1
+            send({"id": request_id, "result": {"thread": {"id": f"fake-app-thread-{threads[0]}"}}})
+        elif method == "turn/start":
+            params = message["params"]
+            turn_id = f"turn-{request_id}"
+            send({"id": request_id, "result": {"turn": {"id": turn_id, "status": "inProgress"}}})
+            threading.Thread(target=app_turn, args=(params["threadId"], turn_id, params["input"][0]["text"]),
+                             daemon=True).start()
+        elif method is None and request_id in pending:
+            slot = pending[request_id]
+            slot[1] = message
+            slot[0].set()
+
+
 def run_exec(args):
     thread_id = args[args.index("resume") + 1] if "resume" in args else "fake-exec-thread"
     prompt = args[-1]
@@ -122,6 +165,8 @@ def main():
         args = args[2:]
     if args[:1] == ["exec"]:
         return run_exec(args)
+    if args == ["app-server"] and os.environ.get("FAKE_CODEX_APP_SERVER"):
+        return run_app_server()
     if args != ["mcp-server"]:
         sys.stderr.write(f"fake codex: unsupported arguments {sys.argv[1:]}\n")
         sys.exit(2)
