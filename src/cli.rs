@@ -8,11 +8,53 @@ use clap::Parser;
 use crate::codex::{ApprovalAnswer, BackendKind, CodexSettings};
 use crate::jobs::EngineSettings;
 use crate::server::ServerSettings;
+use crate::server::http::{HttpSettings, HttpTransport};
 
 /// An MCP server that runs OpenAI Codex coding tasks as background jobs.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// How clients reach the server.
+    #[arg(long, value_enum, default_value_t = Transport::Stdio)]
+    pub transport: Transport,
+
+    /// The address to listen on (HTTP transports). Anything but loopback needs --auth-token.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// The port to listen on (HTTP transports).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+
+    /// Where the MCP endpoint lives (HTTP transports): streamable HTTP at the path itself, legacy
+    /// SSE at `{path}/sse` and `{path}/messages`, health at `{path}/healthz`.
+    #[arg(long, default_value = "/mcp", value_parser = parse_mount_path)]
+    pub mount_path: String,
+
+    /// The bearer token HTTP clients must send (`Authorization: Bearer …`).
+    #[arg(long, env = "CODEX_ASYNC_MCP_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// Another host name clients may address the server by (the Host header). Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
+
+    /// A browser origin allowed to call the server (e.g. https://app.example.com); enables CORS
+    /// for it. Repeatable. Loopback origins are always allowed.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+
+    /// The most HTTP sessions open at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
+
+    /// Streamable HTTP sessions idle for this long are closed, in seconds.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_idle_seconds: u64,
+
+    /// The largest request body accepted over HTTP, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
     /// The Codex CLI to run.
     #[arg(long, env = "CODEX_BIN", default_value = "codex")]
     pub codex_bin: String,
@@ -60,6 +102,26 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{value:?} is not a duration ({e}); write e.g. 7d, 12h or 30m"))
 }
 
+/// How clients reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// MCP over stdin/stdout.
+    Stdio,
+    /// Streamable HTTP (MCP 2025-06-18 and later).
+    #[value(alias = "http")]
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (MCP 2024-11-05).
+    Sse,
+}
+
+fn parse_mount_path(value: &str) -> Result<String, String> {
+    if value.starts_with('/') && !value.contains(['?', '#', ' ']) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("{value:?} is not a path; write e.g. /mcp or /"))
+    }
+}
+
 fn parse_override(value: &str) -> Result<String, String> {
     match value.split_once('=') {
         Some((key, _)) if !key.trim().is_empty() => Ok(value.to_owned()),
@@ -85,6 +147,31 @@ impl Cli {
             default_cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             retention: self.retention,
         }
+    }
+
+    /// Where to listen and how, for the HTTP transports; `None` for stdio.
+    pub fn http_settings(&self) -> anyhow::Result<Option<(String, HttpSettings)>> {
+        let transport = match self.transport {
+            Transport::Stdio => return Ok(None),
+            Transport::StreamableHttp => HttpTransport::StreamableHttp,
+            Transport::Sse => HttpTransport::LegacySse,
+        };
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let settings = HttpSettings {
+            transport,
+            mount_path: self.mount_path.clone(),
+            auth_token: self.auth_token.clone().filter(|t| !t.is_empty()),
+            allowed_hosts: self.allowed_hosts.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
+            session_idle: Duration::from_secs(self.session_idle_seconds),
+            max_body_bytes: self.max_body_bytes,
+        };
+        Ok(Some((format!("{host}:{}", self.port), settings)))
     }
 
     /// The state directory: `--state-dir`, else the XDG default.

@@ -23,10 +23,21 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-/// Runs the server on stdio until the client closes stdin or a SIGINT/SIGTERM arrives, then
-/// settles every running job and kills the Codex child. The state directory stays locked for
-/// the whole run.
-pub async fn run_stdio(cli: Cli) -> anyhow::Result<()> {
+/// Runs the server on the transport the command line names until the client closes stdin (on
+/// stdio) or a SIGINT/SIGTERM arrives, then settles every running job and stops Codex. The state
+/// directory stays locked for the whole run.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Bind first: a port in use or an unsafe address fails before Codex starts.
+    let listener = match cli.http_settings()? {
+        Some((addr, settings)) => {
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("could not listen on {addr}"))?;
+            server::http::check_bind(&listener.local_addr()?, &settings)?;
+            Some((listener, settings))
+        }
+        None => None,
+    };
     let state_dir = store::state_dir::StateDir::open(&cli.state_dir()?)?;
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&state_dir.database())?);
     let (events_tx, events_rx) = codex::event_channel();
@@ -34,7 +45,30 @@ pub async fn run_stdio(cli: Cli) -> anyhow::Result<()> {
         .await
         .context("could not start Codex")?;
     let manager = jobs::JobManager::open(store, backend, cli.engine_settings(), events_rx)?;
-    let result = server::serve_stdio(manager.clone(), cli.server_settings()).await;
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signals = shutdown.clone();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        signals.cancel();
+    });
+    let served = match listener {
+        Some((listener, settings)) => {
+            server::http::serve(
+                listener,
+                manager.clone(),
+                cli.server_settings(),
+                settings,
+                shutdown,
+            )
+            .await
+        }
+        None => server::serve_stdio(manager.clone(), cli.server_settings(), shutdown).await,
+    };
     manager.shutdown().await;
-    result
+    served
 }

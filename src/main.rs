@@ -13,7 +13,7 @@ async fn main() {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn")),
         )
         .init();
-    let code = match codex_async_mcp::run_stdio(cli).await {
+    let code = match codex_async_mcp::run(cli).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("codex-async-mcp: {e:#}");

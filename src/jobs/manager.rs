@@ -209,6 +209,11 @@ impl JobManager {
         self.inner.backend.info()
     }
 
+    /// Turns running in Codex now.
+    pub fn running_count(&self) -> usize {
+        self.inner.lock().running
+    }
+
     /// Runs `change` on the state as one saved transaction.
     fn transact(
         &self,

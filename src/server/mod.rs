@@ -1,9 +1,12 @@
-//! Downstream: the `job_*` tools served over MCP.
+//! Downstream: the `job_*` tools served over MCP, on stdio ([`serve_stdio`]) or HTTP
+//! ([`http`]: streamable HTTP, or the legacy SSE transport of [`sse`]).
 //!
 //! Each handler parses its arguments, calls the engine and shapes the answer. Errors a user can
 //! cause come back as tool results with `isError: true` whose text says what to do; the
 //! arguments are parsed here rather than by rmcp so that a typo gets such an answer too.
 
+pub mod http;
+mod sse;
 mod tools;
 
 use std::borrow::Cow;
@@ -325,16 +328,18 @@ impl ServerHandler for JobServer {
     }
 }
 
-/// Serves the tools on stdin/stdout until the client closes stdin or a SIGINT/SIGTERM arrives.
-pub async fn serve_stdio(manager: JobManager, settings: ServerSettings) -> anyhow::Result<()> {
+/// Serves the tools on stdin/stdout until the client closes stdin or `shutdown` is cancelled.
+pub async fn serve_stdio(
+    manager: JobManager,
+    settings: ServerSettings,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let running = JobServer::new(manager, settings)
         .serve(rmcp::transport::stdio())
         .await?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         ended = running.waiting() => { ended?; }
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        () = shutdown.cancelled() => {}
     }
     Ok(())
 }

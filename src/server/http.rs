@@ -1,0 +1,392 @@
+//! The tools over HTTP, on axum: streamable HTTP (rmcp) or legacy SSE ([`super::sse`]) at a mount
+//! path, with `{mount}/healthz` beside them. Every connection shares one engine.
+//!
+//! Exposing a Codex runner is handing out code execution, so the defaults are strict: a Host
+//! header must name this server (DNS rebinding), an Origin header must be a loopback origin or
+//! one configured, MCP routes need the bearer token when one is set, and binding anything but
+//! loopback without a token is refused at start-up.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+
+use super::{JobServer, ServerSettings, sse};
+use crate::jobs::JobManager;
+
+/// How long open streams get to close when the server stops.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Which HTTP transport to serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpTransport {
+    StreamableHttp,
+    LegacySse,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub transport: HttpTransport,
+    /// Where the MCP endpoint lives, e.g. `/mcp`; `/` for the root.
+    pub mount_path: String,
+    pub auth_token: Option<String>,
+    /// Host names (without port) a request may be addressed to.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) a browser request may come from, besides loopback.
+    pub allowed_origins: Vec<String>,
+    pub max_sessions: usize,
+    pub session_idle: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// Refuses settings that would expose the server unsafely, with the reason.
+pub fn check_bind(addr: &SocketAddr, settings: &HttpSettings) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && settings.auth_token.is_none() {
+        anyhow::bail!(
+            "refusing to listen on {addr} without a token: anyone who can reach it could run \
+             commands through Codex. Pass --auth-token (or set CODEX_ASYNC_MCP_TOKEN), or listen \
+             on 127.0.0.1"
+        );
+    }
+    Ok(())
+}
+
+/// The mount path in the form routes use: `/mcp`, or empty for the root.
+fn mount_prefix(mount_path: &str) -> String {
+    mount_path.trim_end_matches('/').to_owned()
+}
+
+struct Guard {
+    token: Option<String>,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+}
+
+/// Serves until `shutdown` is cancelled, then closes every session and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    manager: JobManager,
+    server: ServerSettings,
+    settings: HttpSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    check_bind(&local, &settings)?;
+    let prefix = mount_prefix(&settings.mount_path);
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            settings
+                .allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase()),
+        )
+        .collect();
+    if !local.ip().is_unspecified() {
+        hosts.push(local.ip().to_string());
+    }
+    let guard = Arc::new(Guard {
+        token: settings.auth_token.clone(),
+        hosts,
+        origins: settings.allowed_origins.clone(),
+    });
+    let sessions = shutdown.child_token();
+
+    let mcp: Router = match settings.transport {
+        HttpTransport::StreamableHttp => {
+            let mut session_manager = LocalSessionManager::default();
+            session_manager.session_config.keep_alive = Some(settings.session_idle);
+            let session_manager = Arc::new(session_manager);
+            let factory = {
+                let (manager, server) = (manager.clone(), server.clone());
+                move || Ok(JobServer::new(manager.clone(), server.clone()))
+            };
+            let service = StreamableHttpService::new(
+                factory,
+                session_manager.clone(),
+                StreamableHttpServerConfig::default()
+                    // Host and Origin are checked for every route below, one way for all.
+                    .disable_allowed_hosts()
+                    .with_sse_keep_alive(Some(Duration::from_secs(15)))
+                    .with_max_request_body_bytes(settings.max_body_bytes)
+                    .with_cancellation_token(sessions.clone()),
+            );
+            let endpoint = if prefix.is_empty() {
+                "/"
+            } else {
+                prefix.as_str()
+            };
+            let cap = settings.max_sessions;
+            Router::new()
+                .route_service(endpoint, service)
+                .layer(middleware::from_fn(move |request: Request, next: Next| {
+                    let session_manager = session_manager.clone();
+                    async move { cap_sessions(session_manager, cap, request, next).await }
+                }))
+        }
+        HttpTransport::LegacySse => sse::router(
+            &prefix,
+            manager.clone(),
+            server.clone(),
+            settings.max_sessions,
+            sessions.clone(),
+        ),
+    };
+    let mcp = mcp.layer(middleware::from_fn_with_state(guard.clone(), require_token));
+
+    let health = Router::new()
+        .route(&format!("{prefix}/healthz"), get(healthz))
+        .with_state(manager.clone());
+    let mut app = mcp
+        .merge(health)
+        .layer(middleware::from_fn_with_state(
+            guard.clone(),
+            check_host_and_origin,
+        ))
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes));
+    if !settings.allowed_origins.is_empty() {
+        let origins: Vec<HeaderValue> = settings
+            .allowed_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::HeaderName::from_static("mcp-session-id"),
+                    header::HeaderName::from_static("mcp-protocol-version"),
+                    header::HeaderName::from_static("last-event-id"),
+                ])
+                .expose_headers([header::HeaderName::from_static("mcp-session-id")]),
+        );
+    }
+
+    tracing::info!(address = %local, mount = %settings.mount_path, transport = ?settings.transport, "serving MCP over HTTP");
+    let stopping = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stopping.cancelled().await;
+        // Sessions end their streams, so the graceful shutdown can finish.
+        sessions.cancel();
+    });
+    let stopped = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    match tokio::time::timeout(DRAIN, stopped).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(e)) => anyhow::bail!("the HTTP server task failed: {e}"),
+        Err(_) => {
+            tracing::warn!("open connections did not close within {DRAIN:?}; stopping anyway")
+        }
+    }
+    Ok(())
+}
+
+/// A new streamable HTTP session (a POST without `Mcp-Session-Id`) is refused when the cap is
+/// reached.
+async fn cap_sessions(
+    sessions: Arc<LocalSessionManager>,
+    cap: usize,
+    request: Request,
+    next: Next,
+) -> Response {
+    let creates =
+        request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
+    if creates && sessions.sessions.read().await.len() >= cap {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this server already has {cap} sessions (--max-sessions); close one or try later"
+            ),
+        );
+    }
+    next.run(request).await
+}
+
+fn plain(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}
+
+/// Compares in time that does not depend on where the strings differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+async fn require_token(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let Some(token) = &guard.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same_secret(given.as_bytes(), token.as_bytes()) {
+        return next.run(request).await;
+    }
+    let mut response = plain(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token: send `Authorization: Bearer <token>` with the server's \
+         --auth-token"
+            .to_owned(),
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The host part of a Host header: `[::1]:8000` → `::1`, `Example.com:80` → `example.com`.
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None if host.matches(':').count() > 1 => host,
+        None => host.split(':').next().unwrap_or(host),
+    };
+    name.to_ascii_lowercase()
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is on loopback.
+fn loopback_origin(origin: &str) -> bool {
+    let Some((_, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let name = host_name(rest);
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+async fn check_host_and_origin(
+    State(guard): State<Arc<Guard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers: &HeaderMap = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(host_name);
+    match host {
+        Some(name) if guard.hosts.contains(&name) => {}
+        Some(name) => {
+            return plain(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Host {name:?} is not one this server answers to; add it with --allowed-host"
+                ),
+            );
+        }
+        None => {
+            return plain(
+                StatusCode::FORBIDDEN,
+                "a Host header is required".to_owned(),
+            );
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let allowed = loopback_origin(origin) || guard.origins.iter().any(|o| o == origin);
+        if !allowed {
+            return plain(
+                StatusCode::FORBIDDEN,
+                format!("Origin {origin:?} is not allowed; add it with --allowed-origin"),
+            );
+        }
+    }
+    next.run(request).await
+}
+
+async fn healthz(State(manager): State<JobManager>) -> Response {
+    let backend = manager.backend_info();
+    let body = json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "backend": backend.name,
+        "codex_version": backend.codex_version,
+        "jobs_running": manager.running_count(),
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body.to_string()),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_lose_their_port_and_case() {
+        assert_eq!(host_name("LocalHost:8000"), "localhost");
+        assert_eq!(host_name("[::1]:8000"), "::1");
+        assert_eq!(host_name("::1"), "::1");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+    }
+
+    #[test]
+    fn loopback_origins_are_recognised() {
+        assert!(loopback_origin("http://localhost:6274"));
+        assert!(loopback_origin("http://127.0.0.1"));
+        assert!(loopback_origin("http://[::1]:3000"));
+        assert!(!loopback_origin("https://evil.example"));
+        assert!(!loopback_origin("null"));
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        assert!(same_secret(b"token", b"token"));
+        assert!(!same_secret(b"token", b"tokem"));
+        assert!(!same_secret(b"tok", b"token"));
+    }
+
+    #[test]
+    fn a_public_address_needs_a_token() {
+        let settings = HttpSettings {
+            transport: HttpTransport::StreamableHttp,
+            mount_path: "/mcp".into(),
+            auth_token: None,
+            allowed_hosts: vec![],
+            allowed_origins: vec![],
+            max_sessions: 1,
+            session_idle: Duration::from_secs(1),
+            max_body_bytes: 1,
+        };
+        let public: SocketAddr = "0.0.0.0:8000".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        assert!(check_bind(&public, &settings).is_err());
+        assert!(check_bind(&loopback, &settings).is_ok());
+        let with_token = HttpSettings {
+            auth_token: Some("t".into()),
+            ..settings
+        };
+        assert!(check_bind(&public, &with_token).is_ok());
+    }
+}
