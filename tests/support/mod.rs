@@ -7,6 +7,7 @@
 )]
 
 pub mod codex_install;
+pub mod http;
 pub mod mock_model;
 pub mod server;
 

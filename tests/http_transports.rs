@@ -1,0 +1,463 @@
+//! The tools over streamable HTTP and legacy SSE, driven by the official Python MCP SDK (not our
+//! own code path) against the real Codex, and the HTTP security rules checked with raw requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::codex_install::codex;
+use support::fake_codex;
+use support::http::HttpServer;
+use support::mock_model::MockModel;
+use support::server::{Launch, STEP, Sandbox, alive, children_of, within};
+
+/// A server on `transport` running the real Codex 0.169 (app-server) against a mock model.
+struct Setup {
+    sandbox: Sandbox,
+    _model: MockModel,
+    server: HttpServer,
+}
+
+async fn real(transport: &str, mount: &str, args: &[&str]) -> Setup {
+    let bin = codex("0.169.0");
+    let sandbox = Sandbox::new();
+    let model = MockModel::start().await;
+    sandbox.use_model(&model, "gpt-5.5");
+    let launch = args.iter().fold(
+        Launch::new(&bin, &sandbox)
+            .arg("--transport")
+            .arg(transport),
+        |launch, arg| launch.arg(arg),
+    );
+    let server = HttpServer::start(launch, mount).await;
+    Setup {
+        sandbox,
+        _model: model,
+        server,
+    }
+}
+
+/// A server on `transport` running the fake Codex: for the rules that need no real turn.
+async fn fake(sandbox: &Sandbox, transport: &str, args: &[&str]) -> HttpServer {
+    let bin = fake_codex();
+    let launch = args.iter().fold(
+        Launch::new(&bin, sandbox).arg("--transport").arg(transport),
+        |launch, arg| launch.arg(arg),
+    );
+    HttpServer::start(launch, "/mcp").await
+}
+
+fn work(sandbox: &Sandbox) -> String {
+    sandbox.work().to_str().unwrap().to_owned()
+}
+
+fn check_lifecycle(out: &Value) {
+    assert_eq!(out["settled"]["status"], "completed", "{out}");
+    assert_eq!(out["settled"]["result"], "over http");
+    assert!(out["events"]["events"].as_array().unwrap().len() >= 4);
+    assert_eq!(out["reply"]["turn"], 2);
+    assert_eq!(out["replied"]["result"], "second over http");
+    assert_eq!(out["cancelled"]["status"], "cancelled");
+    assert_eq!(out["list"]["jobs"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn streamable_http_runs_jobs_end_to_end_for_the_python_sdk() {
+    let t = real("streamable-http", "/mcp", &[]).await;
+    let out = t
+        .server
+        .sdk("http", &[], &["lifecycle", &work(&t.sandbox)])
+        .await;
+    check_lifecycle(&out);
+}
+
+#[tokio::test]
+async fn legacy_sse_runs_jobs_end_to_end_for_the_python_sdk_under_another_mount_path() {
+    let t = real("sse", "/codex/mcp", &[]).await;
+    let out = t
+        .server
+        .sdk("sse", &[], &["lifecycle", &work(&t.sandbox)])
+        .await;
+    check_lifecycle(&out);
+}
+
+#[tokio::test]
+async fn the_http_alias_serves_streamable_http() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "http", &[]).await;
+    let listed = server.sdk("http", &[], &["call", "job_list", "{}"]).await;
+    assert_eq!(listed["jobs"], json!([]));
+}
+
+#[tokio::test]
+async fn two_clients_share_one_engine() {
+    let t = real("streamable-http", "/mcp", &[]).await;
+    let args = json!({"prompt": "SLEEP: 60", "cwd": work(&t.sandbox)}).to_string();
+    let started = t
+        .server
+        .sdk("http", &[], &["call", "job_start", &args])
+        .await;
+    let job_id = started["job_id"].as_str().unwrap();
+    // Another client sees the job, and cancels it.
+    let listed = t.server.sdk("http", &[], &["call", "job_list", "{}"]).await;
+    assert_eq!(listed["jobs"][0]["job_id"], job_id);
+    let cancel = json!({"job_id": job_id}).to_string();
+    let cancelled = t
+        .server
+        .sdk("http", &[], &["call", "job_cancel", &cancel])
+        .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    // And a third one reads it in the global feed.
+    let feed = t
+        .server
+        .sdk("http", &[], &["call", "job_notifications", "{}"])
+        .await;
+    assert_eq!(feed["notifications"][0]["job_id"], job_id);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_wait_does_not_stop_the_job_and_another_can_wait_on_it() {
+    let t = real("streamable-http", "/mcp", &[]).await;
+    let args = json!({"prompt": "SLEEP: 3", "cwd": work(&t.sandbox)}).to_string();
+    let started = t
+        .server
+        .sdk("http", &[], &["call", "job_start", &args])
+        .await;
+    let job_id = started["job_id"].as_str().unwrap();
+    let mut waiter = t
+        .server
+        .sdk_command("http", &[], &["wait-forever", job_id])
+        .spawn()
+        .unwrap();
+    let mut first_line = tokio::io::BufReader::new(waiter.stdout.take().unwrap());
+    let mut line = String::new();
+    within(
+        "the waiter to connect",
+        tokio::io::AsyncBufReadExt::read_line(&mut first_line, &mut line),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    waiter.kill().await.unwrap();
+    let wait = json!({"job_id": job_id, "timeout_seconds": 60}).to_string();
+    let waited = t
+        .server
+        .sdk("http", &[], &["call", "job_wait", &wait])
+        .await;
+    assert_eq!(waited["notifications"][0]["status"], "completed");
+}
+
+#[tokio::test]
+async fn a_job_wait_longer_than_a_minute_stays_alive_over_http() {
+    let t = real("streamable-http", "/mcp", &[]).await;
+    let args = json!({"prompt": "SLEEP: 65", "cwd": work(&t.sandbox)}).to_string();
+    let started = t
+        .server
+        .sdk("http", &[], &["call", "job_start", &args])
+        .await;
+    let job_id = started["job_id"].as_str().unwrap();
+    // The client gives up on a silent stream after 20 s: only keep-alives carry it past 60 s.
+    let wait = json!({"job_id": job_id, "timeout_seconds": 120}).to_string();
+    let command = t.server.sdk_command(
+        "http",
+        &[("MCP_READ_TIMEOUT", "20")],
+        &["call", "job_wait", &wait],
+    );
+    let output = tokio::time::timeout(STEP, {
+        let mut c = command;
+        async move { c.output().await }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let waited: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(waited["notifications"][0]["status"], "completed");
+}
+
+#[tokio::test]
+async fn a_token_is_required_when_set_and_health_needs_none() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &["--auth-token", "s3cret"]).await;
+    let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    let json_headers = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+    ];
+    let (status, body) = server.raw("POST", "/mcp", &json_headers, init).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Bearer"));
+    let mut wrong = json_headers.to_vec();
+    wrong.push(("Authorization", "Bearer nope"));
+    assert_eq!(server.raw("POST", "/mcp", &wrong, init).await.0, 401);
+    let listed = server
+        .sdk(
+            "http",
+            &[("MCP_TOKEN", "s3cret")],
+            &["call", "job_list", "{}"],
+        )
+        .await;
+    assert_eq!(listed["jobs"], json!([]));
+    assert_eq!(server.raw("GET", "/mcp/healthz", &[], b"").await.0, 200);
+}
+
+#[tokio::test]
+async fn legacy_sse_also_requires_the_token() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "sse", &["--auth-token", "s3cret"]).await;
+    assert_eq!(server.raw("GET", "/mcp/sse", &[], b"").await.0, 401);
+    let listed = server
+        .sdk(
+            "sse",
+            &[("MCP_TOKEN", "s3cret")],
+            &["call", "job_list", "{}"],
+        )
+        .await;
+    assert_eq!(listed["jobs"], json!([]));
+}
+
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused_on_every_route() {
+    let sandbox = Sandbox::new();
+    let server = fake(
+        &sandbox,
+        "streamable-http",
+        &["--allowed-host", "codex.internal"],
+    )
+    .await;
+    for path in ["/mcp", "/mcp/healthz"] {
+        let (status, body) = server
+            .raw("GET", path, &[("Host", "evil.example")], b"")
+            .await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("--allowed-host"));
+        let (status, body) = server
+            .raw("GET", path, &[("Origin", "https://evil.example")], b"")
+            .await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("--allowed-origin"));
+    }
+    let allowed = server
+        .raw(
+            "GET",
+            "/mcp/healthz",
+            &[("Host", "codex.internal:8000")],
+            b"",
+        )
+        .await;
+    assert_eq!(allowed.0, 200);
+    let local_origin = server
+        .raw(
+            "GET",
+            "/mcp/healthz",
+            &[("Origin", "http://localhost:6274")],
+            b"",
+        )
+        .await;
+    assert_eq!(local_origin.0, 200);
+}
+
+#[tokio::test]
+async fn health_says_what_runs_without_auth() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "sse", &["--auth-token", "s3cret"]).await;
+    let (status, body) = server.raw("GET", "/mcp/healthz", &[], b"").await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["backend"], "mcp-server");
+    assert_eq!(health["codex_version"], "0.153.4");
+    assert_eq!(health["jobs_running"], 0);
+    assert!(health["version"].is_string());
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_statuses_and_the_server_goes_on() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "sse", &["--max-body-bytes", "1000"]).await;
+    let big = vec![b'x'; 5000];
+    assert_eq!(
+        server
+            .raw("POST", "/mcp/messages?sessionId=x", &[], &big)
+            .await
+            .0,
+        413
+    );
+    let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let (status, body) = server
+        .raw("POST", "/mcp/messages?sessionId=unknown", &[], ping)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        server
+            .raw("POST", "/mcp/messages?sessionId=x", &[], b"{not json")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(server.raw("POST", "/mcp/messages", &[], ping).await.0, 400);
+    let listed = server.sdk("sse", &[], &["call", "job_list", "{}"]).await;
+    assert_eq!(listed["jobs"], json!([]));
+}
+
+#[tokio::test]
+async fn sessions_beyond_the_cap_are_refused() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "sse", &["--max-sessions", "1"]).await;
+    let held = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let (mut read, mut write) = held.into_split();
+    let open = format!(
+        "GET /mcp/sse HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        server.port
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut write, open.as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    within(
+        "the first stream",
+        tokio::io::AsyncReadExt::read(&mut read, &mut first),
+    )
+    .await
+    .unwrap();
+    let (status, body) = server.raw("GET", "/mcp/sse", &[], b"").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("--max-sessions"));
+}
+
+#[tokio::test]
+async fn listening_off_loopback_without_a_token_is_refused() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let launch = Launch::new(&bin, &sandbox)
+        .arg("--transport")
+        .arg("streamable-http")
+        .arg("--host")
+        .arg("0.0.0.0")
+        .arg("--port")
+        .arg("0");
+    let output = within("start-up", launch.command().output()).await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("without a token") && stderr.contains("--auth-token"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_settles_running_jobs_stops_codex_and_exits_cleanly() {
+    let mut t = real("streamable-http", "/mcp", &[]).await;
+    let args = json!({"prompt": "SLEEP: 60", "cwd": work(&t.sandbox)}).to_string();
+    let started = t
+        .server
+        .sdk("http", &[], &["call", "job_start", &args])
+        .await;
+    let job_id = started["job_id"].as_str().unwrap().to_owned();
+    let pid = t.server.child.id().unwrap();
+    let children = children_of(pid);
+    assert!(!children.is_empty());
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = within("server exit", t.server.child.wait()).await.unwrap();
+    assert!(status.success(), "{status}\n{}", t.server.log());
+    for child in children {
+        assert!(!alive(child), "codex {child} outlived the server");
+    }
+    // The job was settled honestly before the exit.
+    let bin = codex("0.169.0");
+    let again = HttpServer::start(
+        Launch::new(&bin, &t.sandbox).arg("--transport").arg("http"),
+        "/mcp",
+    )
+    .await;
+    let events = json!({"job_id": job_id}).to_string();
+    let read = again
+        .sdk("http", &[], &["call", "job_events", &events])
+        .await;
+    assert_eq!(read["status"], "interrupted");
+}
+
+/// Opens a streamable HTTP session with a raw `initialize`; the status and the session id.
+async fn open_session(server: &HttpServer) -> (u16, Option<String>) {
+    let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    let request = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+            init.len()
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, init)
+            .await
+            .unwrap();
+        let mut response = vec![0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut response)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&response[..n]).into_owned()
+    };
+    let text = within("initialize", request).await;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let session = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("mcp-session-id:")
+            .map(|_| l[15..].trim().to_owned())
+    });
+    (status, session)
+}
+
+#[tokio::test]
+async fn streamable_sessions_beyond_the_cap_are_refused() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &["--max-sessions", "1"]).await;
+    let (status, session) = open_session(&server).await;
+    assert_eq!(status, 200);
+    assert!(session.is_some());
+    let (status, _) = open_session(&server).await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn idle_streamable_sessions_expire() {
+    let sandbox = Sandbox::new();
+    let server = fake(
+        &sandbox,
+        "streamable-http",
+        &["--session-idle-seconds", "1", "--max-sessions", "1"],
+    )
+    .await;
+    let (status, _) = open_session(&server).await;
+    assert_eq!(status, 200);
+    // Once the idle session is gone, its slot is free again.
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let (status, _) = open_session(&server).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle session never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

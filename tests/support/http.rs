@@ -1,0 +1,191 @@
+//! The server on an HTTP transport, and two ways to talk to it: the official Python MCP SDK
+//! (installed from PyPI into a venv under `target/` on first use) and raw HTTP requests.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+use super::codex_install::target_dir;
+use super::server::{Launch, STEP, within};
+
+/// The Python SDK version the tests run.
+const MCP_SDK: &str = "mcp==2.3.0";
+
+/// A Python with the MCP SDK, installing it on first use.
+pub fn sdk_python() -> PathBuf {
+    let venv = target_dir().join("py-sdk");
+    std::fs::create_dir_all(&venv).unwrap();
+    let lock = std::fs::File::create(target_dir().join("py-sdk.lock")).unwrap();
+    lock.lock().unwrap();
+    let python = venv.join("bin").join("python");
+    let marker = venv.join(".installed");
+    if marker.exists() {
+        return python;
+    }
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv");
+    assert!(
+        made.success(),
+        "could not make a venv at {}",
+        venv.display()
+    );
+    let installed = std::process::Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            MCP_SDK,
+        ])
+        .status()
+        .expect("pip install");
+    assert!(installed.success(), "pip install {MCP_SDK} failed");
+    std::fs::write(&marker, MCP_SDK).unwrap();
+    python
+}
+
+pub struct HttpServer {
+    pub child: Child,
+    pub port: u16,
+    pub mount: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl HttpServer {
+    /// Starts the server from `launch` (which names the transport) on a free port and waits
+    /// until it listens.
+    pub async fn start(launch: Launch<'_>, mount: &str) -> Self {
+        let launch = launch.arg("--port").arg("0").arg("--mount-path").arg(mount);
+        let mut child = launch.command().stdin(Stdio::null()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let port = within("the server to listen", async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(rest) = line.split("serving MCP over HTTP address=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap();
+                    return addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+                }
+            }
+            panic!(
+                "the server exited before listening:\n{}",
+                log.lock().unwrap()
+            );
+        })
+        .await;
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Self {
+            child,
+            port,
+            mount: mount.trim_end_matches('/').to_owned(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The URL of `path` under the mount path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}{path}", self.port, self.mount)
+    }
+
+    /// The URL an SDK client connects to for `transport` (`http` or `sse`).
+    pub fn endpoint(&self, transport: &str) -> String {
+        match transport {
+            "sse" => self.url("/sse"),
+            _ => self.url(""),
+        }
+    }
+
+    /// Runs a scenario of `sdk_client.py` and returns the JSON it printed.
+    pub async fn sdk(&self, transport: &str, env: &[(&str, &str)], args: &[&str]) -> Value {
+        let output = within(
+            "the SDK client",
+            self.sdk_command(transport, env, args).output(),
+        )
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "sdk_client {args:?} failed: {}\n{stdout}\nserver:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+        serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap()
+    }
+
+    pub fn sdk_command(&self, transport: &str, env: &[(&str, &str)], args: &[&str]) -> Command {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sdk_client.py");
+        let mut command = Command::new(sdk_python());
+        command
+            .arg(script)
+            .arg(self.endpoint(transport))
+            .arg(transport)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// One raw HTTP/1.1 request; the status and the body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        let request = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .unwrap();
+            let mut head = format!(
+                "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+                head.push_str(&format!("Host: 127.0.0.1:{}\r\n", self.port));
+            }
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(body).await.unwrap();
+            let mut response = Vec::new();
+            // A streaming answer (SSE) never ends: read what comes within a moment.
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response))
+                .await;
+            let text = String::from_utf8_lossy(&response).into_owned();
+            let status = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+            (status, body)
+        };
+        tokio::time::timeout(STEP, request)
+            .await
+            .expect("raw HTTP request timed out")
+    }
+}
