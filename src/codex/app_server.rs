@@ -11,47 +11,36 @@
 //! with an error.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
-use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
 use super::mapping::Mapped;
-use super::rpc::{self, Incoming, RpcChild, RpcError, RpcReader};
+use super::rpc::{Incoming, RpcError, RpcReader};
+use super::session::{self, ChildSlot, Handshake, fail_orphans};
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
-    ThreadRef, TurnEnd, TurnInput, Update, app_events, detect,
+    ThreadRef, TurnInput, Update, app_events, config_with_profile, detect, named_options,
 };
 use crate::jobs::{EventKind, JobId, ThreadOptions};
 
-/// How long the `initialize` handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long app-server may take to answer `thread/start`, `thread/resume`, `turn/start` or
 /// `turn/interrupt`.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a child that closed its stdout gets to exit before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// The approval policies `thread/start` accepts.
 const APPROVAL_POLICIES: [&str; 3] = ["untrusted", "on-request", "never"];
 
 pub struct AppServerBackend {
-    settings: CodexSettings,
     version: detect::Version,
     events: mpsc::Sender<BackendEvent>,
-    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    child: ChildSlot<Routes>,
 }
 
-struct Session {
-    rpc: RpcChild,
-    routes: Mutex<Routes>,
-    /// Set when we kill the child on purpose, so its exit is not reported as a failure.
-    closing: AtomicBool,
-}
+type Session = session::Session<Routes>;
 
 #[derive(Default)]
 struct Routes {
@@ -89,71 +78,31 @@ impl AppServerBackend {
         events: mpsc::Sender<BackendEvent>,
     ) -> Result<Self, BackendError> {
         let backend = Self {
-            settings,
             version,
             events,
-            session: tokio::sync::Mutex::new(None),
+            child: ChildSlot::new(settings, "app-server"),
         };
         backend.session().await?;
-        tracing::info!(codex = %backend.settings.bin, %version, "using codex app-server");
+        tracing::info!(codex = %backend.child.settings().bin, %version, "using codex app-server");
         Ok(backend)
     }
 
+    /// The live session, starting a new child if there is none or the last one died.
     async fn session(&self) -> Result<Arc<Session>, BackendError> {
-        let mut slot = self.session.lock().await;
-        if let Some(session) = slot.as_ref().filter(|s| !s.rpc.has_exited()) {
-            return Ok(session.clone());
-        }
-        let session = self.spawn_session().await?;
-        *slot = Some(session.clone());
-        Ok(session)
-    }
-
-    async fn spawn_session(&self) -> Result<Arc<Session>, BackendError> {
-        let mut command = Command::new(&self.settings.bin);
-        for override_ in &self.settings.config_overrides {
-            command.arg("-c").arg(override_);
-        }
-        command.arg("app-server");
-        let (rpc, reader) = rpc::spawn(command).map_err(|e| {
-            BackendError::Unavailable(format!("could not start `{}`: {e}", self.settings.bin))
-        })?;
-        let session = Arc::new(Session {
-            rpc,
-            routes: Mutex::new(Routes::default()),
-            closing: AtomicBool::new(false),
-        });
-        tokio::spawn(read_loop(
-            session.clone(),
-            reader,
-            self.events.clone(),
-            self.settings.approvals,
-        ));
-        let init = session
-            .rpc
-            .call(
-                "initialize",
-                json!({
-                    "clientInfo": {"name": "codex-async-mcp", "title": "codex-async-mcp", "version": env!("CARGO_PKG_VERSION")},
-                    "capabilities": {"experimentalApi": false},
-                }),
-                HANDSHAKE_TIMEOUT,
-            )
-            .await;
-        let handshake = match init {
-            Ok(_) => session.rpc.notify("initialized", json!({})).await,
-            Err(e) => Err(e),
+        let handshake = Handshake {
+            method: "initialize",
+            params: json!({
+                "clientInfo": {"name": "codex-async-mcp", "title": "codex-async-mcp", "version": env!("CARGO_PKG_VERSION")},
+                "capabilities": {"experimentalApi": false},
+            }),
+            initialized: "initialized",
         };
-        if let Err(e) = handshake {
-            session.closing.store(true, Ordering::Relaxed);
-            session.rpc.kill();
-            let exit = session.rpc.exit_info(EXIT_GRACE).await;
-            return Err(BackendError::Unavailable(format!(
-                "`{} app-server` failed its handshake ({e}); Codex: {exit}",
-                self.settings.bin
-            )));
-        }
-        Ok(session)
+        let (events, approvals) = (self.events.clone(), self.child.settings().approvals);
+        self.child
+            .session(&handshake, move |session, reader| {
+                read_loop(session, reader, events, approvals)
+            })
+            .await
     }
 }
 
@@ -208,22 +157,15 @@ impl Session {
 fn thread_start_params(options: &ThreadOptions) -> Value {
     let mut params = serde_json::Map::new();
     params.insert("cwd".into(), json!(options.cwd));
-    let optional = [
-        ("model", &options.model),
-        ("approvalPolicy", &options.approval_policy),
-        ("sandbox", &options.sandbox),
-        ("baseInstructions", &options.base_instructions),
-        ("developerInstructions", &options.developer_instructions),
+    let names = [
+        "model",
+        "approvalPolicy",
+        "sandbox",
+        "baseInstructions",
+        "developerInstructions",
     ];
-    for (key, value) in optional {
-        if let Some(value) = value {
-            params.insert(key.into(), json!(value));
-        }
-    }
-    let mut config = options.config.clone().unwrap_or_default();
-    if let Some(profile) = &options.profile {
-        config.insert("profile".into(), json!(profile));
-    }
+    params.extend(named_options(options, names).map(|(k, v)| (k.to_owned(), v)));
+    let config = config_with_profile(options);
     if !config.is_empty() {
         params.insert("config".into(), Value::Object(config));
     }
@@ -323,8 +265,7 @@ impl Backend for AppServerBackend {
 
     fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            let session = self.session.lock().await.clone();
-            let Some(session) = session else {
+            let Some(session) = self.child.current().await else {
                 return Err(BackendError::NoRunningTurn);
             };
             let (thread_id, turn_id) = session
@@ -351,14 +292,7 @@ impl Backend for AppServerBackend {
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        async move {
-            if let Some(session) = self.session.lock().await.take() {
-                session.closing.store(true, Ordering::Relaxed);
-                session.rpc.kill();
-                session.rpc.exit_info(EXIT_GRACE).await;
-            }
-        }
-        .boxed()
+        self.child.shutdown().boxed()
     }
 }
 
@@ -393,12 +327,7 @@ async fn read_loop(
         }
     }
 
-    let exit = session.rpc.exit_info(EXIT_GRACE).await;
-    if session.closing.load(Ordering::Relaxed) {
-        tracing::debug!(%exit, "codex app-server stopped");
-    } else {
-        tracing::warn!(%exit, "codex app-server exited");
-    }
+    let exit = session.exited("app-server").await;
     let orphaned: Vec<JobId> = session
         .routes
         .lock()
@@ -408,12 +337,7 @@ async fn read_loop(
             r.running.drain().map(|(job, _)| job).collect()
         })
         .unwrap_or_default();
-    for job in orphaned {
-        let error = format!("Codex exited while the turn was running ({exit})");
-        let data = json!({"exit_status": exit.status, "stderr_tail": exit.stderr_tail});
-        out.send(job, Update::TurnEnded(TurnEnd::Failed { error, data }))
-            .await;
-    }
+    fail_orphans(&out, orphaned, &exit).await;
 }
 
 /// Files what an answer to `thread/start`, `thread/resume` or `turn/start` says, then passes it

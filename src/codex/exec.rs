@@ -22,7 +22,7 @@ use super::mapping::{Mapped, field, with_original};
 use super::rpc::{self, Line, RpcChild, RpcReader};
 use super::{
     Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox, ThreadRef, TurnEnd,
-    TurnInput, Update, detect,
+    TurnInput, Update, config_with_profile, detect, named_options,
 };
 use crate::jobs::{EventKind, JobId, ThreadOptions};
 
@@ -85,20 +85,17 @@ impl ExecBackend {
 
 /// The job's options as Codex config overrides.
 fn config_overrides(options: &ThreadOptions) -> Vec<(String, Value)> {
-    let mut overrides: Vec<(String, Value)> = [
-        ("model", &options.model),
-        ("sandbox_mode", &options.sandbox),
-        ("profile", &options.profile),
-        ("base_instructions", &options.base_instructions),
-        ("developer_instructions", &options.developer_instructions),
-    ]
-    .into_iter()
-    .filter_map(|(key, value)| Some((key.to_owned(), json!(value.as_ref()?))))
-    .collect();
-    if let Some(config) = &options.config {
-        overrides.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    overrides
+    let names = [
+        "model",
+        "approval_policy",
+        "sandbox_mode",
+        "base_instructions",
+        "developer_instructions",
+    ];
+    named_options(options, names)
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(config_with_profile(options))
+        .collect()
 }
 
 /// A JSON value written as a TOML value, for `-c key=value`.

@@ -14,48 +14,36 @@
 //! - the child does not exit on stdin EOF while a call is unanswered, so it is killed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
-use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
 use super::mapping::{Mapped, command_line};
 use super::mcp_events;
-use super::rpc::{self, Incoming, RpcChild, RpcError, RpcReader};
+use super::rpc::{Incoming, RpcError, RpcReader};
+use super::session::{self, ChildSlot, Handshake, fail_orphans};
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
-    ThreadRef, TurnEnd, TurnInput, Update, detect,
+    ThreadRef, TurnEnd, TurnInput, Update, config_with_profile, detect, named_options,
 };
 use crate::jobs::{EventKind, JobId, ThreadOptions};
 
-/// How long the `initialize` handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a child that closed its stdout gets to exit before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How long `start_turn` waits for Codex to name a new thread.
 const THREAD_NAMING_WAIT: Duration = Duration::from_secs(5);
 /// The approval policies `codex mcp-server` accepts.
 const APPROVAL_POLICIES: [&str; 2] = ["on-request", "never"];
 
 pub struct McpServerBackend {
-    settings: CodexSettings,
     version: detect::Version,
     events: mpsc::Sender<BackendEvent>,
-    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    child: ChildSlot<Routes>,
 }
 
-/// One running `codex mcp-server` child and the jobs it is serving.
-struct Session {
-    rpc: RpcChild,
-    routes: Mutex<Routes>,
-    /// Set when we kill the child on purpose, so its exit is not reported as a failure.
-    closing: AtomicBool,
-}
+type Session = session::Session<Routes>;
 
 /// Which job a message belongs to.
 #[derive(Default)]
@@ -91,10 +79,9 @@ impl McpServerBackend {
         events: mpsc::Sender<BackendEvent>,
     ) -> Result<Self, BackendError> {
         let backend = Self {
-            settings,
             version,
             events,
-            session: tokio::sync::Mutex::new(None),
+            child: ChildSlot::new(settings, "mcp-server"),
         };
         backend.session().await?;
         Ok(backend)
@@ -102,66 +89,21 @@ impl McpServerBackend {
 
     /// The live session, starting a new child if there is none or the last one died.
     async fn session(&self) -> Result<Arc<Session>, BackendError> {
-        let mut slot = self.session.lock().await;
-        if let Some(session) = slot.as_ref().filter(|s| !s.rpc.has_exited()) {
-            return Ok(session.clone());
-        }
-        let session = self.spawn_session().await?;
-        *slot = Some(session.clone());
-        Ok(session)
-    }
-
-    async fn spawn_session(&self) -> Result<Arc<Session>, BackendError> {
-        let mut command = Command::new(&self.settings.bin);
-        for override_ in &self.settings.config_overrides {
-            command.arg("-c").arg(override_);
-        }
-        command.arg("mcp-server");
-        let (rpc, reader) = rpc::spawn(command).map_err(|e| {
-            BackendError::Unavailable(format!("could not start `{}`: {e}", self.settings.bin))
-        })?;
-        let session = Arc::new(Session {
-            rpc,
-            routes: Mutex::new(Routes::default()),
-            closing: AtomicBool::new(false),
-        });
-        tokio::spawn(read_loop(
-            session.clone(),
-            reader,
-            self.events.clone(),
-            self.settings.approvals,
-        ));
-        let init = session
-            .rpc
-            .call(
-                "initialize",
-                json!({
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {"elicitation": {}},
-                    "clientInfo": {"name": "codex-async-mcp", "version": env!("CARGO_PKG_VERSION")},
-                }),
-                HANDSHAKE_TIMEOUT,
-            )
-            .await;
-        let handshake = match init {
-            Ok(_) => {
-                session
-                    .rpc
-                    .notify("notifications/initialized", json!({}))
-                    .await
-            }
-            Err(e) => Err(e),
+        let handshake = Handshake {
+            method: "initialize",
+            params: json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"elicitation": {}},
+                "clientInfo": {"name": "codex-async-mcp", "version": env!("CARGO_PKG_VERSION")},
+            }),
+            initialized: "notifications/initialized",
         };
-        if let Err(e) = handshake {
-            session.rpc.kill();
-            let exit = session.rpc.exit_info(EXIT_GRACE).await;
-            return Err(BackendError::Unavailable(format!(
-                "`{} mcp-server` failed its MCP handshake ({e}); Codex: {exit}",
-                self.settings.bin
-            )));
-        }
-        tracing::info!(pid = ?session.rpc.pid(), "codex mcp-server is ready");
-        Ok(session)
+        let (events, approvals) = (self.events.clone(), self.child.settings().approvals);
+        self.child
+            .session(&handshake, move |session, reader| {
+                read_loop(session, reader, events, approvals)
+            })
+            .await
     }
 }
 
@@ -170,22 +112,15 @@ fn codex_arguments(prompt: &str, options: &ThreadOptions) -> Value {
     let mut args = serde_json::Map::new();
     args.insert("prompt".into(), json!(prompt));
     args.insert("cwd".into(), json!(options.cwd));
-    let optional = [
-        ("model", &options.model),
-        ("approval-policy", &options.approval_policy),
-        ("sandbox", &options.sandbox),
-        ("base-instructions", &options.base_instructions),
-        ("developer-instructions", &options.developer_instructions),
+    let names = [
+        "model",
+        "approval-policy",
+        "sandbox",
+        "base-instructions",
+        "developer-instructions",
     ];
-    for (key, value) in optional {
-        if let Some(value) = value {
-            args.insert(key.into(), json!(value));
-        }
-    }
-    let mut config = options.config.clone().unwrap_or_default();
-    if let Some(profile) = &options.profile {
-        config.insert("profile".into(), json!(profile));
-    }
+    args.extend(named_options(options, names).map(|(k, v)| (k.to_owned(), v)));
+    let config = config_with_profile(options);
     if !config.is_empty() {
         args.insert("config".into(), Value::Object(config));
     }
@@ -271,8 +206,7 @@ impl Backend for McpServerBackend {
 
     fn can_continue<'a>(&'a self, thread_id: &'a str) -> BoxFuture<'a, Result<(), String>> {
         async move {
-            let session = self.session.lock().await.clone();
-            let known = session.is_some_and(|s| {
+            let known = self.child.current().await.is_some_and(|s| {
                 !s.rpc.has_exited()
                     && s.routes
                         .lock()
@@ -292,8 +226,7 @@ impl Backend for McpServerBackend {
 
     fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            let session = self.session.lock().await.clone();
-            let Some(session) = session else {
+            let Some(session) = self.child.current().await else {
                 return Err(BackendError::NoRunningTurn);
             };
             let request_id = session
@@ -315,14 +248,7 @@ impl Backend for McpServerBackend {
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        async move {
-            if let Some(session) = self.session.lock().await.take() {
-                session.closing.store(true, Ordering::Relaxed);
-                session.rpc.kill();
-                session.rpc.exit_info(EXIT_GRACE).await;
-            }
-        }
-        .boxed()
+        self.child.shutdown().boxed()
     }
 }
 
@@ -363,23 +289,13 @@ async fn read_loop(
         }
     }
 
-    let exit = session.rpc.exit_info(EXIT_GRACE).await;
-    if session.closing.load(Ordering::Relaxed) {
-        tracing::debug!(%exit, "codex mcp-server stopped");
-    } else {
-        tracing::warn!(%exit, "codex mcp-server exited");
-    }
+    let exit = session.exited("mcp-server").await;
     let orphaned: Vec<JobId> = session
         .routes
         .lock()
         .map(|mut r| r.running.drain().map(|(job, _)| job).collect())
         .unwrap_or_default();
-    for job in orphaned {
-        let error = format!("Codex exited while the turn was running ({exit})");
-        let data = json!({"exit_status": exit.status, "stderr_tail": exit.stderr_tail});
-        out.send(job, Update::TurnEnded(TurnEnd::Failed { error, data }))
-            .await;
-    }
+    fail_orphans(&out, orphaned, &exit).await;
 }
 
 async fn on_codex_event(session: &Session, out: &Outbox, params: Value) {

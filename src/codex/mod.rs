@@ -21,6 +21,7 @@ mod mapping;
 mod mcp_events;
 mod mcp_server;
 mod rpc;
+mod session;
 
 pub use app_server::AppServerBackend;
 pub use exec::ExecBackend;
@@ -173,6 +174,34 @@ impl Outbox {
 /// instead of growing memory.
 pub fn event_channel() -> (mpsc::Sender<BackendEvent>, mpsc::Receiver<BackendEvent>) {
     mpsc::channel(1024)
+}
+
+/// The job's optional settings under the names a wire format gives them: `names` lists the
+/// names of the model, approval policy, sandbox, base instructions and developer instructions.
+pub(crate) fn named_options<'a>(
+    options: &'a ThreadOptions,
+    names: [&'static str; 5],
+) -> impl Iterator<Item = (&'static str, Value)> + 'a {
+    let values = [
+        &options.model,
+        &options.approval_policy,
+        &options.sandbox,
+        &options.base_instructions,
+        &options.developer_instructions,
+    ];
+    names
+        .into_iter()
+        .zip(values)
+        .filter_map(|(name, value)| Some((name, Value::String(value.clone()?))))
+}
+
+/// The job's Codex config overrides, with its profile among them.
+pub(crate) fn config_with_profile(options: &ThreadOptions) -> serde_json::Map<String, Value> {
+    let mut config = options.config.clone().unwrap_or_default();
+    if let Some(profile) = &options.profile {
+        config.insert("profile".into(), Value::String(profile.clone()));
+    }
+    config
 }
 
 /// Which conversation a turn belongs to.
