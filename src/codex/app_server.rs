@@ -24,7 +24,7 @@ use super::rpc::{Incoming, RpcError, RpcReader};
 use super::session::{self, ChildSlot, Handshake, fail_orphans};
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
-    ThreadRef, TurnInput, Update, app_events, config_with_profile, detect, named_options,
+    ThreadRef, TurnInput, Update, app_events, check_approval_policy, detect, thread_fields,
 };
 use crate::jobs::{EventKind, JobId, ThreadOptions};
 
@@ -155,8 +155,6 @@ impl Session {
 
 /// `thread/start`'s parameters for a new thread.
 fn thread_start_params(options: &ThreadOptions) -> Value {
-    let mut params = serde_json::Map::new();
-    params.insert("cwd".into(), json!(options.cwd));
     let names = [
         "model",
         "approvalPolicy",
@@ -164,12 +162,7 @@ fn thread_start_params(options: &ThreadOptions) -> Value {
         "baseInstructions",
         "developerInstructions",
     ];
-    params.extend(named_options(options, names).map(|(k, v)| (k.to_owned(), v)));
-    let config = config_with_profile(options);
-    if !config.is_empty() {
-        params.insert("config".into(), Value::Object(config));
-    }
-    Value::Object(params)
+    Value::Object(thread_fields(options, names))
 }
 
 impl Backend for AppServerBackend {
@@ -181,14 +174,7 @@ impl Backend for AppServerBackend {
     }
 
     fn validate(&self, options: &ThreadOptions) -> Result<(), String> {
-        match options.approval_policy.as_deref() {
-            Some(policy) if !APPROVAL_POLICIES.contains(&policy) => Err(format!(
-                "approval_policy {policy:?} is not supported by codex app-server {}; use one of {}",
-                self.version,
-                APPROVAL_POLICIES.join(", ")
-            )),
-            _ => Ok(()),
-        }
+        check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
     }
 
     fn start_turn<'a>(

@@ -22,7 +22,7 @@ use super::mapping::{Mapped, field, with_original};
 use super::rpc::{self, Line, RpcChild, RpcReader};
 use super::{
     Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox, ThreadRef, TurnEnd,
-    TurnInput, Update, config_with_profile, detect, named_options,
+    TurnInput, Update, check_approval_policy, detect, thread_fields,
 };
 use crate::jobs::{EventKind, JobId, ThreadOptions};
 
@@ -83,7 +83,7 @@ impl ExecBackend {
     }
 }
 
-/// The job's options as Codex config overrides.
+/// The job's options as Codex config overrides (the cwd is the process's own).
 fn config_overrides(options: &ThreadOptions) -> Vec<(String, Value)> {
     let names = [
         "model",
@@ -92,10 +92,13 @@ fn config_overrides(options: &ThreadOptions) -> Vec<(String, Value)> {
         "base_instructions",
         "developer_instructions",
     ];
-    named_options(options, names)
-        .map(|(k, v)| (k.to_owned(), v))
-        .chain(config_with_profile(options))
-        .collect()
+    let mut fields = thread_fields(options, names);
+    fields.remove("cwd");
+    let config = match fields.remove("config") {
+        Some(Value::Object(config)) => config,
+        _ => serde_json::Map::new(),
+    };
+    fields.into_iter().chain(config).collect()
 }
 
 /// A JSON value written as a TOML value, for `-c key=value`.
@@ -127,13 +130,8 @@ impl Backend for ExecBackend {
     }
 
     fn validate(&self, options: &ThreadOptions) -> Result<(), String> {
-        match options.approval_policy.as_deref() {
-            Some(policy) if policy != "never" => Err(format!(
-                "approval_policy {policy:?} cannot be used with codex exec, which never asks for \
-                 approval; use \"never\" or leave it out (or run a Codex with app-server)"
-            )),
-            _ => Ok(()),
-        }
+        // exec never asks for approval.
+        check_approval_policy(&self.info(), options, &["never"])
     }
 
     fn start_turn<'a>(

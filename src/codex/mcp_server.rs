@@ -28,7 +28,7 @@ use super::rpc::{Incoming, RpcError, RpcReader};
 use super::session::{self, ChildSlot, Handshake, fail_orphans};
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
-    ThreadRef, TurnEnd, TurnInput, Update, config_with_profile, detect, named_options,
+    ThreadRef, TurnEnd, TurnInput, Update, check_approval_policy, detect, thread_fields,
 };
 use crate::jobs::{EventKind, JobId, ThreadOptions};
 
@@ -109,9 +109,6 @@ impl McpServerBackend {
 
 /// The arguments of the `codex` tool for a new thread.
 fn codex_arguments(prompt: &str, options: &ThreadOptions) -> Value {
-    let mut args = serde_json::Map::new();
-    args.insert("prompt".into(), json!(prompt));
-    args.insert("cwd".into(), json!(options.cwd));
     let names = [
         "model",
         "approval-policy",
@@ -119,11 +116,8 @@ fn codex_arguments(prompt: &str, options: &ThreadOptions) -> Value {
         "base-instructions",
         "developer-instructions",
     ];
-    args.extend(named_options(options, names).map(|(k, v)| (k.to_owned(), v)));
-    let config = config_with_profile(options);
-    if !config.is_empty() {
-        args.insert("config".into(), Value::Object(config));
-    }
+    let mut args = thread_fields(options, names);
+    args.insert("prompt".into(), json!(prompt));
     Value::Object(args)
 }
 
@@ -136,14 +130,7 @@ impl Backend for McpServerBackend {
     }
 
     fn validate(&self, options: &ThreadOptions) -> Result<(), String> {
-        match options.approval_policy.as_deref() {
-            Some(policy) if !APPROVAL_POLICIES.contains(&policy) => Err(format!(
-                "approval_policy {policy:?} is not supported by codex mcp-server {}; use one of {}",
-                self.version,
-                APPROVAL_POLICIES.join(", ")
-            )),
-            _ => Ok(()),
-        }
+        check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
     }
 
     fn start_turn<'a>(

@@ -176,12 +176,15 @@ pub fn event_channel() -> (mpsc::Sender<BackendEvent>, mpsc::Receiver<BackendEve
     mpsc::channel(1024)
 }
 
-/// The job's optional settings under the names a wire format gives them: `names` lists the
-/// names of the model, approval policy, sandbox, base instructions and developer instructions.
-pub(crate) fn named_options<'a>(
-    options: &'a ThreadOptions,
+/// A new thread's settings as a wire format names them: `cwd`, then the model, approval policy,
+/// sandbox, base instructions and developer instructions under `names` (when set), then `config`
+/// with the profile among the overrides (when any).
+pub(crate) fn thread_fields(
+    options: &ThreadOptions,
     names: [&'static str; 5],
-) -> impl Iterator<Item = (&'static str, Value)> + 'a {
+) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("cwd".into(), Value::String(options.cwd.clone()));
     let values = [
         &options.model,
         &options.approval_policy,
@@ -189,19 +192,36 @@ pub(crate) fn named_options<'a>(
         &options.base_instructions,
         &options.developer_instructions,
     ];
-    names
-        .into_iter()
-        .zip(values)
-        .filter_map(|(name, value)| Some((name, Value::String(value.clone()?))))
-}
-
-/// The job's Codex config overrides, with its profile among them.
-pub(crate) fn config_with_profile(options: &ThreadOptions) -> serde_json::Map<String, Value> {
+    for (name, value) in names.into_iter().zip(values) {
+        if let Some(value) = value {
+            fields.insert(name.into(), Value::String(value.clone()));
+        }
+    }
     let mut config = options.config.clone().unwrap_or_default();
     if let Some(profile) = &options.profile {
         config.insert("profile".into(), Value::String(profile.clone()));
     }
-    config
+    if !config.is_empty() {
+        fields.insert("config".into(), Value::Object(config));
+    }
+    fields
+}
+
+/// Refuses an approval policy this backend does not take, naming the ones it does.
+pub(crate) fn check_approval_policy(
+    info: &BackendInfo,
+    options: &ThreadOptions,
+    accepted: &[&str],
+) -> Result<(), String> {
+    match options.approval_policy.as_deref() {
+        Some(policy) if !accepted.contains(&policy) => Err(format!(
+            "approval_policy {policy:?} is not supported by codex {} {}; use one of: {}",
+            info.name,
+            info.codex_version,
+            accepted.join(", ")
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Which conversation a turn belongs to.
