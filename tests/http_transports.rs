@@ -461,3 +461,49 @@ async fn idle_streamable_sessions_expire() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn cors_answers_only_for_configured_origins() {
+    let sandbox = Sandbox::new();
+    let plain = fake(&sandbox, "streamable-http", &[]).await;
+    let preflight = [
+        ("Origin", "http://localhost:6274"),
+        ("Access-Control-Request-Method", "POST"),
+    ];
+    let (_, headers, _) = plain.raw_full("OPTIONS", "/mcp", &preflight, b"").await;
+    assert!(
+        !headers.contains("access-control-allow-origin"),
+        "CORS is off by default"
+    );
+    drop(plain);
+
+    let other = Sandbox::new();
+    let server = fake(
+        &other,
+        "streamable-http",
+        &["--allowed-origin", "https://app.example"],
+    )
+    .await;
+    let preflight = [
+        ("Origin", "https://app.example"),
+        ("Access-Control-Request-Method", "POST"),
+        (
+            "Access-Control-Request-Headers",
+            "authorization, mcp-session-id",
+        ),
+    ];
+    let (_, headers, _) = server.raw_full("OPTIONS", "/mcp", &preflight, b"").await;
+    assert!(
+        headers.contains("access-control-allow-origin: https://app.example"),
+        "{headers}"
+    );
+    let (status, _) = server
+        .raw(
+            "GET",
+            "/mcp/healthz",
+            &[("Origin", "https://app.example")],
+            b"",
+        )
+        .await;
+    assert_eq!(status, 200);
+}

@@ -154,6 +154,18 @@ impl HttpServer {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (u16, String) {
+        let (status, _, body) = self.raw_full(method, path, headers, body).await;
+        (status, body)
+    }
+
+    /// One raw HTTP/1.1 request; the status, the header lines (lowercased) and the body.
+    pub async fn raw_full(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, String) {
         let request = async {
             let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                 .await
@@ -181,8 +193,8 @@ impl HttpServer {
                 .nth(1)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-            (status, body)
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            (status, head.to_ascii_lowercase(), body.to_owned())
         };
         tokio::time::timeout(STEP, request)
             .await
