@@ -6,6 +6,7 @@
 //! one configured, MCP routes need the bearer token when one is set, and binding anything but
 //! loopback without a token is refused at start-up.
 
+use std::future::IntoFuture as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,15 +181,17 @@ pub async fn serve(
     }
 
     tracing::info!(address = %local, mount = %settings.mount_path, transport = ?settings.transport, "serving MCP over HTTP");
-    let stopping = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        stopping.cancelled().await;
-        // Sessions end their streams, so the graceful shutdown can finish.
-        sessions.cancel();
-    });
-    let stopped = tokio::spawn(async move { server.await });
-    shutdown.cancelled().await;
-    match tokio::time::timeout(DRAIN, stopped).await {
+    // Cancelling `shutdown` also ends every session (their tokens are its children), so open
+    // streams close and the graceful shutdown can finish.
+    let graceful = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let mut server = tokio::spawn(graceful);
+    tokio::select! {
+        ended = &mut server => return ended.map_err(|e| anyhow::anyhow!("the HTTP server task failed: {e}"))?.map_err(Into::into),
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(DRAIN, server).await {
         Ok(Ok(result)) => result?,
         Ok(Err(e)) => anyhow::bail!("the HTTP server task failed: {e}"),
         Err(_) => {
