@@ -2,11 +2,11 @@
 //!
 //! Data flows one way down and one way up:
 //!
-//! - [`server`] serves the `job_*` tools over MCP (stdio). Its handlers validate input, call the
-//!   engine and shape the answer; they know no Codex wire format.
+//! - [`server`] serves the `job_*` tools over MCP (stdio, streamable HTTP, legacy SSE). Its
+//!   handlers validate input, call the engine and shape the answer; they know no Codex wire format.
 //! - [`jobs`] is the engine: jobs, turns, the status machine, the concurrency queue, cursors and
 //!   waiters. It is the only place that decides a job's status.
-//! - [`store`] keeps jobs, events and notifications behind a narrow interface.
+//! - [`store`] keeps jobs, events and notifications in SQLite, behind a narrow interface.
 //! - [`codex`] talks to the Codex child process and turns its messages into our [`jobs::EventKind`]
 //!   vocabulary; it knows nothing of the tools we serve.
 
@@ -29,13 +29,7 @@ use anyhow::Context as _;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Bind first: a port in use or an unsafe address fails before Codex starts.
     let listener = match cli.http_settings()? {
-        Some((addr, settings)) => {
-            let listener = tokio::net::TcpListener::bind(&addr)
-                .await
-                .with_context(|| format!("could not listen on {addr}"))?;
-            server::http::check_bind(&listener.local_addr()?, &settings)?;
-            Some((listener, settings))
-        }
+        Some((addr, settings)) => Some((server::http::bind(&addr, &settings).await?, settings)),
         None => None,
     };
     let state_dir = store::state_dir::StateDir::open(&cli.state_dir()?)?;

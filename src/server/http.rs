@@ -53,8 +53,17 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
 }
 
+/// Listens on `addr`, unless that would expose the server unsafely.
+pub async fn bind(addr: &str, settings: &HttpSettings) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not listen on {addr}: {e}"))?;
+    check_bind(&listener.local_addr()?, settings)?;
+    Ok(listener)
+}
+
 /// Refuses settings that would expose the server unsafely, with the reason.
-pub fn check_bind(addr: &SocketAddr, settings: &HttpSettings) -> anyhow::Result<()> {
+fn check_bind(addr: &SocketAddr, settings: &HttpSettings) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() && settings.auth_token.is_none() {
         anyhow::bail!(
             "refusing to listen on {addr} without a token: anyone who can reach it could run \
@@ -76,7 +85,8 @@ struct Guard {
     origins: Vec<String>,
 }
 
-/// Serves until `shutdown` is cancelled, then closes every session and returns.
+/// Serves on a listener from [`bind`] until `shutdown` is cancelled, then closes every session
+/// and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     manager: JobManager,
@@ -85,7 +95,6 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
-    check_bind(&local, &settings)?;
     let prefix = mount_prefix(&settings.mount_path);
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
         .into_iter()
