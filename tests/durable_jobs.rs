@@ -60,6 +60,26 @@ struct Before {
     feed: Vec<Value>,
 }
 
+/// Checks that `server`, started on the state of a server that went away after [`two_jobs`],
+/// reads back everything as it was and says the running job was cut short by `cause`.
+async fn check_after_restart(server: &Server, before: &Before, cause: &str) {
+    assert_eq!(
+        server.all_events(&before.done, 1000).await,
+        before.done_events
+    );
+    let running_after = server.all_events(&before.running, 1000).await;
+    assert_eq!(
+        running_after[..before.running_events.len()],
+        before.running_events[..]
+    );
+    let last = running_after.last().unwrap();
+    assert_eq!(last["type"], "turn_interrupted");
+    let reason = last["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains(cause), "{reason}");
+    assert_eq!(status(server, &before.running).await, "interrupted");
+    assert_eq!(status(server, &before.done).await, "completed");
+}
+
 async fn two_jobs(server: &Server, sandbox: &Sandbox) -> Before {
     let done = job(server, sandbox, "RUN: echo durable").await;
     server.settle(&done).await;
@@ -98,25 +118,7 @@ async fn after_kill_9_every_event_read_reads_back_the_same_and_the_running_job_i
     }
 
     let second = Launch::new(&bin, &sandbox).start().await;
-    assert_eq!(
-        second.all_events(&before.done, 1000).await,
-        before.done_events
-    );
-    let running_after = second.all_events(&before.running, 1000).await;
-    assert_eq!(
-        running_after[..before.running_events.len()],
-        before.running_events[..]
-    );
-    let last = running_after.last().unwrap();
-    assert_eq!(last["type"], "turn_interrupted");
-    assert!(
-        last["data"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("restarted or it crashed")
-    );
-    assert_eq!(status(&second, &before.running).await, "interrupted");
-    assert_eq!(status(&second, &before.done).await, "completed");
+    check_after_restart(&second, &before, "restarted or it crashed").await;
 
     let feed_after = feed(&second).await;
     assert_eq!(
@@ -169,24 +171,7 @@ async fn a_clean_restart_keeps_every_job_and_says_the_running_one_was_cut_by_the
     assert!(within("server exit", child.wait()).await.unwrap().success());
 
     let second = Launch::new(&bin, &sandbox).start().await;
-    assert_eq!(
-        second.all_events(&before.done, 1000).await,
-        before.done_events
-    );
-    let running_after = second.all_events(&before.running, 1000).await;
-    assert_eq!(
-        running_after[..before.running_events.len()],
-        before.running_events[..]
-    );
-    let last = running_after.last().unwrap();
-    assert_eq!(last["type"], "turn_interrupted");
-    assert!(
-        last["data"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("shut down")
-    );
-    assert_eq!(status(&second, &before.running).await, "interrupted");
+    check_after_restart(&second, &before, "shut down").await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! End to end: the built server over stdio, driven by an MCP client, running the real Codex
-//! against the mock model server. Every case runs on `codex mcp-server` 0.153.4 and on
-//! `codex app-server` 0.169.0; the `suite!` lines at the end say which case runs where.
+//! against the mock model server. Every case runs on `codex mcp-server` 0.153.4 and
+//! `codex app-server` 0.169.0, and all but those that need deltas or approvals on `codex exec`
+//! 0.169.0; the `suite!` lines at the end say which case runs where.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
 
@@ -742,14 +743,19 @@ mod cases {
     }
 }
 
-/// One `#[tokio::test]` per case, in a module named for the flavor.
+/// One `#[tokio::test]` per case and flavor: `group::flavor_module::case`.
 macro_rules! suite {
-    ($name:ident, $flavor:ident, [$($case:ident),* $(,)?]) => {
-        mod $name {
+    ($group:ident, [$($module:ident = $flavor:ident),* $(,)?], $cases:tt) => {
+        mod $group {
+            $( suite!(@flavor $module, $flavor, $cases); )*
+        }
+    };
+    (@flavor $module:ident, $flavor:ident, [$($case:ident),* $(,)?]) => {
+        mod $module {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    super::cases::$case(super::$flavor).await
+                    crate::cases::$case(crate::$flavor).await
                 }
             )*
         }
@@ -757,52 +763,23 @@ macro_rules! suite {
 }
 
 suite!(
-    mcp_server_0_153,
-    MCP_SERVER,
+    every_backend,
+    [
+        mcp_server_0_153 = MCP_SERVER,
+        app_server_0_169 = APP_SERVER,
+        exec_0_169 = EXEC
+    ],
     [
         a_job_runs_to_completion_with_codex_answer_as_result,
         start_answers_before_the_turn_ends,
         wait_times_out_while_the_job_runs_and_returns_its_notification_when_it_settles,
         paging_with_small_limits_reads_every_event_once_in_order,
-        deltas_are_hidden_unless_asked_for_and_filters_and_truncation_apply,
         reply_continues_the_same_thread_with_its_history,
         five_concurrent_jobs_each_get_their_own_events,
         jobs_beyond_the_concurrency_limit_queue_and_then_run,
         cancel_stops_a_long_turn_and_the_thread_and_server_stay_usable,
         reply_while_the_turn_runs_is_refused_with_the_way_out,
         a_retried_start_with_the_same_client_request_id_starts_nothing_new,
-        an_approval_request_is_declined_by_default_and_the_turn_finishes,
-        with_approvals_approve_the_command_runs,
-        a_killed_codex_fails_its_jobs_with_the_reason_and_the_next_job_works,
-        closing_stdin_mid_turn_stops_the_server_and_its_codex,
-        sigterm_stops_the_server_and_its_codex,
-        job_wait_sends_progress_while_it_waits,
-        a_failing_model_fails_the_job_with_its_message,
-        list_shows_jobs_newest_first_with_shortened_text,
-        bad_input_gets_an_error_that_names_the_problem_and_the_fix,
-        wait_without_arguments_waits_for_the_next_notification_from_now,
-        wait_is_capped_by_max_wait_seconds,
-        the_npm_shim_is_replaced_by_the_native_codex_it_would_start
-    ]
-);
-
-suite!(
-    app_server_0_169,
-    APP_SERVER,
-    [
-        a_job_runs_to_completion_with_codex_answer_as_result,
-        start_answers_before_the_turn_ends,
-        wait_times_out_while_the_job_runs_and_returns_its_notification_when_it_settles,
-        paging_with_small_limits_reads_every_event_once_in_order,
-        deltas_are_hidden_unless_asked_for_and_filters_and_truncation_apply,
-        reply_continues_the_same_thread_with_its_history,
-        five_concurrent_jobs_each_get_their_own_events,
-        jobs_beyond_the_concurrency_limit_queue_and_then_run,
-        cancel_stops_a_long_turn_and_the_thread_and_server_stay_usable,
-        reply_while_the_turn_runs_is_refused_with_the_way_out,
-        a_retried_start_with_the_same_client_request_id_starts_nothing_new,
-        an_approval_request_is_declined_by_default_and_the_turn_finishes,
-        with_approvals_approve_the_command_runs,
         a_killed_codex_fails_its_jobs_with_the_reason_and_the_next_job_works,
         closing_stdin_mid_turn_stops_the_server_and_its_codex,
         sigterm_stops_the_server_and_its_codex,
@@ -818,29 +795,12 @@ suite!(
 
 // exec streams no deltas and cannot ask for approvals (see the README).
 suite!(
-    exec_0_169,
-    EXEC,
+    streaming_backends,
+    [mcp_server_0_153 = MCP_SERVER, app_server_0_169 = APP_SERVER],
     [
-        a_job_runs_to_completion_with_codex_answer_as_result,
-        start_answers_before_the_turn_ends,
-        wait_times_out_while_the_job_runs_and_returns_its_notification_when_it_settles,
-        paging_with_small_limits_reads_every_event_once_in_order,
-        reply_continues_the_same_thread_with_its_history,
-        five_concurrent_jobs_each_get_their_own_events,
-        jobs_beyond_the_concurrency_limit_queue_and_then_run,
-        cancel_stops_a_long_turn_and_the_thread_and_server_stay_usable,
-        reply_while_the_turn_runs_is_refused_with_the_way_out,
-        a_retried_start_with_the_same_client_request_id_starts_nothing_new,
-        a_killed_codex_fails_its_jobs_with_the_reason_and_the_next_job_works,
-        closing_stdin_mid_turn_stops_the_server_and_its_codex,
-        sigterm_stops_the_server_and_its_codex,
-        job_wait_sends_progress_while_it_waits,
-        a_failing_model_fails_the_job_with_its_message,
-        list_shows_jobs_newest_first_with_shortened_text,
-        bad_input_gets_an_error_that_names_the_problem_and_the_fix,
-        wait_without_arguments_waits_for_the_next_notification_from_now,
-        wait_is_capped_by_max_wait_seconds,
-        the_npm_shim_is_replaced_by_the_native_codex_it_would_start
+        deltas_are_hidden_unless_asked_for_and_filters_and_truncation_apply,
+        an_approval_request_is_declined_by_default_and_the_turn_finishes,
+        with_approvals_approve_the_command_runs
     ]
 );
 
