@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use support::codex_install::codex;
 use support::fake_codex;
 use support::mock_model::MockModel;
-use support::server::{Launch, Sandbox, within};
+use support::server::{Launch, Sandbox};
 
 /// Starts a server on `bin` with `--backend auto`, runs one job to its end and returns the
 /// `job_start` answer and the job's result.
@@ -71,14 +71,7 @@ async fn a_codex_with_neither_mcp_server_nor_app_server_is_driven_through_exec()
 async fn a_binary_that_is_not_codex_is_refused_with_what_to_do() {
     let sandbox = Sandbox::new();
     let not_codex = std::path::PathBuf::from("/bin/echo");
-    let output = within(
-        "start-up",
-        Launch::new(&not_codex, &sandbox).command().output(),
-    )
-    .await
-    .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = Launch::new(&not_codex, &sandbox).refused().await;
     assert!(
         stderr.contains("not a Codex version") && stderr.contains("--codex-bin"),
         "{stderr}"

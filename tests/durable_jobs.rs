@@ -179,14 +179,7 @@ async fn a_second_server_on_the_same_state_dir_is_refused_with_what_to_do() {
     let bin = fake_codex();
     let sandbox = Sandbox::new();
     let _first = Launch::new(&bin, &sandbox).start().await;
-    let output = within(
-        "second server",
-        Launch::new(&bin, &sandbox).command().output(),
-    )
-    .await
-    .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = Launch::new(&bin, &sandbox).refused().await;
     assert!(
         stderr.contains("another codex-async-mcp") && stderr.contains("--state-dir"),
         "{stderr}"
@@ -203,9 +196,7 @@ async fn a_damaged_database_stops_start_up_with_what_to_do() {
     let launch = Launch::new(&bin, &sandbox)
         .arg("--state-dir")
         .arg(state.to_str().unwrap());
-    let output = within("start-up", launch.command().output()).await.unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = launch.refused().await;
     assert!(
         stderr.contains("damaged") && stderr.contains("aside"),
         "{stderr}"

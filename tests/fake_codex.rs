@@ -37,14 +37,7 @@ async fn start_up_error(env: &[(&str, &str)], codex_bin: &str) -> String {
         .fold(Launch::new(&bin, &sandbox), |launch, (k, v)| {
             launch.env(k, v)
         });
-    let output = within("start-up failure", launch.command().output())
-        .await
-        .unwrap();
-    assert!(
-        !output.status.success(),
-        "the server should refuse to start"
-    );
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    launch.refused().await
 }
 
 #[tokio::test]
@@ -150,11 +143,7 @@ async fn asking_for_mcp_server_of_a_codex_without_it_stops_start_up_with_what_to
         .env("FAKE_CODEX_VERSION", "0.169.0")
         .arg("--backend")
         .arg("mcp-server");
-    let output = within("start-up failure", launch.command().output())
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = launch.refused().await;
     assert!(
         stderr.contains("0.169.0") && stderr.contains("removed in Codex 0.154"),
         "{stderr}"

@@ -346,9 +346,7 @@ async fn listening_off_loopback_without_a_token_is_refused() {
         .arg("0.0.0.0")
         .arg("--port")
         .arg("0");
-    let output = within("start-up", launch.command().output()).await.unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = launch.refused().await;
     assert!(
         stderr.contains("without a token") && stderr.contains("--auth-token"),
         "{stderr}"

@@ -155,6 +155,18 @@ impl<'a> Launch<'a> {
         command
     }
 
+    /// Runs the server expecting it to refuse to start; returns what it wrote to stderr.
+    pub async fn refused(&self) -> String {
+        let output = within("a refused start-up", self.command().output())
+            .await
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "the server should refuse to start"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     pub async fn start(self) -> Server {
         let mut child = self.command().spawn().expect("spawn codex-async-mcp");
         let stdin = child.stdin.take().unwrap();
