@@ -48,8 +48,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions: u32,
 
-    /// Streamable HTTP sessions idle for this long are closed, in seconds.
-    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Streamable HTTP sessions idle for this long are closed, in seconds (at most a week).
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub session_idle_seconds: u64,
 
     /// The largest request body accepted over HTTP, in bytes.
@@ -59,7 +59,8 @@ pub struct Cli {
     #[arg(long, env = "CODEX_BIN", default_value = "codex")]
     pub codex_bin: String,
 
-    /// How to drive Codex: `auto` picks `mcp-server` when this Codex has it, else `app-server`.
+    /// How to drive Codex: `auto` picks `mcp-server` when this Codex has it, else `app-server`
+    /// when it answers the handshake, else `exec`.
     #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
     pub backend: BackendKind,
 
@@ -75,16 +76,18 @@ pub struct Cli {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_jobs: u16,
 
-    /// The longest a single job_wait call may block, in seconds.
-    #[arg(long, default_value_t = 300)]
+    /// The longest a single job_wait call may block, in seconds (at most a day).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub max_wait_seconds: u64,
 
     /// How often job_wait sends progress notifications while it waits, in milliseconds.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub progress_interval_ms: u64,
 
-    /// How long Codex gets to confirm a cancel before the job is settled anyway, in milliseconds.
-    #[arg(long, default_value_t = 5000)]
+    /// How long job_cancel may take in all, asking Codex to stop and waiting for its word,
+    /// before the job is settled anyway; also how long a `codex exec` asked to stop gets before
+    /// it is killed. In milliseconds (at most 10 minutes).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub cancel_grace_ms: u64,
 
     /// Where jobs, events and notifications are kept [default: $XDG_STATE_HOME/codex-async-mcp,
@@ -137,6 +140,7 @@ impl Cli {
             bin: self.codex_bin.clone(),
             config_overrides: self.codex_config.clone(),
             approvals: self.approvals,
+            stop_grace: Duration::from_millis(self.cancel_grace_ms),
         }
     }
 

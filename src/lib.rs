@@ -2,19 +2,62 @@
 //!
 //! Data flows one way down and one way up:
 //!
-//! - [`server`] serves the `job_*` tools over MCP (stdio, streamable HTTP, legacy SSE). Its
-//!   handlers validate input, call the engine and shape the answer; they know no Codex wire format.
+//! - `server` serves the `job_*` tools over MCP (stdio, streamable HTTP, legacy SSE). Its
+//!   handlers validate input, call the engine and shape the answer; they know no Codex wire format
+//!   and talk only to [`jobs`].
 //! - [`jobs`] is the engine: jobs, turns, the status machine, the concurrency queue, cursors and
 //!   waiters. It is the only place that decides a job's status.
 //! - [`store`] keeps jobs, events and notifications in SQLite, behind a narrow interface.
-//! - [`codex`] talks to the Codex child process and turns its messages into our [`jobs::EventKind`]
-//!   vocabulary; it knows nothing of the tools we serve.
+//! - [`codex`] talks to the Codex child process and turns its messages into our
+//!   [`model::EventKind`] vocabulary; it knows nothing of the tools we serve.
+//! - [`model`] holds the nouns all of them share, and imports nothing of ours.
+//!
+//! # Embedding the engine
+//!
+//! Besides the server ([`run`] with a [`Cli`]), the crate exports the engine, so a program can
+//! run Codex jobs without MCP: a [`store::Store`], a [`codex::Backend`] and a [`jobs::JobManager`]
+//! over them. Everything else is private to the crate.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use codex_async_mcp::codex::{self, ApprovalAnswer, BackendKind, CodexSettings};
+//! use codex_async_mcp::jobs::{EngineSettings, JobManager, StartRequest};
+//! use codex_async_mcp::store::SqliteStore;
+//!
+//! let (reports_tx, reports_rx) = codex::event_channel();
+//! let settings = CodexSettings {
+//!     bin: "codex".into(),
+//!     config_overrides: Vec::new(),
+//!     approvals: ApprovalAnswer::Decline,
+//!     stop_grace: std::time::Duration::from_secs(5),
+//! };
+//! let backend = codex::start_backend(settings, BackendKind::Auto, reports_tx).await?;
+//! let store = Arc::new(SqliteStore::open(std::path::Path::new("/tmp/jobs.sqlite"))?);
+//! let engine = JobManager::open(store, backend, EngineSettings {
+//!     max_concurrent_jobs: 4,
+//!     cancel_grace: std::time::Duration::from_secs(5),
+//!     default_cwd: std::env::current_dir()?,
+//!     retention: std::time::Duration::from_secs(7 * 86_400),
+//! }, reports_rx)?;
+//! let job = engine.start(StartRequest { prompt: "Say hello".into(), ..Default::default() }).await?;
+//! let cancelled = tokio_util::sync::CancellationToken::new();
+//! let settled = engine
+//!     .wait(None, Some(job.job_id.as_str()), std::time::Duration::from_secs(300), &cancelled)
+//!     .await?;
+//! println!("{:?}", settled.notifications);
+//! engine.shutdown(tokio_util::sync::CancellationToken::new()).await;
+//! # Ok(()) }
+//! ```
 
 pub mod cli;
 pub mod codex;
 pub mod jobs;
-pub mod server;
+pub(crate) mod lines;
+pub mod model;
+pub(crate) mod server;
 pub mod store;
+pub(crate) mod text;
 mod time;
 
 pub use cli::Cli;
@@ -22,11 +65,15 @@ pub use cli::Cli;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 
 /// Runs the server on the transport the command line names until the client closes stdin (on
-/// stdio) or a SIGINT/SIGTERM arrives, then settles every running job and stops Codex. The state
-/// directory stays locked for the whole run.
+/// stdio) or a SIGINT/SIGTERM arrives, then stops the engine (which settles every open job and
+/// stops Codex) and returns once its tasks are done. A second signal cuts the waiting short. The
+/// state directory stays locked for the whole run.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+
     // Bind first: a port in use or an unsafe address fails before Codex starts.
     let listener = match cli.http_settings()? {
         Some((addr, settings)) => Some((server::http::bind(&addr, &settings).await?, settings)),
@@ -40,15 +87,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .context("could not start Codex")?;
     let manager = jobs::JobManager::open(store, backend, cli.engine_settings(), events_rx)?;
 
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let signals = shutdown.clone();
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // The first signal stops serving and drains; the second hurries the drain.
+    let shutdown = CancellationToken::new();
+    let hurry = CancellationToken::new();
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let (first, second) = (shutdown.clone(), hurry.clone());
     tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-            _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        for token in [first, second] {
+            tokio::select! {
+                _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+                _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+            token.cancel();
         }
-        signals.cancel();
     });
     let served = match listener {
         Some((listener, settings)) => {
@@ -63,6 +115,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => server::serve_stdio(manager.clone(), cli.server_settings(), shutdown).await,
     };
-    manager.shutdown().await;
+    manager.shutdown(hurry).await;
     served
 }

@@ -1,9 +1,10 @@
+use std::process::ExitCode;
+
 use clap::Parser as _;
 use codex_async_mcp::Cli;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     // stdout carries the MCP protocol: logs go to stderr.
     tracing_subscriber::fmt()
@@ -13,14 +14,26 @@ async fn main() {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn")),
         )
         .init();
-    let code = match codex_async_mcp::run(cli).await {
-        Ok(()) => 0,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("codex-async-mcp: {e:#}");
-            1
+            eprintln!("codex-async-mcp: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    // Exit here rather than return: the runtime would wait for its blocking stdin reader, which
-    // only ends when the client closes stdin.
-    std::process::exit(code)
+    let ran = runtime.block_on(codex_async_mcp::run(cli));
+    // `run` returns once the engine's tasks are done and the last answer is written. The one
+    // thing left may be the blocking read of stdin, which ends only when the client closes it:
+    // do not wait for it.
+    runtime.shutdown_background();
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("codex-async-mcp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

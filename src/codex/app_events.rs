@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::TurnEnd;
 use super::mapping::{Mapped, field, with_original};
-use crate::jobs::EventKind;
+use crate::model::EventKind;
 
 /// The text parts of a `userMessage` item's content, joined.
 fn content_text(item: &Value) -> Value {

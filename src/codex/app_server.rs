@@ -4,11 +4,12 @@
 //! A job's first turn is `thread/start` then `turn/start`; a reply is another `turn/start` on the
 //! same thread (after `thread/resume` when this child has not loaded the thread, e.g. after a
 //! restart: app-server keeps threads on disk). `turn/interrupt` cancels; `turn/completed` ends a
-//! turn. Notifications name their thread, which names the job. One task reads the child's
-//! stdout and reports in order; the answers to `thread/start` and `turn/start` are routed through
-//! it too, so a thread's route is filed before the first notification about it is read.
-//! Every request the child sends is answered: approvals by the server's policy, anything else
-//! with an error.
+//! turn. Notifications name their thread, which names the job, and their turn (`turnId`), which
+//! names our turn ([`super::turns`]): a late `turn/completed` of a cancelled turn is reported as
+//! that turn's, not its successor's. One task reads the child's stdout and reports in order; the
+//! answers to `thread/start` and `turn/start` are routed through it too, so a thread's route and a
+//! turn's id are filed before the first notification about them is read. Every request the child
+//! sends is answered: approvals by the server's policy, anything else with an error.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,17 +20,19 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use super::approvals::{self, Approval};
 use super::mapping::Mapped;
-use super::rpc::{Incoming, RpcError, RpcReader};
-use super::session::{self, ChildSlot, Handshake, fail_orphans};
+use super::rpc::{Incoming, RpcError, RpcReader, ignore_garbage};
+use super::session::{self, ChildSlot, Handshake};
+use super::turns::JobTurns;
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
     ThreadRef, TurnInput, Update, app_events, check_approval_policy, detect, thread_fields,
 };
-use crate::jobs::{EventKind, JobId, ThreadOptions};
+use crate::model::{JobId, JobTurn, ThreadOptions};
 
 /// How long app-server may take to answer `thread/start`, `thread/resume`, `turn/start` or
-/// `turn/interrupt`.
+/// `turn/interrupt` (an interrupt is bounded by the cancel grace on top of this).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The approval policies `thread/start` accepts.
 const APPROVAL_POLICIES: [&str; 3] = ["untrusted", "on-request", "never"];
@@ -47,18 +50,30 @@ struct Routes {
     by_thread: HashMap<String, JobId>,
     /// Threads this child has started or resumed.
     loaded: HashSet<String>,
-    running: HashMap<JobId, Running>,
+    /// Each job's turns in this child; the running one keeps its thread, once known.
+    jobs: HashMap<JobId, JobTurns<Option<String>>>,
     /// Requests whose answers the reader files before passing them on.
     calls: HashMap<i64, Call>,
 }
 
-struct Running {
-    thread_id: String,
-    turn_id: Option<String>,
+impl Routes {
+    fn turns(&mut self, job: &JobId) -> &mut JobTurns<Option<String>> {
+        self.jobs.entry(job.clone()).or_default()
+    }
+
+    /// Every turn running in this child.
+    fn running(&mut self) -> Vec<JobTurn> {
+        // Dropping the calls' senders answers their waiters with "exited".
+        self.calls.clear();
+        self.jobs
+            .iter_mut()
+            .filter_map(|(job, turns)| Some(JobTurn::new(job.clone(), turns.running.take()?.turn)))
+            .collect()
+    }
 }
 
 struct Call {
-    job: JobId,
+    turn: JobTurn,
     kind: CallKind,
     reply: oneshot::Sender<Result<Value, RpcError>>,
 }
@@ -110,27 +125,23 @@ impl Session {
     /// Sends a request whose answer the reader files (see [`CallKind`]) and waits for it.
     async fn routed_call(
         &self,
-        job: &JobId,
+        turn: &JobTurn,
         kind: CallKind,
         method: &str,
         params: Value,
     ) -> Result<Value, BackendError> {
         let id = self.rpc.reserve_id();
         let (reply, answer) = oneshot::channel();
-        if let Ok(mut routes) = self.routes.lock() {
-            routes.calls.insert(
-                id,
-                Call {
-                    job: job.clone(),
-                    kind,
-                    reply,
-                },
-            );
-        }
+        self.routes().calls.insert(
+            id,
+            Call {
+                turn: turn.clone(),
+                kind,
+                reply,
+            },
+        );
         let forget = || {
-            if let Ok(mut routes) = self.routes.lock() {
-                routes.calls.remove(&id);
-            }
+            self.routes().calls.remove(&id);
         };
         if let Err(e) = self.rpc.send_routed(id, method, params).await {
             forget();
@@ -165,6 +176,43 @@ fn thread_start_params(options: &ThreadOptions) -> Value {
     Value::Object(thread_fields(options, names))
 }
 
+impl AppServerBackend {
+    /// The thread of the turn: a new one, or the job's, resumed from disk when this child has
+    /// not loaded it (a restart, or a new child).
+    async fn open_thread(
+        &self,
+        session: &Session,
+        input: &TurnInput,
+    ) -> Result<String, BackendError> {
+        match &input.thread {
+            ThreadRef::New => {
+                let started = session
+                    .routed_call(
+                        &input.turn,
+                        CallKind::OpenThread,
+                        "thread/start",
+                        thread_start_params(&input.options),
+                    )
+                    .await?;
+                thread_id_of(&started)
+            }
+            ThreadRef::Existing(thread_id) => {
+                if !session.routes().loaded.contains(thread_id) {
+                    session
+                        .routed_call(
+                            &input.turn,
+                            CallKind::OpenThread,
+                            "thread/resume",
+                            json!({"threadId": thread_id, "excludeTurns": true}),
+                        )
+                        .await?;
+                }
+                Ok(thread_id.clone())
+            }
+        }
+    }
+}
+
 impl Backend for AppServerBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
@@ -177,66 +225,37 @@ impl Backend for AppServerBackend {
         check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
     }
 
-    fn start_turn<'a>(
-        &'a self,
-        job: &'a JobId,
-        input: TurnInput,
-    ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
+    fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
         async move {
             let session = self.session().await?;
-            let thread_id = match &input.thread {
-                ThreadRef::New => {
-                    let started = session
-                        .routed_call(
-                            job,
-                            CallKind::OpenThread,
-                            "thread/start",
-                            thread_start_params(&input.options),
-                        )
-                        .await?;
-                    thread_id_of(&started)?
-                }
-                ThreadRef::Existing(thread_id) => {
-                    let loaded = session
-                        .routes
-                        .lock()
-                        .is_ok_and(|r| r.loaded.contains(thread_id));
-                    if !loaded {
-                        // Not in this child's memory (a restart, or a new child): load it from disk.
-                        session
-                            .routed_call(
-                                job,
-                                CallKind::OpenThread,
-                                "thread/resume",
-                                json!({"threadId": thread_id, "excludeTurns": true}),
-                            )
-                            .await?;
-                    }
-                    thread_id.clone()
+            let turn = &input.turn;
+            // Filed first: `thread/started` comes right after `thread/start`'s answer.
+            session.routes().turns(&turn.job).start(turn.turn, None);
+            let thread_id = self.open_thread(&session, &input).await;
+            let thread_id = match thread_id {
+                Ok(thread_id) => thread_id,
+                Err(e) => {
+                    session.routes().turns(&turn.job).end(turn.turn);
+                    return Err(e);
                 }
             };
-            if let Ok(mut routes) = session.routes.lock() {
-                routes.by_thread.insert(thread_id.clone(), job.clone());
-                routes.running.insert(
-                    job.clone(),
-                    Running {
-                        thread_id: thread_id.clone(),
-                        turn_id: None,
-                    },
-                );
+            {
+                let mut routes = session.routes();
+                routes.by_thread.insert(thread_id.clone(), turn.job.clone());
+                if let Some(running) = routes.turns(&turn.job).running(turn.turn) {
+                    running.state = Some(thread_id.clone());
+                }
             }
             let started = session
                 .routed_call(
-                    job,
+                    turn,
                     CallKind::StartTurn,
                     "turn/start",
                     json!({"threadId": thread_id, "input": [{"type": "text", "text": input.prompt}]}),
                 )
                 .await;
             if let Err(e) = started {
-                if let Ok(mut routes) = session.routes.lock() {
-                    routes.running.remove(job);
-                }
+                session.routes().turns(&turn.job).end(turn.turn);
                 return Err(e);
             }
             Ok(Some(thread_id))
@@ -249,25 +268,23 @@ impl Backend for AppServerBackend {
         async { Ok(()) }.boxed()
     }
 
-    fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            let Some(session) = self.child.current().await else {
-                return Err(BackendError::NoRunningTurn);
-            };
-            let (thread_id, turn_id) = session
-                .routes
-                .lock()
-                .ok()
-                .and_then(|r| {
-                    let running = r.running.get(job)?;
-                    Some((running.thread_id.clone(), running.turn_id.clone()?))
+            let session = self.child.current().ok_or(BackendError::NoRunningTurn)?;
+            let (thread_id, codex_turn) = session
+                .routes()
+                .jobs
+                .get_mut(&turn.job)
+                .and_then(|turns| {
+                    let running = turns.running(turn.turn)?;
+                    Some((running.state.clone()?, running.codex_turn.clone()?))
                 })
                 .ok_or(BackendError::NoRunningTurn)?;
             session
                 .rpc
                 .call(
                     "turn/interrupt",
-                    json!({"threadId": thread_id, "turnId": turn_id}),
+                    json!({"threadId": thread_id, "turnId": codex_turn}),
                     CALL_TIMEOUT,
                 )
                 .await
@@ -275,6 +292,23 @@ impl Backend for AppServerBackend {
                 .map_err(|e| BackendError::Io(e.to_string()))
         }
         .boxed()
+    }
+
+    fn forget(&self, job: &JobId) {
+        if let Some(session) = self.child.current() {
+            let mut routes = session.routes();
+            routes.jobs.remove(job);
+            let threads: Vec<String> = routes
+                .by_thread
+                .iter()
+                .filter(|(_, owner)| *owner == job)
+                .map(|(thread, _)| thread.clone())
+                .collect();
+            for thread in threads {
+                routes.by_thread.remove(&thread);
+                routes.loaded.remove(&thread);
+            }
+        }
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
@@ -306,32 +340,16 @@ async fn read_loop(
                 on_request(&session, &out, id, &method, params, approvals).await;
             }
             Incoming::Response { id, outcome } => on_answer(&session, id, outcome),
-            Incoming::Garbage(line) => {
-                let shown: String = line.chars().take(200).collect();
-                tracing::warn!(line = %shown, "codex wrote a line that is not JSON-RPC; ignored");
-            }
+            Incoming::Garbage(line) => ignore_garbage("codex app-server", &line),
         }
     }
-
-    let exit = session.exited("app-server").await;
-    let orphaned: Vec<JobId> = session
-        .routes
-        .lock()
-        .map(|mut r| {
-            // Dropping the calls' senders answers their waiters with "exited".
-            r.calls.clear();
-            r.running.drain().map(|(job, _)| job).collect()
-        })
-        .unwrap_or_default();
-    fail_orphans(&out, orphaned, &exit).await;
+    session.wind_up("app-server", &out, Routes::running).await;
 }
 
 /// Files what an answer to `thread/start`, `thread/resume` or `turn/start` says, then passes it
 /// to whoever waits for it.
 fn on_answer(session: &Session, id: i64, outcome: Result<Value, RpcError>) {
-    let Ok(mut routes) = session.routes.lock() else {
-        return;
-    };
+    let mut routes = session.routes();
     let Some(call) = routes.calls.remove(&id) else {
         tracing::debug!(id, "answer from codex nobody waits for; ignored");
         return;
@@ -340,15 +358,17 @@ fn on_answer(session: &Session, id: i64, outcome: Result<Value, RpcError>) {
         match call.kind {
             CallKind::OpenThread => {
                 if let Ok(thread_id) = thread_id_of(result) {
-                    routes.by_thread.insert(thread_id.clone(), call.job.clone());
+                    routes
+                        .by_thread
+                        .insert(thread_id.clone(), call.turn.job.clone());
                     routes.loaded.insert(thread_id);
                 }
             }
             CallKind::StartTurn => {
-                let turn_id = result.pointer("/turn/id").and_then(Value::as_str);
-                if let (Some(running), Some(turn_id)) = (routes.running.get_mut(&call.job), turn_id)
-                {
-                    running.turn_id = Some(turn_id.to_owned());
+                if let Some(codex_turn) = result.pointer("/turn/id").and_then(Value::as_str) {
+                    routes
+                        .turns(&call.turn.job)
+                        .name(call.turn.turn, codex_turn);
                 }
             }
         }
@@ -356,85 +376,56 @@ fn on_answer(session: &Session, id: i64, outcome: Result<Value, RpcError>) {
     let _ = call.reply.send(outcome);
 }
 
-async fn on_notification(session: &Session, out: &Outbox, method: &str, params: Value) {
+/// The job and turn a message is about: its thread names the job, its turn id the turn.
+fn turn_of(routes: &mut Routes, params: &Value) -> Option<JobTurn> {
     let thread_id = params
         .get("threadId")
         .or_else(|| params.pointer("/thread/id"))
+        .or_else(|| params.get("conversationId"))
+        .and_then(Value::as_str)?;
+    let job = routes.by_thread.get(thread_id)?.clone();
+    let codex_turn = params
+        .get("turnId")
+        .or_else(|| params.pointer("/turn/id"))
         .and_then(Value::as_str);
-    let Some(thread_id) = thread_id else {
-        tracing::debug!(%method, "notification for no thread; ignored");
-        return;
-    };
+    let turn = routes.turns(&job).turn_of(codex_turn)?;
+    Some(JobTurn::new(job, turn))
+}
+
+async fn on_notification(session: &Session, out: &Outbox, method: &str, params: Value) {
     let mapped = app_events::map(method, &params);
-    let update = {
-        let Ok(mut routes) = session.routes.lock() else {
+    let report = {
+        let mut routes = session.routes();
+        let Some(turn) = turn_of(&mut routes, &params) else {
+            tracing::debug!(%method, "notification for no turn we know; ignored");
             return;
         };
-        let Some(job) = routes.by_thread.get(thread_id).cloned() else {
-            tracing::debug!(%method, thread_id, "notification for no known job; ignored");
-            return;
-        };
-        if method == "turn/started"
-            && let Some(running) = routes.running.get_mut(&job)
-            && let Some(turn_id) = params.pointer("/turn/id").and_then(Value::as_str)
-        {
-            running.turn_id = Some(turn_id.to_owned());
-        }
         let update = match mapped {
             Mapped::Skip | Mapped::TaskComplete(_) => None,
             Mapped::Record(kind, data) => Some(Update::Event { kind, data }),
             Mapped::ThreadStarted { thread_id, data } => Some(Update::Thread { thread_id, data }),
-            Mapped::TurnEnded(end) => routes.running.remove(&job).map(|_| Update::TurnEnded(end)),
+            Mapped::TurnEnded(end) => {
+                routes.turns(&turn.job).end(turn.turn);
+                Some(Update::TurnEnded(end))
+            }
         };
-        update.map(|u| (job, u))
+        update.map(|u| (turn, u))
     };
-    if let Some((job, update)) = update {
-        out.send(job, update).await;
+    if let Some((turn, update)) = report {
+        out.send(turn, update).await;
     }
 }
 
-/// How a request from app-server is answered under the server's policy.
-struct Approval {
-    /// What was asked: `command`, `file_change`, `permissions`, `mcp_elicitation`, `user_input`.
-    kind: &'static str,
-    /// What Codex reads.
-    answer: Value,
-    /// What we record: `approved` or `declined`.
-    decision: &'static str,
-}
-
-/// The answer to an approval-like request, or `None` for a request we do not handle.
-fn approval(method: &str, params: &Value, approve: bool) -> Option<Approval> {
+/// The answer to an approval-like request under the server's policy, or `None` for a request we
+/// do not handle.
+fn approval(id: &Value, method: &str, params: Value, approve: bool) -> Option<Approval> {
     let pick = |yes: Value, no: Value| if approve { yes } else { no };
+    let decision = |yes: &str, no: &str| pick(json!({"decision": yes}), json!({"decision": no}));
     let (kind, answer) = match method {
-        "item/commandExecution/requestApproval" => (
-            "command",
-            pick(
-                json!({"decision": "accept"}),
-                json!({"decision": "decline"}),
-            ),
-        ),
-        "item/fileChange/requestApproval" => (
-            "file_change",
-            pick(
-                json!({"decision": "accept"}),
-                json!({"decision": "decline"}),
-            ),
-        ),
-        "execCommandApproval" => (
-            "command",
-            pick(
-                json!({"decision": "approved"}),
-                json!({"decision": "denied"}),
-            ),
-        ),
-        "applyPatchApproval" => (
-            "file_change",
-            pick(
-                json!({"decision": "approved"}),
-                json!({"decision": "denied"}),
-            ),
-        ),
+        "item/commandExecution/requestApproval" => ("command", decision("accept", "decline")),
+        "item/fileChange/requestApproval" => ("file_change", decision("accept", "decline")),
+        "execCommandApproval" => ("command", decision("approved", "denied")),
+        "applyPatchApproval" => ("file_change", decision("approved", "denied")),
         // Grant what was asked, or nothing.
         "item/permissions/requestApproval" => (
             "permissions",
@@ -451,19 +442,24 @@ fn approval(method: &str, params: &Value, approve: bool) -> Option<Approval> {
             ),
         ),
         // No person is here to answer questions: answer none of them.
-        "item/tool/requestUserInput" => {
-            return Some(Approval {
-                kind: "user_input",
-                answer: json!({"answers": {}}),
-                decision: "declined",
-            });
-        }
+        "item/tool/requestUserInput" => ("user_input", json!({"answers": {}})),
         _ => return None,
     };
+    let approved = approve && kind != "user_input";
+    let field = |name: &str| params.get(name).cloned().unwrap_or(Value::Null);
     Some(Approval {
+        id: params
+            .get("itemId")
+            .or_else(|| params.get("callId"))
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("request-{id}"), str::to_owned),
         kind,
+        command: field("command"),
+        cwd: field("cwd"),
+        reason: field("reason"),
         answer,
-        decision: if approve { "approved" } else { "declined" },
+        decision: if approved { "approved" } else { "declined" },
+        request: json!({"method": method, "params": params}),
     })
 }
 
@@ -475,65 +471,19 @@ async fn on_request(
     params: Value,
     policy: ApprovalAnswer,
 ) {
-    let job = params
-        .get("threadId")
-        .or_else(|| params.get("conversationId"))
-        .and_then(Value::as_str)
-        .and_then(|t| session.routes.lock().ok()?.by_thread.get(t).cloned());
-    // A request for no job of ours is refused.
-    let approve = job.is_some() && policy == ApprovalAnswer::Approve;
-    let Some(Approval {
-        kind,
-        answer,
-        decision,
-    }) = approval(method, &params, approve)
-    else {
-        tracing::warn!(%method, "codex sent a request we do not handle");
-        let message = format!("codex-async-mcp does not handle `{method}`");
-        if let Err(e) = session.rpc.respond_error(id, -32601, &message).await {
-            tracing::warn!(error = %e, "could not answer codex");
-        }
-        return;
+    let turn = {
+        let mut routes = session.routes();
+        turn_of(&mut routes, &params).filter(|t| {
+            routes
+                .jobs
+                .get_mut(&t.job)
+                .is_some_and(|turns| turns.running(t.turn).is_some())
+        })
     };
-    let approval_id = params
-        .get("itemId")
-        .or_else(|| params.get("callId"))
-        .and_then(Value::as_str)
-        .map_or_else(|| format!("request-{id}"), str::to_owned);
-    if let Some(job) = &job {
-        let data = json!({
-            "approval_id": approval_id,
-            "kind": kind,
-            "command": params.get("command"),
-            "cwd": params.get("cwd"),
-            "reason": params.get("reason"),
-            "codex": {"method": method, "params": params},
-        });
-        out.send(
-            job.clone(),
-            Update::Event {
-                kind: EventKind::ApprovalRequested,
-                data,
-            },
-        )
-        .await;
-    }
-    let answered = session.rpc.respond(id, answer.clone()).await;
-    if let Some(job) = job {
-        let data = json!({
-            "approval_id": approval_id,
-            "decision": decision,
-            "decided_by": "server_policy",
-            "delivered": answered.is_ok(),
-            "codex": answer,
-        });
-        out.send(
-            job,
-            Update::Event {
-                kind: EventKind::ApprovalResolved,
-                data,
-            },
-        )
-        .await;
+    // A request for no running turn of ours is refused.
+    let approve = turn.is_some() && policy == ApprovalAnswer::Approve;
+    match approval(&id, method, params, approve) {
+        Some(approval) => approvals::answer(&session.rpc, out, turn, id, approval).await,
+        None => approvals::refuse(&session.rpc, id, method).await,
     }
 }

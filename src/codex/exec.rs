@@ -1,6 +1,11 @@
 //! The backend for `codex exec --json`: one process per turn, `codex exec resume <thread>` for
-//! replies, SIGTERM to cancel. The fallback when a Codex has neither `mcp-server` nor
-//! `app-server`.
+//! replies, SIGTERM to cancel (SIGKILL after the stop grace). The fallback when a Codex has
+//! neither `mcp-server` nor `app-server`.
+//!
+//! A job never has two processes: a turn whose predecessor's process still lives (a cancel that
+//! the engine settled after its grace) kills it and waits for it first. Each process's reader
+//! reports under the turn it was started for, so a late end of the old process cannot end the new
+//! turn. Shutdown kills every process at once and waits for the readers.
 //!
 //! Its limits: exec always runs with approval policy `never` (so there are no approval events,
 //! and an escalated command is refused to the model), and it reports no streaming deltas and
@@ -9,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -17,32 +22,59 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
 use super::mapping::{Mapped, field, with_original};
-use super::rpc::{self, Line, RpcChild, RpcReader};
+use super::rpc::{self, Line, RpcChild, RpcReader, ignore_garbage};
+use super::session::EXIT_GRACE;
 use super::{
     Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox, ThreadRef, TurnEnd,
     TurnInput, Update, check_approval_policy, detect, thread_fields,
 };
-use crate::jobs::{EventKind, JobId, ThreadOptions};
+use crate::model::{EventKind, JobId, JobTurn, ThreadOptions};
 
 /// How long `start_turn` waits for Codex to name the thread.
 const THREAD_NAMING_WAIT: Duration = Duration::from_secs(5);
-/// How long a turn process that closed its stdout gets to exit before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 pub struct ExecBackend {
     settings: CodexSettings,
     version: detect::Version,
     events: mpsc::Sender<BackendEvent>,
-    turns: Arc<Mutex<HashMap<JobId, Arc<TurnProcess>>>>,
+    processes: Arc<Processes>,
+    /// The readers of every process; shutdown waits for them.
+    readers: TaskTracker,
+}
+
+/// The process of each job that has one, and whether the backend is shut down.
+#[derive(Default)]
+struct Processes {
+    by_job: Mutex<HashMap<JobId, Arc<TurnProcess>>>,
+    closed: AtomicBool,
+}
+
+impl Processes {
+    fn by_job(&self) -> MutexGuard<'_, HashMap<JobId, Arc<TurnProcess>>> {
+        self.by_job
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// One `codex exec` process: one turn.
 struct TurnProcess {
+    turn: u32,
     child: RpcChild,
-    /// Set when the turn is stopped on purpose (cancel or shutdown).
+    /// Set when the turn is stopped on purpose (cancel, a successor, shutdown).
     stopping: AtomicBool,
+}
+
+impl TurnProcess {
+    /// Kills the process now and waits until it is gone.
+    async fn kill(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.child.kill();
+        self.child.exit_info(EXIT_GRACE).await;
+    }
 }
 
 impl ExecBackend {
@@ -56,7 +88,8 @@ impl ExecBackend {
             settings,
             version,
             events,
-            turns: Arc::new(Mutex::new(HashMap::new())),
+            processes: Arc::default(),
+            readers: TaskTracker::new(),
         }
     }
 
@@ -134,12 +167,17 @@ impl Backend for ExecBackend {
         check_approval_policy(&self.info(), options, &["never"])
     }
 
-    fn start_turn<'a>(
-        &'a self,
-        job: &'a JobId,
-        input: TurnInput,
-    ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
+    fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
         async move {
+            if self.processes.closed.load(Ordering::Relaxed) {
+                return Err(BackendError::ShuttingDown);
+            }
+            let turn = input.turn.clone();
+            let before = self.processes.by_job().get(&turn.job).cloned();
+            if let Some(before) = before {
+                tracing::debug!(%turn, "killing the process of the job's previous turn first");
+                before.kill().await;
+            }
             let (child, reader) = rpc::spawn(self.command(&input)).map_err(|e| {
                 BackendError::Unavailable(format!(
                     "could not start `{} exec`: {e}",
@@ -149,24 +187,31 @@ impl Backend for ExecBackend {
             // exec reads stdin to its end before it starts.
             child.close_stdin().await;
             let process = Arc::new(TurnProcess {
+                turn: turn.turn,
                 child,
                 stopping: AtomicBool::new(false),
             });
-            if let Ok(mut turns) = self.turns.lock() {
-                turns.insert(job.clone(), process.clone());
+            {
+                let mut by_job = self.processes.by_job();
+                if self.processes.closed.load(Ordering::Relaxed) {
+                    drop(by_job);
+                    process.kill().await;
+                    return Err(BackendError::ShuttingDown);
+                }
+                by_job.insert(turn.job.clone(), process.clone());
             }
             let (named_tx, named) = oneshot::channel();
             let resumed = match &input.thread {
                 ThreadRef::Existing(thread_id) => Some(thread_id.clone()),
                 ThreadRef::New => None,
             };
-            tokio::spawn(read_turn(
-                job.clone(),
+            self.readers.spawn(read_turn(
+                turn,
                 input.prompt.clone(),
                 process,
                 reader,
                 Outbox::new(self.events.clone()),
-                self.turns.clone(),
+                self.processes.clone(),
                 (resumed.is_none()).then_some(named_tx),
             ));
             match resumed {
@@ -185,33 +230,43 @@ impl Backend for ExecBackend {
         async { Ok(()) }.boxed()
     }
 
-    fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
             let process = self
-                .turns
-                .lock()
-                .ok()
-                .and_then(|t| t.get(job).cloned())
+                .processes
+                .by_job()
+                .get(&turn.job)
+                .filter(|p| p.turn == turn.turn)
+                .cloned()
                 .ok_or(BackendError::NoRunningTurn)?;
             process.stopping.store(true, Ordering::Relaxed);
             process.child.terminate();
+            // A process that ignores SIGTERM is killed after the grace.
+            let grace = self.settings.stop_grace;
+            self.readers.spawn(async move {
+                let exited = tokio::time::timeout(grace, process.child.wait_exit()).await;
+                if exited.is_err() {
+                    tracing::warn!(grace = ?grace, "codex exec ignored SIGTERM; killing it");
+                    process.child.kill();
+                }
+            });
             Ok(())
         }
         .boxed()
     }
 
+    fn forget(&self, _job: &JobId) {
+        // A job's process leaves the table when it exits.
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         async move {
-            let processes: Vec<Arc<TurnProcess>> = self
-                .turns
-                .lock()
-                .map(|mut t| t.drain().map(|(_, p)| p).collect())
-                .unwrap_or_default();
-            for process in processes {
-                process.stopping.store(true, Ordering::Relaxed);
-                process.child.kill();
-                process.child.exit_info(EXIT_GRACE).await;
-            }
+            self.processes.closed.store(true, Ordering::Relaxed);
+            let processes: Vec<Arc<TurnProcess>> =
+                self.processes.by_job().drain().map(|(_, p)| p).collect();
+            futures::future::join_all(processes.iter().map(|p| p.kill())).await;
+            self.readers.close();
+            self.readers.wait().await;
         }
         .boxed()
     }
@@ -220,12 +275,12 @@ impl Backend for ExecBackend {
 /// Reads one turn's JSONL to its end and reports it; a process that ends without ending the turn
 /// fails it (or, when stopped on purpose, interrupts it).
 async fn read_turn(
-    job: JobId,
+    turn: JobTurn,
     prompt: String,
     process: Arc<TurnProcess>,
     mut reader: RpcReader,
     out: Outbox,
-    turns: Arc<Mutex<HashMap<JobId, Arc<TurnProcess>>>>,
+    processes: Arc<Processes>,
     mut thread_named: Option<oneshot::Sender<String>>,
 ) {
     let mut ended = false;
@@ -234,8 +289,7 @@ async fn read_turn(
         let event = match line {
             Line::Json(event) => Value::Object(event),
             Line::Garbage(line) => {
-                let shown: String = line.chars().take(200).collect();
-                tracing::warn!(line = %shown, "codex exec wrote a line that is not JSON; ignored");
+                ignore_garbage("codex exec", &line);
                 continue;
             }
         };
@@ -268,16 +322,21 @@ async fn read_turn(
                     Update::TurnEnded(end)
                 }
             };
-            out.send(job.clone(), update).await;
+            out.send(turn.clone(), update).await;
         }
     }
     let exit = process.child.exit_info(EXIT_GRACE).await;
-    if let Ok(mut turns) = turns.lock()
-        && turns.get(&job).is_some_and(|p| Arc::ptr_eq(p, &process))
     {
-        turns.remove(&job);
+        let mut by_job = processes.by_job();
+        if by_job
+            .get(&turn.job)
+            .is_some_and(|p| Arc::ptr_eq(p, &process))
+        {
+            by_job.remove(&turn.job);
+        }
     }
-    if ended {
+    // Shutdown leaves the turns it stopped to the engine.
+    if ended || processes.closed.load(Ordering::Relaxed) {
         return;
     }
     let data = json!({"exit_status": exit.status, "stderr_tail": exit.stderr_tail});
@@ -292,7 +351,7 @@ async fn read_turn(
             data,
         }
     };
-    out.send(job, Update::TurnEnded(end)).await;
+    out.send(turn, Update::TurnEnded(end)).await;
 }
 
 /// One `codex exec --json` line as our events: a turn's start also stands for the prompt, and

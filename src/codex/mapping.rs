@@ -1,10 +1,10 @@
-//! What the wire-format mappings (`mcp_events`, `app_events`, `exec_events`) share: the shape of a
+//! What the wire-format mappings (`mcp_events`, `app_events`, and the one in `exec`) share: the shape of a
 //! mapped message and the helpers that build our events' `data`.
 
 use serde_json::{Map, Value};
 
 use super::TurnEnd;
-use crate::jobs::EventKind;
+use crate::model::EventKind;
 
 /// What to do with one message from Codex.
 #[derive(Debug, PartialEq)]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::TurnEnd;
 use super::mapping::{Mapped, command_line, field as text, with_original};
-use crate::jobs::EventKind;
+use crate::model::EventKind;
 
 pub(crate) fn map(msg: &Value) -> Mapped {
     let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");

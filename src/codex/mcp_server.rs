@@ -2,18 +2,23 @@
 //! as an MCP client over newline-delimited JSON-RPC.
 //!
 //! A turn is one `tools/call` of `codex` (new thread) or `codex-reply` (same thread); its progress
-//! arrives as `codex/event` notifications tagged with the call's id in `_meta.requestId`, and its
-//! answer ends the turn. One task reads the child's stdout and turns each message into a
+//! arrives as `codex/event` notifications tagged with the call's id in `_meta.requestId` and
+//! Codex's turn id in `id`. One task reads the child's stdout and turns each message into a
 //! [`BackendEvent`] in the order it was read. Quirks of the real binary that shape this file:
 //!
 //! - a cancelled call is never answered; `turn_aborted` is the last word about it;
 //! - after a cancel, Codex tags the next `codex-reply`'s events, and answers it, under the
-//!   *cancelled* id, so events and answers are routed by job, not by id alone;
+//!   *cancelled* id, so messages are routed to a job by any id it was sent, and to a turn by
+//!   Codex's turn id ([`super::turns`]), never by "what the job runs now";
+//! - a call whose turn fails is answered at the `error`, before the turn's `task_complete`; Codex
+//!   then answers the next `codex-reply` at once with that stale `task_complete`, and runs the new
+//!   prompt only when yet another call arrives. So a turn ends with its call's answer only if
+//!   Codex completed *that* turn; a thread whose turn failed mid-way is not continued;
 //! - approval requests are `elicitation/create` with `codex_*` fields, and only a
 //!   `{"decision": ...}` answer is read;
 //! - the child does not exit on stdin EOF while a call is unanswered, so it is killed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,20 +27,24 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use super::approvals::{self, Approval};
 use super::mapping::{Mapped, command_line};
 use super::mcp_events;
-use super::rpc::{Incoming, RpcError, RpcReader};
-use super::session::{self, ChildSlot, Handshake, fail_orphans};
+use super::rpc::{Incoming, RpcError, RpcReader, ignore_garbage};
+use super::session::{self, ChildSlot, Handshake};
+use super::turns::JobTurns;
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
     ThreadRef, TurnEnd, TurnInput, Update, check_approval_policy, detect, thread_fields,
 };
-use crate::jobs::{EventKind, JobId, ThreadOptions};
+use crate::model::{JobId, JobTurn, ThreadOptions};
 
 /// How long `start_turn` waits for Codex to name a new thread.
 const THREAD_NAMING_WAIT: Duration = Duration::from_secs(5);
 /// The approval policies `codex mcp-server` accepts.
 const APPROVAL_POLICIES: [&str; 2] = ["on-request", "never"];
+/// How many call ids Codex never answered are kept per job: it may answer a successor under them.
+const UNANSWERED_KEPT: usize = 4;
 
 pub struct McpServerBackend {
     version: detect::Version,
@@ -45,18 +54,31 @@ pub struct McpServerBackend {
 
 type Session = session::Session<Routes>;
 
-/// Which job a message belongs to.
+/// Which job and turn a message belongs to.
 #[derive(Default)]
 struct Routes {
-    /// Every `tools/call` id this child was sent, to the job it was for.
+    /// `tools/call` ids to the job they were for: the running turn's, and calls Codex never
+    /// answered.
     by_request: HashMap<i64, JobId>,
     by_thread: HashMap<String, JobId>,
-    /// Jobs with a turn running in this child, and the id of that turn's call.
-    running: HashMap<JobId, RunningTurn>,
+    jobs: HashMap<JobId, JobRoutes>,
+    /// Threads whose turn failed before Codex completed it: Codex would answer their next reply
+    /// with that turn's stale result.
+    off_by_one: HashSet<String>,
 }
 
-struct RunningTurn {
+#[derive(Default)]
+struct JobRoutes {
+    turns: JobTurns<Call>,
+    /// Ids of this job's calls that Codex never answered, newest last.
+    unanswered: Vec<i64>,
+}
+
+/// The running turn's call.
+struct Call {
     request_id: i64,
+    thread_id: Option<String>,
+    /// Codex's `task_complete` for this turn, once seen: only then does an answer end it.
     task_complete: Option<Value>,
     /// Told the thread id when Codex names the new thread.
     thread_named: Option<oneshot::Sender<String>>,
@@ -68,6 +90,47 @@ impl Routes {
             .and_then(|id| self.by_request.get(&id))
             .or_else(|| thread_id.and_then(|t| self.by_thread.get(t)))
             .cloned()
+    }
+
+    /// The job's routes, for a job known to this child.
+    fn job(&mut self, job: &JobId) -> &mut JobRoutes {
+        self.jobs.entry(job.clone()).or_default()
+    }
+
+    /// The call of `request_id` got its answer (or never will): forget it, and the calls of the
+    /// job that ended with it.
+    fn answered(&mut self, job: &JobId, request_id: i64, running_call: Option<i64>) {
+        self.by_request.remove(&request_id);
+        if let Some(own) = running_call {
+            self.by_request.remove(&own);
+        }
+        if let Some(routes) = self.jobs.get_mut(job) {
+            routes
+                .unanswered
+                .retain(|id| *id != request_id && Some(*id) != running_call);
+        }
+    }
+
+    /// Codex may still answer, or tag events with, the call of a turn that ended without its
+    /// answer (a cancel): keep its id, a few per job.
+    fn keep_unanswered(&mut self, job: &JobId, request_id: i64) {
+        let routes = self.job(job);
+        routes.unanswered.push(request_id);
+        if routes.unanswered.len() > UNANSWERED_KEPT {
+            let dropped = routes.unanswered.remove(0);
+            self.by_request.remove(&dropped);
+        }
+    }
+
+    /// Every turn running in this child.
+    fn running(&mut self) -> Vec<JobTurn> {
+        self.jobs
+            .iter_mut()
+            .filter_map(|(job, routes)| {
+                let running = routes.turns.running.take()?;
+                Some(JobTurn::new(job.clone(), running.turn))
+            })
+            .collect()
     }
 }
 
@@ -133,36 +196,42 @@ impl Backend for McpServerBackend {
         check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
     }
 
-    fn start_turn<'a>(
-        &'a self,
-        job: &'a JobId,
-        input: TurnInput,
-    ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
+    fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
         async move {
             let session = self.session().await?;
             let id = session.rpc.reserve_id();
-            let (tool, arguments) = match &input.thread {
-                ThreadRef::New => ("codex", codex_arguments(&input.prompt, &input.options)),
+            let turn = input.turn;
+            let (tool, arguments, thread_id) = match &input.thread {
+                ThreadRef::New => (
+                    "codex",
+                    codex_arguments(&input.prompt, &input.options),
+                    None,
+                ),
                 ThreadRef::Existing(thread_id) => (
                     "codex-reply",
                     json!({"threadId": thread_id, "prompt": input.prompt}),
+                    Some(thread_id.clone()),
                 ),
             };
             let (thread_named, named) = oneshot::channel();
             // File the routes before the request goes out: Codex may answer at once.
-            if let Ok(mut routes) = session.routes.lock() {
-                routes.by_request.insert(id, job.clone());
-                if let ThreadRef::Existing(thread_id) = &input.thread {
-                    routes.by_thread.insert(thread_id.clone(), job.clone());
+            {
+                let mut routes = session.routes();
+                routes.by_request.insert(id, turn.job.clone());
+                if let Some(thread_id) = &thread_id {
+                    routes.by_thread.insert(thread_id.clone(), turn.job.clone());
                 }
-                routes.running.insert(
-                    job.clone(),
-                    RunningTurn {
-                        request_id: id,
-                        task_complete: None,
-                        thread_named: Some(thread_named),
-                    },
-                );
+                let call = Call {
+                    request_id: id,
+                    thread_id: thread_id.clone(),
+                    task_complete: None,
+                    thread_named: Some(thread_named),
+                };
+                // A predecessor settled without Codex's word (a cancel's grace) still has a call.
+                if let Some(before) = routes.job(&turn.job).turns.running.take() {
+                    routes.keep_unanswered(&turn.job, before.state.request_id);
+                }
+                routes.job(&turn.job).turns.start(turn.turn, call);
             }
             let sent = session
                 .rpc
@@ -173,16 +242,16 @@ impl Backend for McpServerBackend {
                 )
                 .await;
             if let Err(e) = sent {
-                if let Ok(mut routes) = session.routes.lock() {
-                    routes.running.remove(job);
-                }
+                let mut routes = session.routes();
+                routes.job(&turn.job).turns.end(turn.turn);
+                routes.answered(&turn.job, id, None);
                 return Err(BackendError::Io(e.to_string()));
             }
-            match input.thread {
-                ThreadRef::Existing(thread_id) => Ok(Some(thread_id)),
+            match thread_id {
+                Some(thread_id) => Ok(Some(thread_id)),
                 // Codex names a new thread in its first event, within milliseconds; a turn that
                 // ends first, or a slow Codex, leaves the id to the `thread_started` event.
-                ThreadRef::New => Ok(tokio::time::timeout(THREAD_NAMING_WAIT, named)
+                None => Ok(tokio::time::timeout(THREAD_NAMING_WAIT, named)
                     .await
                     .ok()
                     .and_then(Result::ok)),
@@ -193,12 +262,22 @@ impl Backend for McpServerBackend {
 
     fn can_continue<'a>(&'a self, thread_id: &'a str) -> BoxFuture<'a, Result<(), String>> {
         async move {
-            let known = self.child.current().await.is_some_and(|s| {
-                !s.rpc.has_exited()
-                    && s.routes
-                        .lock()
-                        .is_ok_and(|r| r.by_thread.contains_key(thread_id))
+            let session = self.child.current().filter(|s| !s.rpc.has_exited());
+            let (known, off_by_one) = session.map_or((false, false), |s| {
+                let routes = s.routes();
+                (
+                    routes.by_thread.contains_key(thread_id),
+                    routes.off_by_one.contains(thread_id),
+                )
             });
+            if off_by_one {
+                return Err(format!(
+                    "Codex thread {thread_id} cannot be continued: its last turn failed before \
+                     Codex finished it, and codex mcp-server (Codex 0.153 and earlier) then \
+                     answers the next reply with the failed turn's stale result. Start a new job \
+                     with job_start (a Codex that has app-server continues such threads)"
+                ));
+            }
             if known {
                 return Ok(());
             }
@@ -211,16 +290,14 @@ impl Backend for McpServerBackend {
         .boxed()
     }
 
-    fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            let Some(session) = self.child.current().await else {
-                return Err(BackendError::NoRunningTurn);
-            };
+            let session = self.child.current().ok_or(BackendError::NoRunningTurn)?;
             let request_id = session
-                .routes
-                .lock()
-                .ok()
-                .and_then(|r| r.running.get(job).map(|t| t.request_id))
+                .routes()
+                .jobs
+                .get_mut(&turn.job)
+                .and_then(|r| r.turns.running(turn.turn).map(|r| r.state.request_id))
                 .ok_or(BackendError::NoRunningTurn)?;
             session
                 .rpc
@@ -232,6 +309,24 @@ impl Backend for McpServerBackend {
                 .map_err(|e| BackendError::Io(e.to_string()))
         }
         .boxed()
+    }
+
+    fn forget(&self, job: &JobId) {
+        if let Some(session) = self.child.current() {
+            let mut routes = session.routes();
+            routes.jobs.remove(job);
+            routes.by_request.retain(|_, owner| owner != job);
+            let threads: Vec<String> = routes
+                .by_thread
+                .iter()
+                .filter(|(_, owner)| *owner == job)
+                .map(|(thread, _)| thread.clone())
+                .collect();
+            for thread in threads {
+                routes.by_thread.remove(&thread);
+                routes.off_by_one.remove(&thread);
+            }
+        }
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
@@ -262,27 +357,13 @@ async fn read_loop(
                 on_approval(&session, &out, id, params, approvals).await;
             }
             Incoming::Request { id, method, .. } => {
-                tracing::warn!(%method, "codex sent a request we do not handle");
-                let message = format!("codex-async-mcp does not handle `{method}`");
-                if let Err(e) = session.rpc.respond_error(id, -32601, &message).await {
-                    tracing::warn!(error = %e, "could not answer codex");
-                }
+                approvals::refuse(&session.rpc, id, &method).await;
             }
             Incoming::Response { id, outcome } => on_turn_answer(&session, &out, id, outcome).await,
-            Incoming::Garbage(line) => {
-                let shown: String = line.chars().take(200).collect();
-                tracing::warn!(line = %shown, "codex wrote a line that is not JSON-RPC; ignored");
-            }
+            Incoming::Garbage(line) => ignore_garbage("codex mcp-server", &line),
         }
     }
-
-    let exit = session.exited("mcp-server").await;
-    let orphaned: Vec<JobId> = session
-        .routes
-        .lock()
-        .map(|mut r| r.running.drain().map(|(job, _)| job).collect())
-        .unwrap_or_default();
-    fail_orphans(&out, orphaned, &exit).await;
+    session.wind_up("mcp-server", &out, Routes::running).await;
 }
 
 async fn on_codex_event(session: &Session, out: &Outbox, params: Value) {
@@ -295,61 +376,102 @@ async fn on_codex_event(session: &Session, out: &Outbox, params: Value) {
         tracing::warn!("codex/event without msg; ignored");
         return;
     };
+    // The turn Codex means: the event's own `turn_id`, else the turn it was sent for (`id`, empty
+    // for session-level events).
+    let codex_turn = msg
+        .get("turn_id")
+        .or_else(|| params.get("id"))
+        .and_then(Value::as_str);
     let mapped = mcp_events::map(msg);
     // Decide routing and turn bookkeeping under the lock, send after releasing it.
-    let update = {
-        let Ok(mut routes) = session.routes.lock() else {
-            return;
-        };
+    let report = {
+        let mut routes = session.routes();
         let Some(job) = routes.job_for(request_id, thread_id) else {
             tracing::debug!(?request_id, "codex/event for no known job; ignored");
             return;
         };
+        let Some(turn) = routes.job(&job).turns.turn_of(codex_turn) else {
+            tracing::debug!(%job, ?codex_turn, "codex/event for no turn we know; ignored");
+            return;
+        };
+        let running = routes.job(&job).turns.running(turn).is_some();
         let update = match mapped {
             Mapped::Skip => None,
             Mapped::Record(kind, data) => Some(Update::Event { kind, data }),
             Mapped::ThreadStarted { thread_id, data } => {
                 routes.by_thread.insert(thread_id.clone(), job.clone());
-                if let Some(named) = routes
-                    .running
-                    .get_mut(&job)
-                    .and_then(|turn| turn.thread_named.take())
-                {
-                    let _ = named.send(thread_id.clone());
+                if let Some(call) = routes.job(&job).turns.running(turn) {
+                    call.state.thread_id = Some(thread_id.clone());
+                    if let Some(named) = call.state.thread_named.take() {
+                        let _ = named.send(thread_id.clone());
+                    }
                 }
                 Some(Update::Thread { thread_id, data })
             }
             Mapped::TaskComplete(msg) => {
-                if let Some(turn) = routes.running.get_mut(&job) {
-                    turn.task_complete = Some(msg);
+                if let Some(call) = routes.job(&job).turns.running(turn) {
+                    call.state.task_complete = Some(msg);
                 }
                 None
             }
-            Mapped::TurnEnded(end) => routes.running.remove(&job).map(|_| Update::TurnEnded(end)),
+            Mapped::TurnEnded(end) => {
+                // A cancelled call is never answered: Codex may answer its successor under it.
+                if let Some(ended) = routes.job(&job).turns.end(turn) {
+                    routes.keep_unanswered(&job, ended.state.request_id);
+                }
+                Some(Update::TurnEnded(end))
+            }
         };
-        update.map(|u| (job, u))
+        if !running {
+            tracing::debug!(%job, turn, "codex/event about a turn that is over; passed on for the record");
+        }
+        update.map(|u| (JobTurn::new(job, turn), u))
     };
-    if let Some((job, update)) = update {
-        out.send(job, update).await;
+    if let Some((turn, update)) = report {
+        out.send(turn, update).await;
     }
 }
 
-/// The answer to a turn's `tools/call` ends that job's running turn, whichever id it came under.
+/// The answer to a call ends the job's running turn, whichever call id it came under, if Codex
+/// completed that turn or failed it. A success answer without the turn's `task_complete` is the
+/// stale result of an earlier turn: the turn fails with that explanation rather than take it.
 async fn on_turn_answer(
     session: &Session,
     out: &Outbox,
     id: i64,
     outcome: Result<Value, RpcError>,
 ) {
-    let ended = session.routes.lock().ok().and_then(|mut routes| {
-        let job = routes.by_request.get(&id).cloned()?;
-        let turn = routes.running.remove(&job)?;
-        Some((job, turn))
-    });
-    let Some((job, turn)) = ended else {
-        tracing::debug!(id, "late answer from codex for a settled turn; ignored");
-        return;
+    let ended = {
+        let mut routes = session.routes();
+        let Some(job) = routes.by_request.get(&id).cloned() else {
+            tracing::debug!(id, "answer from codex for no call we know; ignored");
+            return;
+        };
+        let Some(running) = routes.job(&job).turns.running.take() else {
+            tracing::debug!(id, %job, "late answer from codex for a settled turn; ignored");
+            routes.answered(&job, id, None);
+            return;
+        };
+        routes.answered(&job, id, Some(running.state.request_id));
+        let started = running.codex_turn.is_some();
+        let completed = running.state.task_complete.is_some();
+        let failed = matches!(&outcome, Ok(r) if r.get("isError").and_then(Value::as_bool) == Some(true))
+            || outcome.is_err();
+        // Codex still owes this thread the turn's `task_complete` (it failed mid-turn, or the
+        // answer was already a stale one): its next reply would be answered with it.
+        if let Some(thread) = &running.state.thread_id
+            && !completed
+            && (started || !failed)
+        {
+            routes.off_by_one.insert(thread.clone());
+        }
+        (
+            JobTurn::new(job, running.turn),
+            running.state.task_complete,
+            completed,
+        )
     };
+    let (turn, task_complete, completed) = ended;
     let end = match outcome {
         Ok(result) => {
             let content = result
@@ -362,15 +484,23 @@ async fn on_turn_answer(
                         .and_then(Value::as_str)
                         .map(str::to_owned)
                 });
-            let data = json!({"codex": {"result": result, "task_complete": turn.task_complete}});
+            let data = json!({"codex": {"result": result, "task_complete": task_complete}});
             if result.get("isError").and_then(Value::as_bool) == Some(true) {
                 TurnEnd::Failed {
                     error: content.unwrap_or_else(|| "Codex reported an error".to_owned()),
                     data,
                 }
-            } else {
+            } else if completed {
                 TurnEnd::Completed {
                     result: content,
+                    data,
+                }
+            } else {
+                TurnEnd::Failed {
+                    error: "codex mcp-server answered this turn with an earlier turn's result \
+                            (it does so after a turn fails, Codex 0.153 and earlier); the prompt \
+                            was not run. Start a new job with job_start"
+                        .to_owned(),
                     data,
                 }
             }
@@ -380,7 +510,7 @@ async fn on_turn_answer(
             data: json!({}),
         },
     };
-    out.send(job, Update::TurnEnded(end)).await;
+    out.send(turn, Update::TurnEnded(end)).await;
 }
 
 /// Answers an approval request by the server's policy, recording the request and the answer.
@@ -396,60 +526,44 @@ async fn on_approval(
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<i64>().ok());
     let thread_id = params.get("threadId").and_then(Value::as_str);
-    let job = session
-        .routes
-        .lock()
-        .ok()
-        .and_then(|r| r.job_for(call_id, thread_id));
-    // What Codex reads, and what we record. A request for no job of ours is refused.
-    let (answer, decision) = match (policy, &job) {
-        (ApprovalAnswer::Approve, Some(_)) => ("approved", "approved"),
-        _ => ("denied", "declined"),
+    let codex_turn = params.get("codex_event_id").and_then(Value::as_str);
+    let turn = {
+        let mut routes = session.routes();
+        routes.job_for(call_id, thread_id).and_then(|job| {
+            let turn = routes.job(&job).turns.turn_of(codex_turn)?;
+            routes
+                .job(&job)
+                .turns
+                .running(turn)
+                .is_some()
+                .then(|| JobTurn::new(job, turn))
+        })
     };
-    let approval_id = params
-        .get("codex_call_id")
-        .and_then(Value::as_str)
-        .map_or_else(|| format!("request-{id}"), str::to_owned);
-    let kind = match params.get("codex_elicitation").and_then(Value::as_str) {
-        Some("patch-approval") => "file_change",
-        _ => "command",
-    };
-    if let Some(job) = &job {
-        let data = json!({
-            "approval_id": approval_id,
-            "kind": kind,
-            "command": params.get("codex_command").map(command_line),
-            "cwd": params.get("codex_cwd"),
-            "reason": params.get("message"),
-            "codex": params,
-        });
-        out.send(
-            job.clone(),
-            Update::Event {
-                kind: EventKind::ApprovalRequested,
-                data,
-            },
-        )
-        .await;
+    // A request for no running turn of ours is refused.
+    let approve = turn.is_some() && policy == ApprovalAnswer::Approve;
+    let (answer, decision) = if approve {
+        ("approved", "approved")
     } else {
-        tracing::warn!(?call_id, "approval request for no known job; declining");
-    }
-    let answered = session.rpc.respond(id, json!({"decision": answer})).await;
-    if let Some(job) = job {
-        let data = json!({
-            "approval_id": approval_id,
-            "decision": decision,
-            "decided_by": "server_policy",
-            "delivered": answered.is_ok(),
-            "codex": {"decision": answer},
-        });
-        out.send(
-            job,
-            Update::Event {
-                kind: EventKind::ApprovalResolved,
-                data,
-            },
-        )
-        .await;
-    }
+        ("denied", "declined")
+    };
+    let approval = Approval {
+        id: params
+            .get("codex_call_id")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("request-{id}"), str::to_owned),
+        kind: match params.get("codex_elicitation").and_then(Value::as_str) {
+            Some("patch-approval") => "file_change",
+            _ => "command",
+        },
+        command: params
+            .get("codex_command")
+            .map(command_line)
+            .unwrap_or(Value::Null),
+        cwd: params.get("codex_cwd").cloned().unwrap_or(Value::Null),
+        reason: params.get("message").cloned().unwrap_or(Value::Null),
+        answer: json!({"decision": answer}),
+        decision,
+        request: params,
+    };
+    approvals::answer(&session.rpc, out, turn, id, approval).await;
 }

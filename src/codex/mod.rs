@@ -4,17 +4,39 @@
 //! channel, in the order the child wrote them. The engine ([`crate::jobs`]) decides what they
 //! mean for a job's status; nothing here knows which tools we serve.
 //!
-//! - [`rpc`]: a JSON-RPC 2.0 peer over a child's stdio (ids, pending calls, exit and stderr).
-//! - [`detect`]: which Codex a binary is; [`locate`]: the native binary behind npm's shim.
-//! - [`mcp_server`]: the backend for `codex mcp-server` (Codex up to 0.153), with
-//!   [`mcp_events`] mapping its `codex/event` messages onto our event vocabulary.
-//! - [`app_server`]: the backend for `codex app-server` (Codex 0.154 on), with [`app_events`].
-//! - [`exec`]: the backend for `codex exec --json`, one process per turn.
+//! # The turn contract
+//!
+//! - The engine hands over turn `n` of a job with [`Backend::start_turn`]; the turn's
+//!   [`JobTurn`] travels in the [`TurnInput`]. Hand-overs of one job come one at a time, in turn
+//!   order.
+//! - Every report names the turn it belongs to. A backend works out which turn a message of
+//!   Codex's is about from what Codex said when it started that turn (its own turn id), never from
+//!   "whatever this job runs now": a late word about turn 1 is reported as turn 1.
+//! - A backend reports at most one [`Update::TurnEnded`] per turn. The engine drops, with a debug
+//!   log, every report for a turn that is not the job's running turn, so a late end of a cancelled
+//!   turn cannot end its successor, and nothing is recorded after a turn's end.
+//! - The engine may end a turn without Codex's word (the cancel grace, shutdown, a store failure,
+//!   a restart); the backend need not know.
+//! - [`Backend::interrupt`] names the turn to stop; it is refused for any other.
+//! - After [`Backend::shutdown`] no Codex is started, and every report already read from Codex
+//!   has been sent by the time it returns. Turns it stopped are not reported as ended: the engine
+//!   settles them.
+//!
+//! - `rpc`: a JSON-RPC 2.0 peer over a child's stdio (ids, pending calls, exit and stderr).
+//! - `detect`: which Codex a binary is; `locate`: the native binary behind npm's shim.
+//! - `session`: the child of a long-lived backend, its restarts and its end; `turns`: which of
+//!   our turns a message names; `approvals`: Codex's requests for permission, answered.
+//! - `mcp_server`: the backend for `codex mcp-server` (Codex up to 0.153), with `mcp_events`
+//!   mapping its `codex/event` messages onto our event vocabulary (`mapping` holds what the
+//!   mappings share).
+//! - `app_server`: the backend for `codex app-server` (Codex 0.154 on), with `app_events`.
+//! - `exec`: the backend for `codex exec --json`, one process per turn, with its mapping.
 //! - [`start_backend`]: which backend to use, asked of the binary when not told.
 
 mod app_events;
 mod app_server;
-pub mod detect;
+mod approvals;
+pub(crate) mod detect;
 mod exec;
 mod locate;
 mod mapping;
@@ -22,18 +44,20 @@ mod mcp_events;
 mod mcp_server;
 mod rpc;
 mod session;
+mod turns;
 
-pub use app_server::AppServerBackend;
-pub use exec::ExecBackend;
-pub use mcp_server::McpServerBackend;
+use app_server::AppServerBackend;
+use exec::ExecBackend;
+use mcp_server::McpServerBackend;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::jobs::{EventKind, JobId, ThreadOptions};
+use crate::model::{EventKind, JobId, JobTurn, ThreadOptions};
 
 /// How to start Codex: the binary, `-c` overrides, and how to answer approval requests.
 #[derive(Clone, Debug)]
@@ -42,6 +66,8 @@ pub struct CodexSettings {
     /// Passed to every Codex child as `-c KEY=VALUE`.
     pub config_overrides: Vec<String>,
     pub approvals: ApprovalAnswer,
+    /// How long a Codex process asked to stop (SIGTERM) gets before it is killed.
+    pub stop_grace: Duration,
 }
 
 /// Which way of driving Codex to use.
@@ -114,10 +140,10 @@ pub enum ApprovalAnswer {
     Approve,
 }
 
-/// What a backend reports about a job. Sent in the order Codex produced it.
+/// What a backend reports about a turn. Sent in the order Codex produced it.
 #[derive(Debug)]
 pub struct BackendEvent {
-    pub job: JobId,
+    pub turn: JobTurn,
     pub update: Update,
 }
 
@@ -127,7 +153,7 @@ pub enum Update {
     Event { kind: EventKind, data: Value },
     /// Codex created the job's thread; recorded as `thread_started`.
     Thread { thread_id: String, data: Value },
-    /// The running turn ended.
+    /// The turn ended.
     TurnEnded(TurnEnd),
 }
 
@@ -158,10 +184,10 @@ impl Outbox {
         Self { events }
     }
 
-    pub(crate) async fn send(&self, job: JobId, update: Update) {
+    pub(crate) async fn send(&self, turn: JobTurn, update: Update) {
         if self
             .events
-            .send(BackendEvent { job, update })
+            .send(BackendEvent { turn, update })
             .await
             .is_err()
         {
@@ -235,6 +261,8 @@ pub enum ThreadRef {
 
 #[derive(Clone, Debug)]
 pub struct TurnInput {
+    /// Which turn this is; every report about it names it.
+    pub turn: JobTurn,
     pub prompt: String,
     pub thread: ThreadRef,
     /// The job's options: a new thread is started with them; a backend that starts a process
@@ -243,14 +271,20 @@ pub struct TurnInput {
 }
 
 /// Why a backend could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BackendError {
+    /// Codex could not be started (or restarted); the turn never reached it.
     #[error("Codex is not running and could not be restarted: {0}")]
     Unavailable(String),
+    /// Codex was running but the request did not get through or was refused.
     #[error("could not talk to Codex: {0}")]
     Io(String),
-    #[error("no turn of this job is running in Codex")]
+    /// The turn named is not the one Codex runs for the job (it ended, or never started).
+    #[error("this turn is not running in Codex")]
     NoRunningTurn,
+    /// The backend is shutting down and takes no more turns; the engine settles them.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 /// What the backend is, for logs and answers.
@@ -266,16 +300,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Checks options against what this backend can do, before a job is accepted.
     fn validate(&self, options: &ThreadOptions) -> Result<(), String>;
     /// Hands a turn to Codex and returns once Codex has it, with the thread's id when Codex
-    /// named it in time; progress arrives as events.
-    fn start_turn<'a>(
-        &'a self,
-        job: &'a JobId,
-        input: TurnInput,
-    ) -> BoxFuture<'a, Result<Option<String>, BackendError>>;
+    /// named it in time; progress arrives as reports naming `input.turn`.
+    fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>>;
     /// Whether a new turn can go to this existing thread; if not, why, and what to do instead.
     fn can_continue<'a>(&'a self, thread_id: &'a str) -> BoxFuture<'a, Result<(), String>>;
-    /// Asks Codex to stop the job's running turn. The turn's end arrives as an event.
-    fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>>;
-    /// Stops every Codex child for good.
+    /// Asks Codex to stop `turn`, if it is the turn Codex runs for its job. Its end arrives as a
+    /// report.
+    fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// The job is gone (deleted): forget what is kept about it.
+    fn forget(&self, job: &JobId);
+    /// Stops every Codex child for good: nothing is started afterwards, and every report already
+    /// read from Codex has been sent when this returns.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 }

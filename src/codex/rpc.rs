@@ -8,6 +8,11 @@
 //! requests, notifications, answers) and an [`RpcReader`] that exactly one task drives. The reader
 //! resolves plain calls itself and hands everything else back in the order the child wrote it, so
 //! the task that drives it decides what each message means without any reordering.
+//!
+//! Nothing here waits on the child without a bound: a write that does not complete within
+//! [`WRITE_TIMEOUT`] (a child that stopped reading its stdin) kills the child, which ends its
+//! turns with that reason. A line is at most [`MAX_LINE`] bytes; a longer one, or one that is not
+//! UTF-8, is skipped with a warning rather than ending the reader.
 
 use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
@@ -16,23 +21,46 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, watch};
 
+use crate::lines::{BoundedLines, RawLine};
+
+/// Reads `stream` line by line, a line at most `max` bytes.
+fn bounded<S: AsyncRead + Unpin>(stream: S, max: usize) -> BoundedLines<BufReader<S>> {
+    BoundedLines::new(BufReader::new(stream), max)
+}
+
 /// How many stderr lines of a child to keep for the reason when it dies.
 const STDERR_TAIL_LINES: usize = 20;
+/// The longest stderr line kept in the tail.
+const STDERR_LINE: usize = 2000;
+/// The longest line read from a child's stdout; Codex's messages stay far below it.
+pub(crate) const MAX_LINE: usize = 32 * 1024 * 1024;
+/// How long one write to a child's stdin may take before the child is taken for stuck.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error, Clone)]
 pub(crate) enum RpcError {
+    /// The child exited (or closed its stdout) before answering.
     #[error("the Codex process exited")]
     Closed,
+    /// The message could not be written to the child's stdin.
     #[error("writing to the Codex process failed: {0}")]
     Write(String),
+    /// No answer within the caller's bound.
     #[error("Codex did not answer `{method}` within {secs} s")]
     Timeout { method: String, secs: u64 },
+    /// The child answered with a JSON-RPC error.
     #[error("Codex answered with error {code}: {message}")]
     Remote { code: i64, message: String },
+}
+
+/// Logs a line of a child's stdout that is not what its protocol sends, shortened.
+pub(crate) fn ignore_garbage(child: &str, line: &str) {
+    let shown: String = line.chars().take(200).collect();
+    tracing::warn!(line = %shown, "{child} wrote a line that is not JSON-RPC; ignored");
 }
 
 /// One line of the child's stdout.
@@ -65,14 +93,13 @@ pub(crate) enum Incoming {
     Garbage(String),
 }
 
-enum Pending {
-    Call(oneshot::Sender<Result<Value, RpcError>>),
-    Routed,
-}
+/// A call waiting for its answer.
+type Pending = oneshot::Sender<Result<Value, RpcError>>;
 
 /// How a child ended, for the reason given to the jobs it was running.
 #[derive(Clone, Debug)]
 pub(crate) struct ExitInfo {
+    /// How it exited, and why we killed it if we did.
     pub status: String,
     pub stderr_tail: String,
 }
@@ -101,11 +128,13 @@ pub(crate) struct RpcChild {
     exited: watch::Receiver<Option<String>>,
     /// True once the child's stderr is closed and its tail complete.
     stderr_closed: watch::Receiver<bool>,
+    /// Why we killed the child, when we did so because it misbehaved.
+    killed_because: Mutex<Option<String>>,
 }
 
 /// The receiving half; one task drives it.
 pub(crate) struct RpcReader {
-    lines: Lines<BufReader<ChildStdout>>,
+    lines: BoundedLines<BufReader<ChildStdout>>,
     shared: Arc<Shared>,
 }
 
@@ -141,8 +170,12 @@ pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReade
     let tail = shared.clone();
     let (stderr_done, stderr_closed) = watch::channel(false);
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        let mut lines = bounded(stderr, STDERR_LINE);
+        while let Some(line) = lines.next().await {
+            let line = match line {
+                RawLine::Bytes(line) => String::from_utf8_lossy(&line).into_owned(),
+                RawLine::TooLong(length) => format!("[a line of {length} bytes]"),
+            };
             tracing::debug!(target: "codex_stderr", "{line}");
             if let Ok(mut tail) = tail.stderr_tail.lock() {
                 if tail.len() == STDERR_TAIL_LINES {
@@ -172,9 +205,10 @@ pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReade
             shared: shared.clone(),
             exited,
             stderr_closed,
+            killed_because: Mutex::new(None),
         },
         RpcReader {
-            lines: BufReader::new(stdout).lines(),
+            lines: bounded(stdout, MAX_LINE),
             shared,
         },
     ))
@@ -203,24 +237,18 @@ impl RpcChild {
     ) -> Result<Value, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending_insert(id, Pending::Call(tx));
-        let sent = self
-            .write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await;
-        if let Err(e) = sent {
-            self.pending_remove(id);
-            return Err(e);
-        }
+        self.pending_insert(id, tx);
+        // However this call ends (an answer, a timeout, its caller giving up), its entry goes.
+        let _forget = PendingGuard { child: self, id };
+        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(RpcError::Closed),
-            Err(_) => {
-                self.pending_remove(id);
-                Err(RpcError::Timeout {
-                    method: method.to_owned(),
-                    secs: timeout.as_secs(),
-                })
-            }
+            Err(_) => Err(RpcError::Timeout {
+                method: method.to_owned(),
+                secs: timeout.as_secs(),
+            }),
         }
     }
 
@@ -237,14 +265,8 @@ impl RpcChild {
         method: &str,
         params: Value,
     ) -> Result<(), RpcError> {
-        self.pending_insert(id, Pending::Routed);
-        let sent = self
-            .write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await;
-        if sent.is_err() {
-            self.pending_remove(id);
-        }
-        sent
+        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await
     }
 
     pub(crate) async fn notify(&self, method: &str, params: Value) -> Result<(), RpcError> {
@@ -269,18 +291,38 @@ impl RpcChild {
         .await
     }
 
+    /// Writes one line, waiting for the writers before it, within [`WRITE_TIMEOUT`] in all. A
+    /// child that takes longer has stopped reading its stdin: it is killed, so that its reader
+    /// ends its turns with the reason instead of every writer hanging.
     async fn write(&self, message: &Value) -> Result<(), RpcError> {
         let mut line = message.to_string();
         line.push('\n');
-        let mut stdin = self.stdin.lock().await;
-        let Some(stdin) = stdin.as_mut() else {
-            return Err(RpcError::Write("stdin was closed".into()));
-        };
         let written = async {
-            stdin.write_all(line.as_bytes()).await?;
-            stdin.flush().await
+            let mut stdin = self.stdin.lock().await;
+            let Some(stdin) = stdin.as_mut() else {
+                return Err(RpcError::Write("stdin was closed".into()));
+            };
+            let io = async {
+                stdin.write_all(line.as_bytes()).await?;
+                stdin.flush().await
+            };
+            io.await.map_err(|e| RpcError::Write(e.to_string()))
         };
-        written.await.map_err(|e| RpcError::Write(e.to_string()))
+        match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+            Ok(written) => written,
+            Err(_) => {
+                let why = format!(
+                    "it stopped reading its input: a write did not complete within {} s",
+                    WRITE_TIMEOUT.as_secs()
+                );
+                tracing::warn!(pid = ?self.pid, "killing codex: {why}");
+                if let Ok(mut because) = self.killed_because.lock() {
+                    because.get_or_insert(why.clone());
+                }
+                self.kill();
+                Err(RpcError::Write(why))
+            }
+        }
     }
 
     /// Closes the child's stdin: it reads end-of-file.
@@ -332,10 +374,21 @@ impl RpcChild {
             .lock()
             .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
             .unwrap_or_default();
+        let because = self.killed_because.lock().ok().and_then(|b| b.clone());
+        let status = match because {
+            Some(why) => format!("{status}; it was killed because {why}"),
+            None => status,
+        };
         ExitInfo {
             status,
             stderr_tail,
         }
+    }
+
+    /// Waits until the child has exited.
+    pub(crate) async fn wait_exit(&self) {
+        let mut exited = self.exited.clone();
+        let _ = exited.wait_for(Option::is_some).await;
     }
 
     /// True once the child process has exited.
@@ -356,14 +409,31 @@ impl RpcChild {
     }
 }
 
+/// Removes a call's entry from the pending table when the call ends, however it ends.
+struct PendingGuard<'a> {
+    child: &'a RpcChild,
+    id: i64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.child.pending_remove(self.id);
+    }
+}
+
 impl RpcReader {
     /// The next line of stdout, or `None` once the child closed it. At that point every call
     /// still waiting is answered with [`RpcError::Closed`].
     pub(crate) async fn next_line(&mut self) -> Option<Line> {
         loop {
-            let line = match self.lines.next_line().await {
-                Ok(Some(line)) => line,
-                Ok(None) | Err(_) => {
+            let line = match self.lines.next().await {
+                Some(RawLine::Bytes(line)) => String::from_utf8_lossy(&line).into_owned(),
+                Some(RawLine::TooLong(length)) => {
+                    return Some(Line::Garbage(format!(
+                        "a line of {length} bytes, longer than the {MAX_LINE} read"
+                    )));
+                }
+                None => {
                     self.fail_pending();
                     return None;
                 }
@@ -415,14 +485,13 @@ impl RpcReader {
                         .ok()
                         .and_then(|mut t| t.remove(&id));
                     match pending {
-                        Some(Pending::Call(tx)) => {
+                        Some(tx) => {
                             let _ = tx.send(outcome);
                         }
-                        // An answer nobody waits for (a cancelled request, say) still goes to
-                        // the driver: Codex answers a cancelled call's successor under its id.
-                        Some(Pending::Routed) | None => {
-                            return Some(Incoming::Response { id, outcome });
-                        }
+                        // Answers to routed requests, and answers nobody waits for (a cancelled
+                        // request, say), go to the driver: Codex answers a cancelled call's
+                        // successor under its id.
+                        None => return Some(Incoming::Response { id, outcome }),
                     }
                 }
                 (None, None) => {
@@ -437,10 +506,8 @@ impl RpcReader {
             Ok(mut table) => table.drain().map(|(_, p)| p).collect(),
             Err(_) => Vec::new(),
         };
-        for pending in drained {
-            if let Pending::Call(tx) = pending {
-                let _ = tx.send(Err(RpcError::Closed));
-            }
+        for tx in drained {
+            let _ = tx.send(Err(RpcError::Closed));
         }
     }
 }

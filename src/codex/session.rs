@@ -1,18 +1,22 @@
 //! What the two long-lived backends (`mcp-server`, `app-server`) share: one Codex child at a time,
 //! started with the server's `-c` overrides, greeted with a handshake, restarted for the next
-//! turn when it dies, and killed on purpose at shutdown.
+//! turn when it dies, killed on purpose at shutdown, and the end of its reader.
+//!
+//! A restart runs outside the slot's lock: `current()` (which cancels and replies use) never waits
+//! behind a handshake. Once the slot is closed, no child is started again.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::process::Command;
+use tokio_util::task::TaskTracker;
 
 use super::rpc::{self, ExitInfo, RpcChild, RpcReader};
 use super::{BackendError, CodexSettings, Outbox, TurnEnd, Update};
-use crate::jobs::JobId;
+use crate::model::JobTurn;
 
 /// How long the handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,36 +27,55 @@ pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(2);
 pub(crate) struct Session<R> {
     pub(crate) rpc: RpcChild,
     pub(crate) routes: Mutex<R>,
-    /// Set when we kill the child on purpose, so its exit is not reported as a failure.
+    /// Set when we stop the child on purpose: its exit is no failure, and the turns it ran are
+    /// left for the engine to settle.
     closing: AtomicBool,
 }
 
 impl<R> Session<R> {
-    /// Waits for the child to exit (after its stdout closed) and logs how, quietly when we
-    /// stopped it ourselves.
-    pub(crate) async fn exited(&self, name: &str) -> ExitInfo {
+    /// The routes, whatever a panic elsewhere left in them.
+    pub(crate) fn routes(&self) -> MutexGuard<'_, R> {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for the child to exit (after its stdout closed), then fails the turns it was running
+    /// with how it ended, unless it was stopped on purpose. Every reader ends with this.
+    pub(crate) async fn wind_up(
+        &self,
+        name: &str,
+        out: &Outbox,
+        running: impl FnOnce(&mut R) -> Vec<JobTurn>,
+    ) {
         let exit = self.rpc.exit_info(EXIT_GRACE).await;
+        let orphaned = running(&mut self.routes());
         if self.closing.load(Ordering::Relaxed) {
             tracing::debug!(%exit, "codex {name} stopped");
-        } else {
-            tracing::warn!(%exit, "codex {name} exited");
+            return;
         }
-        exit
+        tracing::warn!(%exit, "codex {name} exited");
+        fail_orphans(out, orphaned, &exit).await;
+    }
+
+    /// Kills the child at once; [`Session::stop`] then waits for it.
+    fn kill(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.rpc.kill();
     }
 
     async fn stop(&self) -> ExitInfo {
-        self.closing.store(true, Ordering::Relaxed);
-        self.rpc.kill();
+        self.kill();
         self.rpc.exit_info(EXIT_GRACE).await
     }
 }
 
 /// Fails the turns a dead child was running, with how it ended.
-pub(crate) async fn fail_orphans(out: &Outbox, jobs: Vec<JobId>, exit: &ExitInfo) {
-    for job in jobs {
+pub(crate) async fn fail_orphans(out: &Outbox, turns: Vec<JobTurn>, exit: &ExitInfo) {
+    for turn in turns {
         let error = format!("Codex exited while the turn was running ({exit})");
         let data = json!({"exit_status": exit.status, "stderr_tail": exit.stderr_tail});
-        out.send(job, Update::TurnEnded(TurnEnd::Failed { error, data }))
+        out.send(turn, Update::TurnEnded(TurnEnd::Failed { error, data }))
             .await;
     }
 }
@@ -68,7 +91,20 @@ pub(crate) struct Handshake {
 pub(crate) struct ChildSlot<R> {
     settings: CodexSettings,
     subcommand: &'static str,
-    slot: tokio::sync::Mutex<Option<Arc<Session<R>>>>,
+    state: Mutex<SlotState<R>>,
+    /// One start at a time: a second caller waits for the first start and uses its child.
+    starting: tokio::sync::Mutex<()>,
+    /// The readers of every child this slot started; shutdown waits for them.
+    readers: TaskTracker,
+}
+
+struct SlotState<R> {
+    /// The child that serves turns.
+    live: Option<Arc<Session<R>>>,
+    /// A child still in its handshake, so shutdown can kill it too.
+    starting: Option<Arc<Session<R>>>,
+    /// Shut down: no child is started again.
+    closed: bool,
 }
 
 impl<R: Default + Send + 'static> ChildSlot<R> {
@@ -76,12 +112,24 @@ impl<R: Default + Send + 'static> ChildSlot<R> {
         Self {
             settings,
             subcommand,
-            slot: tokio::sync::Mutex::new(None),
+            state: Mutex::new(SlotState {
+                live: None,
+                starting: None,
+                closed: false,
+            }),
+            starting: tokio::sync::Mutex::new(()),
+            readers: TaskTracker::new(),
         }
     }
 
     pub(crate) fn settings(&self) -> &CodexSettings {
         &self.settings
+    }
+
+    fn state(&self) -> MutexGuard<'_, SlotState<R>> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The live session, starting a new child if there is none or the last one died: `read`
@@ -96,9 +144,15 @@ impl<R: Default + Send + 'static> ChildSlot<R> {
         F: FnOnce(Arc<Session<R>>, RpcReader) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut slot = self.slot.lock().await;
-        if let Some(session) = slot.as_ref().filter(|s| !s.rpc.has_exited()) {
-            return Ok(session.clone());
+        if let Some(session) = self.alive() {
+            return Ok(session);
+        }
+        let _one_start = self.starting.lock().await;
+        if let Some(session) = self.alive() {
+            return Ok(session);
+        }
+        if self.state().closed {
+            return Err(BackendError::ShuttingDown);
         }
         let bin = &self.settings.bin;
         let mut command = Command::new(bin);
@@ -114,7 +168,16 @@ impl<R: Default + Send + 'static> ChildSlot<R> {
             routes: Mutex::new(R::default()),
             closing: AtomicBool::new(false),
         });
-        tokio::spawn(read(session.clone(), reader));
+        {
+            let mut state = self.state();
+            if state.closed {
+                drop(state);
+                session.kill();
+                return Err(BackendError::ShuttingDown);
+            }
+            state.starting = Some(session.clone());
+        }
+        self.readers.spawn(read(session.clone(), reader));
         let greeted = match session
             .rpc
             .call(
@@ -127,6 +190,18 @@ impl<R: Default + Send + 'static> ChildSlot<R> {
             Ok(_) => session.rpc.notify(handshake.initialized, json!({})).await,
             Err(e) => Err(e),
         };
+        let closed = {
+            let mut state = self.state();
+            state.starting = None;
+            if greeted.is_ok() && !state.closed {
+                state.live = Some(session.clone());
+            }
+            state.closed
+        };
+        if closed {
+            session.stop().await;
+            return Err(BackendError::ShuttingDown);
+        }
         if let Err(e) = greeted {
             let exit = session.stop().await;
             return Err(BackendError::Unavailable(format!(
@@ -135,19 +210,37 @@ impl<R: Default + Send + 'static> ChildSlot<R> {
             )));
         }
         tracing::info!(pid = ?session.rpc.pid(), "codex {} is ready", self.subcommand);
-        *slot = Some(session.clone());
         Ok(session)
     }
 
-    /// The session now, if a child was started.
-    pub(crate) async fn current(&self) -> Option<Arc<Session<R>>> {
-        self.slot.lock().await.clone()
+    /// The live session, if its child has not exited.
+    fn alive(&self) -> Option<Arc<Session<R>>> {
+        self.state()
+            .live
+            .as_ref()
+            .filter(|s| !s.rpc.has_exited())
+            .cloned()
     }
 
-    /// Kills the child for good.
+    /// The latest session now, alive or not; never waits for a restart.
+    pub(crate) fn current(&self) -> Option<Arc<Session<R>>> {
+        self.state().live.clone()
+    }
+
+    /// Closes the slot for good, kills its child (and one in its handshake), and waits until the
+    /// readers have sent everything they read.
     pub(crate) async fn shutdown(&self) {
-        if let Some(session) = self.slot.lock().await.take() {
-            session.stop().await;
-        }
+        let sessions: Vec<Arc<Session<R>>> = {
+            let mut state = self.state();
+            state.closed = true;
+            [state.live.take(), state.starting.take()]
+                .into_iter()
+                .flatten()
+                .collect()
+        };
+        sessions.iter().for_each(|s| s.kill());
+        futures::future::join_all(sessions.iter().map(|s| s.stop())).await;
+        self.readers.close();
+        self.readers.wait().await;
     }
 }

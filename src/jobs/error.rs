@@ -1,7 +1,7 @@
 //! What can go wrong with a call to the engine. Each message names the problem and the way out;
 //! the tool layer returns it as a tool result with `isError: true`.
 
-use super::{JobId, JobStatus};
+use crate::model::{JobId, JobStatus};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +21,10 @@ pub enum JobError {
          pass a cursor returned by job_notifications or job_wait, or 0 to read from the start"
     )]
     FeedCursorOutOfRange { cursor: u64, last: u64 },
+    /// `job_start` or `job_reply` without a prompt.
     #[error("prompt is empty; pass the task for Codex as `prompt`")]
     MissingPrompt,
+    /// A `cwd` that is not an existing absolute directory.
     #[error(
         "cwd {path:?} {problem}; pass an existing absolute directory, or leave cwd out to use {default:?}"
     )]
@@ -34,6 +36,7 @@ pub enum JobError {
     /// Any other argument that cannot be used; the message says which and why.
     #[error("{0}")]
     InvalidArgument(String),
+    /// `job_reply` while the job's turn is queued or running.
     #[error(
         "job {job} is {status}: its turn {turn} has not finished. Wait for it with job_wait \
          (job_id {job}) or stop it with job_cancel, then reply"
@@ -43,6 +46,7 @@ pub enum JobError {
         status: JobStatus,
         turn: u32,
     },
+    /// `job_reply` to a job whose first turn ended before Codex named a thread.
     #[error(
         "job {job} has no Codex thread to reply to: its first turn ended before Codex started \
          one. Start a new job with job_start"
@@ -51,13 +55,38 @@ pub enum JobError {
     /// The backend cannot run another turn in the job's thread.
     #[error("job {job}: {reason}")]
     CannotContinue { job: JobId, reason: String },
+    /// `job_cancel` of a job with no queued or running turn.
     #[error(
         "job {job} is already {status}; there is nothing to cancel. Continue it with job_reply \
          or start a new job"
     )]
     AlreadySettled { job: JobId, status: JobStatus },
+    /// A retried `job_start` whose `client_request_id` names a job started with other input.
+    #[error(
+        "client_request_id {key:?} was first used for job {job}, with a different prompt or \
+         options. A retry must send the same ones; use a new client_request_id for a new job, or \
+         read job {job} with job_events"
+    )]
+    RequestIdReused { key: String, job: JobId },
+    /// A call made while the server shuts down.
     #[error("the server is shutting down and takes no new turns")]
     ShuttingDown,
+    /// The caller cancelled the request (or left) before it was answered.
+    #[error("the request was cancelled by the client")]
+    Cancelled,
+    /// The store failed. Its `Display` has the details for the log; [`JobError::public`] is
+    /// what a client sees.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl JobError {
+    /// The message for a client: everything but a store failure's internals (paths), which the
+    /// log keeps.
+    pub fn public(&self) -> String {
+        match self {
+            JobError::Store(e) => e.public(),
+            other => other.to_string(),
+        }
+    }
 }

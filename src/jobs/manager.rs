@@ -1,125 +1,68 @@
-//! [`JobManager`]: the engine's API, on top of the state and its transactions ([`super::state`]).
+//! [`JobManager`]: the engine's commands (`start`, `reply`, `cancel`), the hand-over of turns to
+//! Codex, the job list, retention and shutdown.
 //!
-//! Every status change goes through [`Inner::commit_status`] (derive the status from the facts,
-//! write the record) or, when a turn ends, [`Inner::end_turn`] (which also records the closing
-//! event and the notification and frees the slot). Both run under the state lock and return an
-//! [`AfterCommit`]: waiters are woken and queued turns handed to Codex only after the lock is
-//! released. The backend's reports are applied by one task in
-//! the order the backend sent them, so a job's events get their `seq` in the order Codex wrote them.
+//! Every change runs through [`JobManager::transact`], a [`Tx`] under the state lock, and returns
+//! an [`AfterCommit`]: waiters are woken and queued turns handed to Codex only after the lock is
+//! released. Codex's reports are applied in [`super::reports`]; the feed and the event pages are
+//! read in [`super::feed`].
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
-use schemars::JsonSchema;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::model::{Event, EventKind, JobId, JobRecord, JobStatus, Notification, ThreadOptions};
+use super::api::{EngineSettings, JobSnapshot, JobSummary, StartRequest};
 use super::state::{AfterCommit, Announce, JobState, State, Tx};
 use super::status::Outcome;
-use super::{JobError, text};
-use crate::codex::{Backend, BackendEvent, ThreadRef, TurnEnd, TurnInput, Update};
-use crate::store::{EventQuery, Store};
+use super::{JobError, reports};
+use crate::codex::{Backend, BackendError, BackendEvent, BackendInfo, ThreadRef, TurnInput};
+use crate::model::{EventKind, JobId, JobRecord, JobStatus, JobTurn, ThreadOptions};
+use crate::store::Store;
+use crate::text;
 use crate::time::now_rfc3339;
 
 /// How long `job_list` lets the prompt and the last message be.
 const LIST_TEXT_CHARS: usize = 200;
+/// The longest shutdown waits for Codex's last reports and for hand-overs in flight.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(3);
+/// How deeply `config` may nest: it is saved with the job and must read back.
+const MAX_CONFIG_DEPTH: usize = 16;
 
-#[derive(Clone, Debug)]
-pub struct EngineSettings {
-    /// Turns running in Codex at once; more wait in the queue.
-    pub max_concurrent_jobs: usize,
-    /// How long Codex gets to confirm an interrupt before the job is settled without it.
-    pub cancel_grace: Duration,
-    /// The cwd of jobs that name none.
-    pub default_cwd: PathBuf,
-    /// Settled jobs not updated for this long are deleted, with their events.
-    pub retention: Duration,
-}
-
-/// What `job_start` asks for.
-#[derive(Clone, Debug, Default)]
-pub struct StartRequest {
-    pub prompt: String,
-    pub cwd: Option<String>,
-    pub model: Option<String>,
-    pub profile: Option<String>,
-    pub approval_policy: Option<String>,
-    pub sandbox: Option<String>,
-    pub config: Option<serde_json::Map<String, Value>>,
-    pub base_instructions: Option<String>,
-    pub developer_instructions: Option<String>,
-    pub client_request_id: Option<String>,
-}
-
-/// A job as `job_start`, `job_reply` and `job_cancel` report it.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
-pub struct JobSnapshot {
-    pub job_id: JobId,
-    pub status: JobStatus,
-    /// Codex's thread id, once Codex has started the thread.
-    pub thread_id: Option<String>,
-    /// The current (or latest) turn, counting from 1.
-    pub turn: u32,
-    /// The seq of the job's newest event: pass it to job_events to read only what follows.
-    pub cursor: u64,
-    /// The last agent message of the latest finished turn.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// A job as `job_list` shows it.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
-pub struct JobSummary {
-    pub job_id: JobId,
-    pub status: JobStatus,
-    pub thread_id: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub turns: u32,
-    pub cwd: String,
-    /// The first prompt, shortened.
-    pub prompt: String,
-    /// The last agent message, shortened.
-    pub last_message: Option<String>,
-}
-
-/// A page of a job's events with the job's state.
-#[derive(Clone, Debug)]
-pub struct EventsAnswer {
-    pub snapshot: JobSnapshot,
-    pub events: Vec<Event>,
-    pub cursor: u64,
-    pub has_more: bool,
-}
-
-#[derive(Clone, Debug)]
-pub struct WaitAnswer {
-    pub notifications: Vec<Notification>,
-    pub cursor: u64,
-    pub timed_out: bool,
-}
-
+/// The engine. A cheap handle: clones share one engine.
 #[derive(Clone)]
 pub struct JobManager {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    state: Mutex<State>,
-    store: Arc<dyn Store>,
-    backend: Arc<dyn Backend>,
-    settings: EngineSettings,
-    /// The seq of the newest notification; waiters watch it.
-    feed: watch::Sender<u64>,
+pub(super) struct Inner {
+    pub(super) state: Mutex<State>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) backend: Arc<dyn Backend>,
+    pub(super) settings: EngineSettings,
+    /// The seq of the newest notification; waiters watch it. It only moves forward.
+    pub(super) feed: watch::Sender<u64>,
+    /// Every task the engine spawns: the report loop, retention, hand-overs, interrupts.
+    pub(super) tasks: TaskTracker,
+    /// Cancelled when shutdown begins: retention stops and no more turns go to Codex.
+    pub(super) stopping: CancellationToken,
+    /// Cancelled once the backend has sent its last report: the report loop applies what is
+    /// left and ends.
+    pub(super) drained: CancellationToken,
+    /// The report loop, awaited at shutdown.
+    reports: Mutex<Option<JoinHandle<()>>>,
+    /// How many reports the report loop has taken: tests wait on it instead of yielding.
+    #[cfg(test)]
+    pub(super) reports_taken: watch::Sender<usize>,
+    /// One lock per job with a hand-over in flight: a job's turns reach Codex one at a time, in
+    /// turn order, each after the interrupt of a predecessor cancelled mid-hand-over.
+    handovers: Mutex<HashMap<JobId, Arc<tokio::sync::Mutex<()>>>>,
 }
-
-/// How many backend reports are saved in one transaction at most.
-const APPLY_BATCH: usize = 256;
 
 impl JobManager {
     /// Builds the engine from what the store holds: turns that were unfinished when the last
@@ -129,31 +72,9 @@ impl JobManager {
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
         settings: EngineSettings,
-        mut events: mpsc::Receiver<BackendEvent>,
+        events: mpsc::Receiver<BackendEvent>,
     ) -> Result<Self, JobError> {
-        let loaded = store.load()?;
-        let mut state = State::new(loaded.last_notification);
-        let mut unfinished = Vec::new();
-        for job in loaded.jobs {
-            let mut entry = JobState::new(job.record, job.last_notification);
-            entry.facts.outcome = match entry.record.status {
-                JobStatus::Completed => Some(Outcome::Completed),
-                JobStatus::Failed => Some(Outcome::Failed),
-                JobStatus::Cancelled => Some(Outcome::Cancelled),
-                JobStatus::Interrupted => Some(Outcome::Interrupted),
-                JobStatus::Queued | JobStatus::Running | JobStatus::InputRequired => {
-                    unfinished.push(entry.record.id.clone());
-                    None
-                }
-            };
-            state.order.push(entry.record.id.clone());
-            if let Some(key) = &entry.record.client_request_id {
-                state
-                    .by_client_request
-                    .insert(key.clone(), entry.record.id.clone());
-            }
-            state.jobs.insert(entry.record.id.clone(), entry);
-        }
+        let (state, unfinished) = State::from_loaded(store.load()?);
         let (feed, _) = watch::channel(state.last_notification);
         let manager = Self {
             inner: Arc::new(Inner {
@@ -162,14 +83,21 @@ impl JobManager {
                 backend,
                 settings,
                 feed,
+                tasks: TaskTracker::new(),
+                stopping: CancellationToken::new(),
+                drained: CancellationToken::new(),
+                reports: Mutex::new(None),
+                #[cfg(test)]
+                reports_taken: watch::channel(0).0,
+                handovers: Mutex::new(HashMap::new()),
             }),
         };
         let reason = "the server stopped while this turn was running (it was restarted or it \
                       crashed), so Codex may not have finished it";
         let after = manager.transact(|tx| {
-            for id in &unfinished {
+            for turn in &unfinished {
                 tx.settle(
-                    id,
+                    turn,
                     Outcome::Interrupted,
                     EventKind::TurnInterrupted,
                     reason.to_owned(),
@@ -180,32 +108,41 @@ impl JobManager {
         manager.publish(after);
         manager.purge_expired()?;
 
-        let weak: Weak<Inner> = Arc::downgrade(&manager.inner);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(APPLY_BATCH);
-            while events.recv_many(&mut batch, APPLY_BATCH).await > 0 {
-                let Some(inner) = weak.upgrade() else { break };
-                JobManager { inner }.apply(std::mem::take(&mut batch));
-            }
-        });
-        let weak: Weak<Inner> = Arc::downgrade(&manager.inner);
-        let every = (manager.inner.settings.retention / 10)
+        let weak = Arc::downgrade(&manager.inner);
+        let drained = manager.inner.drained.clone();
+        let loop_ = manager
+            .inner
+            .tasks
+            .spawn(reports::apply_loop(weak, events, drained));
+        *manager.inner.reports_lock() = Some(loop_);
+        manager.spawn_retention();
+        Ok(manager)
+    }
+
+    fn spawn_retention(&self) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let stopping = self.inner.stopping.clone();
+        let every = (self.inner.settings.retention / 10)
             .clamp(Duration::from_secs(1), Duration::from_secs(3600));
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.tick().await;
             loop {
-                ticks.tick().await;
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = stopping.cancelled() => break,
+                }
                 let Some(inner) = weak.upgrade() else { break };
-                if let Err(e) = (JobManager { inner }).purge_expired() {
+                let manager = JobManager { inner };
+                manager.retry_unsaved_failures();
+                if let Err(e) = manager.purge_expired() {
                     tracing::error!(error = %e, "could not delete expired jobs");
                 }
             }
         });
-        Ok(manager)
     }
 
-    pub fn backend_info(&self) -> crate::codex::BackendInfo {
+    pub fn backend_info(&self) -> BackendInfo {
         self.inner.backend.info()
     }
 
@@ -215,7 +152,7 @@ impl JobManager {
     }
 
     /// Runs `change` on the state as one saved transaction.
-    fn transact(
+    pub(super) fn transact(
         &self,
         change: impl FnOnce(&mut Tx<'_>) -> Result<(), JobError>,
     ) -> Result<AfterCommit, JobError> {
@@ -226,19 +163,28 @@ impl JobManager {
     }
 
     /// Wakes waiters; returns the turns to hand to Codex.
-    fn publish(&self, after: AfterCommit) -> Vec<(JobId, TurnInput)> {
+    pub(super) fn publish(&self, after: AfterCommit) -> Vec<TurnInput> {
         if let Some(seq) = after.notified {
-            self.inner.feed.send_replace(seq);
+            // Two publishers may finish in either order: the feed never moves back.
+            self.inner.feed.send_if_modified(|newest| {
+                let newer = seq > *newest;
+                if newer {
+                    *newest = seq;
+                }
+                newer
+            });
         }
         after.dispatch
     }
 
     /// Wakes waiters and hands newly running turns to Codex in the background.
-    fn publish_and_dispatch(&self, after: AfterCommit) {
+    pub(super) fn publish_and_dispatch(&self, after: AfterCommit) {
         let dispatch = self.publish(after);
         if !dispatch.is_empty() {
             let manager = self.clone();
-            tokio::spawn(async move { manager.hand_over(dispatch).await });
+            self.inner
+                .tasks
+                .spawn(async move { manager.hand_over(dispatch).await });
         }
     }
 
@@ -246,6 +192,9 @@ impl JobManager {
     pub async fn start(&self, request: StartRequest) -> Result<JobSnapshot, JobError> {
         if request.prompt.trim().is_empty() {
             return Err(JobError::MissingPrompt);
+        }
+        if let Some(config) = &request.config {
+            check_depth(config)?;
         }
         let options = ThreadOptions {
             cwd: self.resolve_cwd(request.cwd.as_deref())?,
@@ -264,6 +213,7 @@ impl JobManager {
         let now = now_rfc3339();
         let id = JobId::generate();
         let input = TurnInput {
+            turn: JobTurn::new(id.clone(), 1),
             prompt: request.prompt.clone(),
             thread: ThreadRef::New,
             options: options.clone(),
@@ -284,19 +234,27 @@ impl JobManager {
         };
         let mut existing = None;
         let after = self.transact(|tx| {
-            if !tx.state().accepting {
+            if !tx.accepting() {
                 return Err(JobError::ShuttingDown);
             }
-            existing = request
+            let first = record
                 .client_request_id
                 .as_ref()
                 .and_then(|key| tx.state().by_client_request.get(key))
-                .cloned();
-            if existing.is_none() {
-                tx.create(JobState::new(record, None));
-                tx.enqueue_turn(&id, input)?;
+                .and_then(|id| tx.state().jobs.get(id));
+            if let Some(first) = first {
+                let first = &first.record;
+                if first.prompt != record.prompt || first.options != record.options {
+                    return Err(JobError::RequestIdReused {
+                        key: record.client_request_id.clone().unwrap_or_default(),
+                        job: first.id.clone(),
+                    });
+                }
+                existing = Some(first.id.clone());
+                return Ok(());
             }
-            Ok(())
+            tx.create(JobState::new(record, None));
+            tx.enqueue_turn(input)
         })?;
         if let Some(existing) = existing {
             return self.inner.lock().snapshot(&existing);
@@ -319,7 +277,7 @@ impl JobManager {
             return Err(JobError::CannotContinue { job: id, reason });
         }
         let after = self.transact(|tx| {
-            if !tx.state().accepting {
+            if !tx.accepting() {
                 return Err(JobError::ShuttingDown);
             }
             let entry = tx.job(&id)?;
@@ -336,22 +294,27 @@ impl JobManager {
             };
             entry.record.turns += 1;
             let input = TurnInput {
+                turn: entry.turn(),
                 prompt,
                 thread: ThreadRef::Existing(thread_id),
                 options: entry.record.options.clone(),
             };
-            tx.enqueue_turn(&id, input)
+            tx.enqueue_turn(input)
         })?;
         let dispatch = self.publish(after);
         self.hand_over(dispatch).await;
         self.inner.lock().snapshot(&id)
     }
 
-    /// Stops the job's queued or running turn and returns the job settled as `cancelled`.
+    /// Stops the job's queued or running turn and returns the job settled as `cancelled`, within
+    /// the cancel grace in all: asking Codex (which must not take longer) and waiting for its word.
     pub async fn cancel(&self, job: &str) -> Result<JobSnapshot, JobError> {
+        let grace = self.inner.settings.cancel_grace;
+        let deadline = tokio::time::Instant::now() + grace;
         let id = JobId::from(job);
-        let mut feed = self.inner.feed.subscribe();
+        let mut turn = None;
         let mut queued = false;
+        let mut interrupt_now = false;
         let after = self.transact(|tx| {
             let entry = tx.job(&id)?;
             let status = entry.record.status;
@@ -361,153 +324,70 @@ impl JobManager {
                     status,
                 });
             }
+            let open = entry.turn();
             queued = entry.facts.queued;
+            turn = Some(open.clone());
             if queued {
                 // In the same transaction as the check, so the queue cannot hand it over first.
                 let reason = "cancelled with job_cancel before the turn started".to_owned();
-                tx.settle(&id, Outcome::Cancelled, EventKind::TurnCancelled, reason)
+                tx.settle(&open, Outcome::Cancelled, EventKind::TurnCancelled, reason)
+                    .map(drop)
             } else {
+                // Whoever sees the other's mark tells Codex: this call if Codex has the turn
+                // already, else the hand-over once Codex has it.
                 entry.facts.cancel_requested = true;
+                interrupt_now = entry.facts.handed_over;
                 Ok(())
             }
         })?;
         self.publish_and_dispatch(after);
-        if queued {
+        let Some(turn) = turn.filter(|_| !queued) else {
             return self.inner.lock().snapshot(&id);
-        }
-        let reason = match self.inner.backend.interrupt(&id).await {
-            Ok(()) => {
-                // Codex confirms with the turn's end, which settles the job as cancelled.
-                let settled = async {
-                    while self
-                        .inner
-                        .lock()
-                        .job(&id)
-                        .is_ok_and(|j| !j.record.status.is_settled())
-                    {
-                        if feed.changed().await.is_err() {
-                            return;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(self.inner.settings.cancel_grace, settled).await;
-                format!(
-                    "cancelled with job_cancel; Codex did not confirm the interrupt within {} s",
-                    self.inner.settings.cancel_grace.as_secs_f32()
-                )
+        };
+        let seconds = grace.as_secs_f32();
+        let asked = if interrupt_now {
+            tokio::time::timeout_at(deadline, self.inner.backend.interrupt(&turn)).await
+        } else {
+            Ok(Ok(()))
+        };
+        let reason = match asked {
+            // Codex confirms with the turn's end, which settles it as cancelled. A turn that is
+            // not running any more may be ending right now: its end is on its way too.
+            Ok(Ok(()) | Err(BackendError::NoRunningTurn)) => {
+                self.until_ended(&turn, deadline).await;
+                format!("cancelled with job_cancel; Codex did not confirm within {seconds} s")
             }
-            Err(e) => {
-                tracing::warn!(job = %id, error = %e, "could not interrupt the turn in codex");
+            Ok(Err(e)) => {
+                tracing::warn!(%turn, error = %e, "could not interrupt the turn in codex");
                 format!("cancelled with job_cancel; Codex could not be told: {e}")
             }
+            Err(_) => format!(
+                "cancelled with job_cancel; Codex did not answer the interrupt within {seconds} s"
+            ),
         };
-        // Does nothing when Codex's confirmation settled the job already.
-        self.settle(&id, Outcome::Cancelled, EventKind::TurnCancelled, reason)?;
+        // Does nothing when Codex's confirmation ended the turn already.
+        let after = self.transact(|tx| {
+            tx.settle(&turn, Outcome::Cancelled, EventKind::TurnCancelled, reason)
+                .map(drop)
+        })?;
+        self.publish_and_dispatch(after);
         self.inner.lock().snapshot(&id)
     }
 
-    /// A page of the job's events, with the job's state.
-    pub fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
-        let id = JobId::from(job);
-        let snapshot = self.inner.lock().snapshot(&id)?;
-        if query.after > snapshot.cursor {
-            return Err(JobError::EventCursorOutOfRange {
-                job: id,
-                cursor: query.after,
-                last: snapshot.cursor,
-            });
-        }
-        let page = self.inner.store.read_events(&id, query)?;
-        Ok(EventsAnswer {
-            snapshot,
-            events: page.events,
-            cursor: page.cursor,
-            has_more: page.has_more,
-        })
-    }
-
-    /// Feed entries after `cursor`, for one job or all; never waits.
-    pub fn notifications(
-        &self,
-        cursor: u64,
-        job: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<Notification>, u64), JobError> {
-        let (last, job) = {
-            let state = self.inner.lock();
-            let job = job.map(|j| state.job(&JobId::from(j)).map(|e| e.record.id.clone()));
-            (state.last_notification, job.transpose()?)
-        };
-        if cursor > last {
-            return Err(JobError::FeedCursorOutOfRange { cursor, last });
-        }
-        let found = self
-            .inner
-            .store
-            .read_notifications(cursor, job.as_ref(), limit)?;
-        let next = match found.last() {
-            Some(n) if found.len() == limit => n.seq,
-            // Nothing more matched up to `last`: the caller may skip past it.
-            _ => last,
-        };
-        Ok((found, next))
-    }
-
-    /// Waits until the feed has an entry past `cursor` (for `job` if given), at most `timeout`.
-    ///
-    /// Without a cursor it waits for the next entry from now, except that a job that is already
-    /// settled answers at once with its latest entry.
-    pub async fn wait(
-        &self,
-        cursor: Option<u64>,
-        job: Option<&str>,
-        timeout: Duration,
-    ) -> Result<WaitAnswer, JobError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// Waits until `turn` has ended, or `deadline`.
+    async fn until_ended(&self, turn: &JobTurn, deadline: tokio::time::Instant) {
         let mut feed = self.inner.feed.subscribe();
-        let (after, job) = {
-            let state = self.inner.lock();
-            let last = state.last_notification;
-            let job = match job {
-                Some(j) => Some(state.job(&JobId::from(j))?),
-                None => None,
-            };
-            match (cursor, job) {
-                (Some(cursor), _) if cursor > last => {
-                    return Err(JobError::FeedCursorOutOfRange { cursor, last });
-                }
-                (Some(cursor), job) => (cursor, job.map(|j| j.record.id.clone())),
-                (None, Some(j)) => match j.last_notification {
-                    Some(seq) if j.record.status.is_settled() => {
-                        (seq - 1, Some(j.record.id.clone()))
-                    }
-                    _ => (last, Some(j.record.id.clone())),
-                },
-                (None, None) => (last, None),
-            }
-        };
-        loop {
-            let last = *feed.borrow_and_update();
-            let found = self
+        let open = |manager: &Self| {
+            manager
                 .inner
-                .store
-                .read_notifications(after, job.as_ref(), 100)?;
-            if let Some(newest) = found.last() {
-                return Ok(WaitAnswer {
-                    cursor: newest.seq,
-                    notifications: found,
-                    timed_out: false,
-                });
-            }
+                .lock()
+                .job(&turn.job)
+                .is_ok_and(|j| j.is_open(turn.turn))
+        };
+        while open(self) {
             tokio::select! {
-                changed = feed.changed() => {
-                    if changed.is_err() {
-                        return Ok(WaitAnswer { notifications: Vec::new(), cursor: last, timed_out: true });
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    return Ok(WaitAnswer { notifications: Vec::new(), cursor: last.max(after), timed_out: true });
-                }
+                changed = feed.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep_until(deadline) => return,
             }
         }
     }
@@ -540,38 +420,65 @@ impl JobManager {
             .collect()
     }
 
-    /// Stops taking turns, settles every unfinished one as `interrupted`, and stops Codex.
-    pub async fn shutdown(&self) {
-        let after = {
-            let mut state = self.inner.lock();
-            state.accepting = false;
-            let unfinished: Vec<JobId> = state
+    /// Stops the engine: takes no more turns, stops Codex, applies every report Codex sent
+    /// before it stopped, settles what is still open as `interrupted`, and waits for its tasks.
+    /// `hurry` (a second signal) cuts the waiting short; the settling always happens.
+    pub async fn shutdown(&self, hurry: CancellationToken) {
+        match self.transact(|tx| {
+            tx.stop_accepting();
+            Ok(())
+        }) {
+            Ok(after) => self.publish_and_dispatch(after),
+            Err(e) => tracing::error!(error = %e, "could not stop taking turns"),
+        }
+        self.inner.stopping.cancel();
+        let reports = self.inner.reports_lock().take();
+        let last_words = async {
+            self.inner.backend.shutdown().await;
+            self.inner.drained.cancel();
+            if let Some(reports) = reports {
+                let _ = reports.await;
+            }
+        };
+        tokio::select! {
+            biased;
+            () = last_words => {}
+            () = hurry.cancelled() => tracing::warn!("stopping without Codex's last reports"),
+            () = tokio::time::sleep(SHUTDOWN_PATIENCE) => {
+                tracing::warn!("Codex's last reports did not arrive in time");
+            }
+        }
+        let reason = "the server shut down while the turn was running";
+        let settled = self.transact(|tx| {
+            let open: Vec<JobTurn> = tx
+                .state()
                 .jobs
                 .values()
                 .filter(|j| !j.record.status.is_settled())
-                .map(|j| j.record.id.clone())
+                .map(JobState::turn)
                 .collect();
-            let mut tx = Tx::new(&mut state, self.inner.settings.max_concurrent_jobs);
-            let reason = "the server shut down while the turn was running";
-            unfinished
-                .iter()
-                .try_for_each(|id| {
-                    tx.settle(
-                        id,
-                        Outcome::Interrupted,
-                        EventKind::TurnInterrupted,
-                        reason.to_owned(),
-                    )
-                })
-                .and_then(|()| tx.commit(&*self.inner.store))
-        };
-        match after {
-            Ok(after) => {
-                self.publish(after);
+            for turn in &open {
+                tx.settle(
+                    turn,
+                    Outcome::Interrupted,
+                    EventKind::TurnInterrupted,
+                    reason.to_owned(),
+                )?;
             }
+            Ok(())
+        });
+        match settled {
+            Ok(after) => drop(self.publish(after)),
             Err(e) => tracing::error!(error = %e, "could not save the interrupted jobs"),
         }
-        self.inner.backend.shutdown().await;
+        self.inner.tasks.close();
+        tokio::select! {
+            () = self.inner.tasks.wait() => {}
+            () = hurry.cancelled() => {}
+            () = tokio::time::sleep(SHUTDOWN_PATIENCE) => {
+                tracing::warn!("engine tasks did not finish in time");
+            }
+        }
     }
 
     /// Deletes settled jobs not updated within the retention period, with their events and
@@ -587,24 +494,29 @@ impl JobManager {
     pub(crate) fn purge_updated_before(&self, cutoff: SystemTime) -> Result<usize, JobError> {
         // RFC 3339 in UTC with fixed precision sorts like the times it names.
         let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
-        let mut expired = 0;
+        let mut expired = Vec::new();
         let after = self.transact(|tx| {
-            let ids: Vec<JobId> = tx
+            expired = tx
                 .state()
                 .jobs
                 .values()
                 .filter(|j| j.record.status.is_settled() && j.record.updated_at < cutoff)
                 .map(|j| j.record.id.clone())
                 .collect();
-            expired = ids.len();
-            ids.iter().for_each(|id| tx.delete(id));
+            expired.iter().for_each(|id| tx.delete(id));
             Ok(())
         })?;
         self.publish(after);
-        if expired > 0 {
-            tracing::info!(expired, "deleted jobs past the retention period");
+        for id in &expired {
+            self.inner.backend.forget(id);
         }
-        Ok(expired)
+        if !expired.is_empty() {
+            tracing::info!(
+                expired = expired.len(),
+                "deleted jobs past the retention period"
+            );
+        }
+        Ok(expired.len())
     }
 
     fn resolve_cwd(&self, cwd: Option<&str>) -> Result<String, JobError> {
@@ -628,178 +540,127 @@ impl JobManager {
         }
     }
 
-    /// Applies a batch of the backend's reports, saved as one transaction.
-    fn apply(&self, batch: Vec<BackendEvent>) {
-        let jobs: Vec<JobId> = batch.iter().map(|e| e.job.clone()).collect();
-        let applied = self.transact(|tx| {
-            for BackendEvent { job, update } in batch {
-                if tx.state().job(&job).is_err() {
-                    tracing::debug!(%job, "report for an unknown job; ignored");
-                    continue;
+    /// Hands turns to the backend. A turn Codex did not take ends as failed; one cancelled or
+    /// ended while Codex was taking it is stopped there too.
+    pub(super) async fn hand_over(&self, turns: Vec<TurnInput>) {
+        for input in turns {
+            let turn = input.turn.clone();
+            let lock = self.inner.handover_lock(&turn.job);
+            let held = lock.lock().await;
+            self.hand_over_one(input).await;
+            drop(held);
+            self.inner.release_handover_lock(&turn.job, lock);
+        }
+    }
+
+    async fn hand_over_one(&self, input: TurnInput) {
+        let turn = input.turn.clone();
+        let still_open = self
+            .inner
+            .lock()
+            .job(&turn.job)
+            .is_ok_and(|j| j.takes_reports_for(turn.turn));
+        // Ended (cancelled before Codex heard of it) or shutting down: nothing to hand over.
+        if !still_open || self.inner.stopping.is_cancelled() {
+            return;
+        }
+        let handed = self.inner.backend.start_turn(input).await;
+        let mut stop = false;
+        let saved = match handed {
+            Ok(thread_id) => self.transact(|tx| {
+                if let Some(thread_id) = thread_id {
+                    tx.name_thread(&turn.job, thread_id)?;
                 }
-                apply_one(tx, &job, update)?;
-            }
-            Ok(())
-        });
-        match applied {
-            Ok(after) => self.publish_and_dispatch(after),
+                stop = tx.handed_over(&turn)?;
+                Ok(())
+            }),
+            // Shutdown settles the turn.
+            Err(BackendError::ShuttingDown) => Ok(AfterCommit::default()),
             Err(e) => {
-                // Nothing of the batch was saved. Stop the jobs loudly rather than let them run
-                // on with a record that has holes.
-                tracing::error!(error = %e, "could not save Codex's events; failing the jobs");
-                for job in jobs {
-                    let reason = format!("the job store could not save Codex's events: {e}");
-                    if let Err(e) =
-                        self.settle(&job, Outcome::Failed, EventKind::TurnFailed, reason)
-                    {
-                        tracing::error!(%job, error = %e, "could not settle the job either");
-                    }
-                    let manager = self.clone();
-                    tokio::spawn(async move {
-                        let _ = manager.inner.backend.interrupt(&job).await;
-                    });
-                }
-            }
-        }
-    }
-
-    /// Ends the job's unfinished turn without Codex's word.
-    fn settle(
-        &self,
-        id: &JobId,
-        outcome: Outcome,
-        kind: EventKind,
-        reason: String,
-    ) -> Result<(), JobError> {
-        let after = self.transact(|tx| tx.settle(id, outcome, kind, reason))?;
-        self.publish_and_dispatch(after);
-        Ok(())
-    }
-
-    /// Hands turns to the backend. A turn Codex did not take ends as failed.
-    async fn hand_over(&self, turns: Vec<(JobId, TurnInput)>) {
-        for (id, input) in turns {
-            let handed = self.inner.backend.start_turn(&id, input).await;
-            let settled = match handed {
-                Ok(thread_id) => {
-                    let cancelled = !self
-                        .inner
-                        .lock()
-                        .job(&id)
-                        .is_ok_and(|j| j.facts.turn_running);
-                    if cancelled {
-                        // Cancelled (or shut down) while Codex was taking it: stop it there too.
-                        let _ = self.inner.backend.interrupt(&id).await;
-                    }
-                    match thread_id {
-                        Some(thread_id) => self.transact(|tx| tx.name_thread(&id, thread_id)),
-                        None => Ok(AfterCommit::default()),
-                    }
-                }
-                Err(e) => {
-                    let error = format!("could not hand the turn to Codex: {e}");
-                    self.transact(|tx| {
-                        tx.end_turn(
-                            &id,
-                            Outcome::Failed,
-                            EventKind::TurnFailed,
-                            json!({"error": error}),
-                            Announce {
-                                result: None,
-                                error: Some(error.clone()),
-                            },
-                        )
-                    })
-                }
-            };
-            match settled {
-                Ok(after) => self.publish_and_dispatch(after),
-                Err(e) => tracing::error!(job = %id, error = %e, "could not update the job"),
-            }
-        }
-    }
-}
-
-/// One report of the backend, as a change to its job.
-fn apply_one(tx: &mut Tx<'_>, job: &JobId, update: Update) -> Result<(), JobError> {
-    match update {
-        Update::Event { kind, data } => tx.record(job, kind, data),
-        Update::Thread { thread_id, data } => {
-            tx.name_thread(job, thread_id)?;
-            tx.record(job, EventKind::ThreadStarted, data)
-        }
-        Update::TurnEnded(end) => {
-            let facts = &tx.job(job)?.facts;
-            if !facts.turn_running {
-                tracing::debug!(%job, ?end, "turn end for a turn already settled; ignored");
-                return Ok(());
-            }
-            let cancelled = facts.cancel_requested;
-            let (outcome, kind, data, announce) = match end {
-                TurnEnd::Completed { result, data } => (
-                    Outcome::Completed,
-                    EventKind::TurnCompleted,
-                    merge(json!({"result": result}), data),
-                    Announce {
-                        result,
-                        error: None,
-                    },
-                ),
-                TurnEnd::Failed { error, data } => (
-                    Outcome::Failed,
-                    EventKind::TurnFailed,
-                    merge(json!({"error": error}), data),
-                    Announce {
+                let error = format!("could not hand the turn to Codex: {e}");
+                self.transact(|tx| {
+                    let data = json!({"error": error});
+                    let announce = Announce {
                         result: None,
-                        error: Some(error),
-                    },
-                ),
-                TurnEnd::Interrupted { reason, data } if cancelled => (
-                    Outcome::Cancelled,
-                    EventKind::TurnCancelled,
-                    merge(
-                        json!({"reason": format!("cancelled with job_cancel; Codex: {reason}")}),
+                        error: Some(error.clone()),
+                    };
+                    tx.end_turn(
+                        &turn,
+                        Outcome::Failed,
+                        EventKind::TurnFailed,
                         data,
-                    ),
-                    Announce {
-                        result: None,
-                        error: None,
-                    },
-                ),
-                TurnEnd::Interrupted { reason, data } => {
-                    let reason = format!("Codex stopped the turn: {reason}");
-                    (
-                        Outcome::Interrupted,
-                        EventKind::TurnInterrupted,
-                        merge(json!({"reason": reason}), data),
-                        Announce {
-                            result: None,
-                            error: Some(reason),
-                        },
+                        announce,
                     )
-                }
-            };
-            tx.end_turn(job, outcome, kind, data, announce)
+                    .map(drop)
+                })
+            }
+        };
+        match saved {
+            Ok(after) => self.publish_and_dispatch(after),
+            Err(e) => tracing::error!(%turn, error = %e, "could not update the job"),
+        }
+        if stop {
+            // Cancelled while Codex was taking it, or ended meanwhile: stop it there too.
+            let grace = self.inner.settings.cancel_grace;
+            match tokio::time::timeout(grace, self.inner.backend.interrupt(&turn)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%turn, error = %e, "could not stop the turn"),
+                Err(_) => tracing::warn!(%turn, "codex did not answer the interrupt in time"),
+            }
         }
     }
 }
 
-/// `fields` with the keys of `extra` added.
-fn merge(fields: Value, extra: Value) -> Value {
-    match (fields, extra) {
-        (Value::Object(mut fields), Value::Object(extra)) => {
-            fields.extend(extra);
-            Value::Object(fields)
+/// Refuses a `config` nested so deeply that the saved job could not be read back.
+fn check_depth(config: &serde_json::Map<String, serde_json::Value>) -> Result<(), JobError> {
+    fn depth(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
         }
-        (fields, _) => fields,
     }
+    let deepest = 1 + config.values().map(depth).max().unwrap_or(0);
+    if deepest > MAX_CONFIG_DEPTH {
+        return Err(JobError::InvalidArgument(format!(
+            "config nests {deepest} levels deep; at most {MAX_CONFIG_DEPTH} are accepted. Pass \
+             Codex config overrides as in config.toml, e.g. {{\"model_reasoning_effort\": \"high\"}}"
+        )));
+    }
+    Ok(())
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving with it.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reports_lock(&self) -> MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.reports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn handover_lock(&self, job: &JobId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .handovers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(job.clone()).or_default().clone()
+    }
+
+    /// Drops the job's hand-over lock once nobody else holds or waits for it.
+    fn release_handover_lock(&self, job: &JobId, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self
+            .handovers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(lock);
+        if locks.get(job).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(job);
+        }
     }
 }

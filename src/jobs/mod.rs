@@ -3,18 +3,27 @@
 //! [`JobManager`] is the only place that decides a job's status. It takes calls from the tool
 //! layer, hands turns to a [`crate::codex::Backend`], applies what the backend reports in order,
 //! and writes everything a client can read to the [`crate::store::Store`].
+//!
+//! - [`api`]: what a call asks for and gets back.
+//! - `manager`: the commands, the hand-over of turns to Codex, retention and shutdown.
+//! - `reports`: Codex's reports, applied to the turn they name.
+//! - `feed`: event pages, the notification feed and waiting on it.
+//! - `state`: the state and [`state::Tx`], the one way to change it; `status`: a job's status
+//!   as a pure function of its facts.
 
+mod api;
 mod error;
+mod feed;
 mod manager;
-mod model;
+mod reports;
 mod state;
 mod status;
 #[cfg(test)]
 mod tests;
-pub mod text;
 
-pub use error::JobError;
-pub use manager::{
-    EngineSettings, EventsAnswer, JobManager, JobSnapshot, JobSummary, StartRequest, WaitAnswer,
+pub use crate::model::{
+    Event, EventKind, EventQuery, JobId, JobRecord, JobStatus, Notification, ThreadOptions,
 };
-pub use model::{Event, EventKind, JobId, JobRecord, JobStatus, Notification, ThreadOptions};
+pub use api::{EngineSettings, EventsAnswer, JobSnapshot, JobSummary, StartRequest, WaitAnswer};
+pub use error::JobError;
+pub use manager::JobManager;

@@ -4,17 +4,18 @@
 //! change. [`Tx::commit`] hands the writes to the store in one transaction and only then swaps
 //! the copies in, so memory never runs ahead of disk: whatever a client can see has been saved,
 //! and a failed save leaves the state as it was. Statuses are derived from facts in one place,
-//! [`Tx::commit_status`].
+//! [`Tx::commit_status`], and a turn ends in one place, [`Tx::end_turn`], which ends only the
+//! turn it is told about, and only while that turn is open.
 
 use std::collections::{HashMap, VecDeque};
 
 use serde_json::{Value, json};
 
-use super::model::{Event, EventKind, JobId, JobRecord, JobStatus, Notification};
 use super::status::{self, Facts, Outcome};
 use super::{JobError, JobSnapshot};
 use crate::codex::TurnInput;
-use crate::store::{Store, Write};
+use crate::model::{Event, EventKind, JobId, JobRecord, JobStatus, JobTurn, Notification};
+use crate::store::{Loaded, Store, Write};
 use crate::time::now_rfc3339;
 
 pub(super) struct State {
@@ -27,6 +28,7 @@ pub(super) struct State {
     /// Turns holding a slot.
     pub running: usize,
     pub last_notification: u64,
+    /// False once shutdown began: no turn is queued or handed over any more.
     pub accepting: bool,
 }
 
@@ -38,6 +40,10 @@ pub(super) struct JobState {
     pub queued_turn: Option<TurnInput>,
     /// The seq of the job's newest notification.
     pub last_notification: Option<u64>,
+    /// Why the running turn could not be saved as failed after the store refused Codex's events.
+    /// Kept in memory only (nothing can be saved); the turn is settled once a save succeeds, and
+    /// Codex's reports about it are dropped meanwhile.
+    pub unsaved_failure: Option<String>,
 }
 
 impl JobState {
@@ -47,7 +53,23 @@ impl JobState {
             facts: Facts::default(),
             queued_turn: None,
             last_notification,
+            unsaved_failure: None,
         }
+    }
+
+    /// The job's current (or latest) turn.
+    pub fn turn(&self) -> JobTurn {
+        JobTurn::new(self.record.id.clone(), self.record.turns)
+    }
+
+    /// Whether `turn` is queued or running: not ended yet.
+    pub fn is_open(&self, turn: u32) -> bool {
+        self.record.turns == turn && (self.facts.queued || self.facts.turn_running)
+    }
+
+    /// Whether `turn` is the turn running in Codex, whose reports are taken.
+    pub fn takes_reports_for(&self, turn: u32) -> bool {
+        self.record.turns == turn && self.facts.turn_running && self.unsaved_failure.is_none()
     }
 }
 
@@ -64,20 +86,46 @@ pub(super) struct AfterCommit {
     /// The newest notification, to wake waiters with.
     pub notified: Option<u64>,
     /// Turns that got a slot and go to Codex now.
-    pub dispatch: Vec<(JobId, TurnInput)>,
+    pub dispatch: Vec<TurnInput>,
 }
 
 impl State {
-    pub fn new(last_notification: u64) -> Self {
-        Self {
+    /// The state a store holds. Turns that were open when the last server went away are returned
+    /// to be settled: Codex cannot be trusted to have finished them.
+    pub fn from_loaded(loaded: Loaded) -> (Self, Vec<JobTurn>) {
+        let mut state = Self {
             jobs: HashMap::new(),
             order: Vec::new(),
             by_client_request: HashMap::new(),
             queue: VecDeque::new(),
             running: 0,
-            last_notification,
+            last_notification: loaded.last_notification,
             accepting: true,
+        };
+        let mut unfinished = Vec::new();
+        for job in loaded.jobs {
+            let mut entry = JobState::new(job.record, job.last_notification);
+            entry.facts.outcome = match entry.record.status {
+                JobStatus::Completed => Some(Outcome::Completed),
+                JobStatus::Failed => Some(Outcome::Failed),
+                JobStatus::Cancelled => Some(Outcome::Cancelled),
+                JobStatus::Interrupted => Some(Outcome::Interrupted),
+                JobStatus::Queued | JobStatus::Running | JobStatus::InputRequired => {
+                    // Open, so that settling it is allowed; it holds no slot.
+                    entry.facts.queued = true;
+                    unfinished.push(entry.turn());
+                    None
+                }
+            };
+            state.order.push(entry.record.id.clone());
+            if let Some(key) = &entry.record.client_request_id {
+                state
+                    .by_client_request
+                    .insert(key.clone(), entry.record.id.clone());
+            }
+            state.jobs.insert(entry.record.id.clone(), entry);
         }
+        (state, unfinished)
     }
 
     pub fn job(&self, id: &JobId) -> Result<&JobState, JobError> {
@@ -87,7 +135,8 @@ impl State {
     }
 
     pub fn snapshot(&self, id: &JobId) -> Result<JobSnapshot, JobError> {
-        let record = &self.job(id)?.record;
+        let entry = self.job(id)?;
+        let record = &entry.record;
         Ok(JobSnapshot {
             job_id: record.id.clone(),
             status: record.status,
@@ -97,7 +146,13 @@ impl State {
             result: (record.status == JobStatus::Completed)
                 .then(|| record.last_message.clone())
                 .flatten(),
-            error: record.error.clone(),
+            error: match &entry.unsaved_failure {
+                Some(reason) => Some(format!(
+                    "{reason}. Codex was told to stop this turn; it is marked failed as soon as \
+                     the store can save again"
+                )),
+                None => record.error.clone(),
+            },
         })
     }
 }
@@ -112,6 +167,7 @@ pub(super) struct Tx<'a> {
     queue: VecDeque<JobId>,
     running: usize,
     last_notification: u64,
+    accepting: bool,
     writes: Vec<Write>,
     after: AfterCommit,
 }
@@ -122,6 +178,7 @@ impl<'a> Tx<'a> {
             queue: state.queue.clone(),
             running: state.running,
             last_notification: state.last_notification,
+            accepting: state.accepting,
             state,
             max_running,
             jobs: HashMap::new(),
@@ -135,6 +192,11 @@ impl<'a> Tx<'a> {
     /// The state as it was before this change.
     pub fn state(&self) -> &State {
         self.state
+    }
+
+    /// Whether this change still lets turns start.
+    pub fn accepting(&self) -> bool {
+        self.accepting
     }
 
     /// The job as this change sees it, copied on first touch.
@@ -178,7 +240,13 @@ impl<'a> Tx<'a> {
         state.queue = self.queue;
         state.running = self.running;
         state.last_notification = self.last_notification;
+        state.accepting = self.accepting;
         Ok(self.after)
+    }
+
+    /// No turn starts from now on; queued turns stay queued until they are settled.
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
     }
 
     /// Adds a new job.
@@ -195,15 +263,15 @@ impl<'a> Tx<'a> {
         self.deleted.push(id.clone());
     }
 
-    /// Appends one event to the job's stream.
+    /// Appends one event to the job's stream, in its current turn.
     pub fn record(&mut self, id: &JobId, kind: EventKind, data: Value) -> Result<(), JobError> {
         let entry = self.job(id)?;
-        let mut record_changed = kind == EventKind::ThreadStarted;
+        let mut job_changed = kind == EventKind::ThreadStarted;
         if let (EventKind::AgentMessage, Some(text)) =
             (kind, data.get("text").and_then(Value::as_str))
         {
             entry.record.last_message = Some(text.to_owned());
-            record_changed = true;
+            job_changed = true;
         }
         entry.record.last_seq += 1;
         let event = Event {
@@ -213,11 +281,11 @@ impl<'a> Tx<'a> {
             turn: entry.record.turns,
             data,
         };
-        let record = record_changed.then(|| entry.record.clone());
+        let job = job_changed.then(|| entry.record.clone());
         self.writes.push(Write::Event(id.clone(), event));
         // `last_seq` follows from the events; the record changes only with these.
-        if let Some(record) = record {
-            self.writes.push(Write::Job(Box::new(record)));
+        if let Some(job) = job {
+            self.writes.push(Write::Job(Box::new(job)));
         }
         Ok(())
     }
@@ -244,19 +312,20 @@ impl<'a> Tx<'a> {
     }
 
     /// Queues the job's next turn, and takes it out again if a slot is free.
-    pub fn enqueue_turn(&mut self, id: &JobId, input: TurnInput) -> Result<(), JobError> {
-        let entry = self.job(id)?;
+    pub fn enqueue_turn(&mut self, input: TurnInput) -> Result<(), JobError> {
+        let id = input.turn.job.clone();
+        let entry = self.job(&id)?;
         entry.queued_turn = Some(input);
         entry.facts.queued = true;
         entry.facts.cancel_requested = false;
-        self.commit_status(id)?;
-        self.queue.push_back(id.clone());
+        self.commit_status(&id)?;
+        self.queue.push_back(id);
         self.fill_slots()
     }
 
     /// Moves queued turns into free slots; they go to Codex after the commit.
     fn fill_slots(&mut self) -> Result<(), JobError> {
-        if !self.state.accepting {
+        if !self.accepting {
             return Ok(());
         }
         while self.running < self.max_running {
@@ -271,32 +340,52 @@ impl<'a> Tx<'a> {
             };
             entry.facts.queued = false;
             entry.facts.turn_running = true;
+            entry.facts.handed_over = false;
             self.commit_status(&id)?;
             self.running += 1;
-            self.after.dispatch.push((id, input));
+            self.after.dispatch.push(input);
         }
         Ok(())
     }
 
-    /// Settles the job's turn: the closing event, the new status and the notification; frees
-    /// its slot for the next queued turn.
+    /// Codex has taken `turn`. Returns whether it must be stopped there at once: it was
+    /// cancelled while being handed over, or it ended (a cancel's grace, shutdown) meanwhile.
+    pub fn handed_over(&mut self, turn: &JobTurn) -> Result<bool, JobError> {
+        let entry = self.job(&turn.job)?;
+        if !entry.takes_reports_for(turn.turn) {
+            return Ok(true);
+        }
+        entry.facts.handed_over = true;
+        Ok(entry.facts.cancel_requested)
+    }
+
+    /// Ends `turn` with its closing event, the new status and the notification, and frees its
+    /// slot for the next queued turn. Returns false, changing nothing, when `turn` is not open
+    /// (it ended already, or a later turn is the job's): a turn ends once.
     pub fn end_turn(
         &mut self,
-        id: &JobId,
+        turn: &JobTurn,
         outcome: Outcome,
         kind: EventKind,
         data: Value,
         announce: Announce,
-    ) -> Result<(), JobError> {
+    ) -> Result<bool, JobError> {
+        let id = &turn.job;
+        if !self.job(id)?.is_open(turn.turn) {
+            tracing::debug!(%turn, ?kind, "the turn is not open; its end is dropped");
+            return Ok(false);
+        }
         self.record(id, kind, data)?;
         let seq = self.last_notification + 1;
         let entry = self.job(id)?;
         let held_slot = entry.facts.turn_running;
         entry.facts.queued = false;
         entry.facts.turn_running = false;
+        entry.facts.handed_over = false;
         entry.facts.cancel_requested = false;
         entry.facts.outcome = Some(outcome);
         entry.queued_turn = None;
+        entry.unsaved_failure = None;
         if let Some(result) = &announce.result {
             entry.record.last_message = Some(result.clone());
         }
@@ -320,24 +409,22 @@ impl<'a> Tx<'a> {
         if held_slot {
             self.running = self.running.saturating_sub(1);
         }
-        self.fill_slots()
+        self.fill_slots()?;
+        Ok(true)
     }
 
-    /// Ends the job's unfinished turn without Codex's word (cancel, restart, shutdown, a store
-    /// failure). Does nothing to a job that is settled already.
+    /// Ends `turn` without Codex's word (cancel, restart, shutdown, a store failure), with
+    /// `reason`. Like [`Tx::end_turn`], does nothing to a turn that is not open.
     pub fn settle(
         &mut self,
-        id: &JobId,
+        turn: &JobTurn,
         outcome: Outcome,
         kind: EventKind,
         reason: String,
-    ) -> Result<(), JobError> {
-        if self.job(id)?.record.status.is_settled() {
-            return Ok(());
-        }
+    ) -> Result<bool, JobError> {
         let error = (outcome != Outcome::Cancelled).then(|| reason.clone());
         self.end_turn(
-            id,
+            turn,
             outcome,
             kind,
             json!({"reason": reason}),

@@ -1,6 +1,6 @@
 //! A job's status as a pure function of its facts.
 
-use super::JobStatus;
+use crate::model::JobStatus;
 
 /// How a job's latest turn ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,8 +16,10 @@ pub(crate) enum Outcome {
 pub(crate) struct Facts {
     /// A turn waits in the queue for a slot.
     pub queued: bool,
-    /// A turn has been handed to Codex and has not ended.
+    /// A turn holds a slot: it is being handed to Codex, or runs there, and has not ended.
     pub turn_running: bool,
+    /// Codex has taken the running turn (`start_turn` returned): an interrupt can reach it.
+    pub handed_over: bool,
     /// Approval requests of the running turn that wait for a person.
     pub approvals_waiting: u32,
     /// `job_cancel` was called for the running turn.

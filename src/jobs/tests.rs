@@ -1,27 +1,41 @@
-//! The engine's transitions, driven by an in-process backend that the test scripts.
+//! The engine's transitions, driven by an in-process backend that the test scripts. Timing
+//! logic (the cancel grace) runs on paused tokio time; tests sync on what the engine did (turns
+//! handed over, reports taken), never on sleeps.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::codex::{
     Backend, BackendError, BackendEvent, BackendInfo, ThreadRef, TurnEnd, TurnInput, Update,
 };
-use crate::store::{EventPage, EventQuery, Loaded, SqliteStore, Store, StoreError, Write};
+use crate::model::{EventPage, JobTurn};
+use crate::store::{Loaded, Problem, SqliteStore, Store, StoreError, Write};
 
-/// Records what the engine asked for; `refuse_turns` makes `start_turn` fail.
+/// Records what the engine asked for, and does what the test scripted.
 #[derive(Default)]
 struct Scripted {
-    started: Mutex<Vec<(JobId, TurnInput)>>,
-    interrupted: Mutex<Vec<JobId>>,
+    started: Mutex<Vec<TurnInput>>,
+    /// How many hand-overs reached `start_turn`.
+    entered: watch::Sender<usize>,
+    interrupted: Mutex<Vec<JobTurn>>,
+    /// How many interrupts reached the backend.
+    interrupts: watch::Sender<usize>,
     refuse_turns: bool,
+    /// When set, `start_turn` waits for a permit: the hand-over is in flight until the test
+    /// gives one.
+    hold_turns: Option<Arc<Semaphore>>,
     /// Where an interrupt's confirmation goes, if Codex is to confirm it.
     confirm_interrupts: Option<mpsc::Sender<BackendEvent>>,
+    /// What Codex says as it is stopped at shutdown.
+    last_words: Option<(mpsc::Sender<BackendEvent>, Mutex<Vec<BackendEvent>>)>,
 }
 
 impl Backend for Scripted {
@@ -36,16 +50,16 @@ impl Backend for Scripted {
         Ok(())
     }
 
-    fn start_turn<'a>(
-        &'a self,
-        job: &'a JobId,
-        input: TurnInput,
-    ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
+    fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
         async move {
+            self.entered.send_modify(|n| *n += 1);
+            if let Some(hold) = &self.hold_turns {
+                hold.acquire().await.unwrap().forget();
+            }
             if self.refuse_turns {
                 return Err(BackendError::Io("broken pipe".into()));
             }
-            self.started.lock().unwrap().push((job.clone(), input));
+            self.started.lock().unwrap().push(input);
             Ok(None)
         }
         .boxed()
@@ -55,9 +69,10 @@ impl Backend for Scripted {
         async { Ok(()) }.boxed()
     }
 
-    fn interrupt<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            self.interrupted.lock().unwrap().push(job.clone());
+            self.interrupted.lock().unwrap().push(turn.clone());
+            self.interrupts.send_modify(|n| *n += 1);
             if let Some(events) = &self.confirm_interrupts {
                 let end = TurnEnd::Interrupted {
                     reason: "interrupted".into(),
@@ -65,7 +80,7 @@ impl Backend for Scripted {
                 };
                 let _ = events
                     .send(BackendEvent {
-                        job: job.clone(),
+                        turn: turn.clone(),
                         update: Update::TurnEnded(end),
                     })
                     .await;
@@ -75,21 +90,30 @@ impl Backend for Scripted {
         .boxed()
     }
 
+    fn forget(&self, _: &JobId) {}
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        async {}.boxed()
+        async {
+            if let Some((events, words)) = &self.last_words {
+                let words: Vec<BackendEvent> = words.lock().unwrap().drain(..).collect();
+                for word in words {
+                    events.send(word).await.unwrap();
+                }
+            }
+        }
+        .boxed()
     }
 }
 
 /// A store whose next `failures` writes fail, as on a full disk.
 struct FlakyStore {
     inner: SqliteStore,
-    failures: std::sync::atomic::AtomicUsize,
+    failures: AtomicUsize,
 }
 
 impl FlakyStore {
     fn fail_next(&self, writes: usize) {
-        self.failures
-            .store(writes, std::sync::atomic::Ordering::SeqCst);
+        self.failures.store(writes, Ordering::SeqCst);
     }
 }
 
@@ -97,14 +121,13 @@ impl Store for FlakyStore {
     fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
         let failing = self
             .failures
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| n.checked_sub(1),
-            )
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failing {
-            return Err(StoreError::Write("database or disk is full".into()));
+            return Err(StoreError::Write {
+                problem: Problem::DiskFull,
+                detail: "/secret/path/jobs.sqlite: database or disk is full".into(),
+            });
         }
         self.inner.write(batch)
     }
@@ -127,35 +150,16 @@ impl Store for FlakyStore {
     }
 }
 
-fn flaky_engine() -> (
-    JobManager,
-    Arc<FlakyStore>,
-    mpsc::Sender<BackendEvent>,
-    tempfile::TempDir,
-) {
-    let (events, rx) = crate::codex::event_channel();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FlakyStore {
-        inner: SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap(),
-        failures: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let settings = EngineSettings {
-        max_concurrent_jobs: 4,
-        cancel_grace: Duration::from_millis(200),
-        default_cwd: std::env::temp_dir(),
-        retention: Duration::from_secs(3600),
-    };
-    let manager =
-        JobManager::open(store.clone(), Arc::new(Scripted::default()), settings, rx).unwrap();
-    (manager, store, events, dir)
-}
-
 struct Engine {
     manager: JobManager,
     backend: Arc<Scripted>,
     events: mpsc::Sender<BackendEvent>,
+    store: Arc<FlakyStore>,
     dir: Arc<tempfile::TempDir>,
+    sent: AtomicUsize,
 }
+
+const GRACE: Duration = Duration::from_millis(200);
 
 fn engine(
     max_concurrent_jobs: usize,
@@ -180,17 +184,22 @@ fn engine_in(
     let backend = Arc::new(backend);
     let settings = EngineSettings {
         max_concurrent_jobs,
-        cancel_grace: Duration::from_millis(200),
+        cancel_grace: GRACE,
         default_cwd: std::env::temp_dir(),
         retention: Duration::from_secs(3600),
     };
-    let store = SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap();
-    let manager = JobManager::open(Arc::new(store), backend.clone(), settings, rx).unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap(),
+        failures: AtomicUsize::new(0),
+    });
+    let manager = JobManager::open(store.clone(), backend.clone(), settings, rx).unwrap();
     Engine {
         manager,
         backend,
         events,
+        store,
         dir,
+        sent: AtomicUsize::new(0),
     }
 }
 
@@ -201,28 +210,89 @@ fn start(prompt: &str) -> StartRequest {
     }
 }
 
+fn turn(job: &JobId, turn: u32) -> JobTurn {
+    JobTurn::new(job.clone(), turn)
+}
+
+fn completed(result: &str) -> Update {
+    Update::TurnEnded(TurnEnd::Completed {
+        result: Some(result.into()),
+        data: json!({}),
+    })
+}
+
+fn interrupted() -> Update {
+    Update::TurnEnded(TurnEnd::Interrupted {
+        reason: "interrupted".into(),
+        data: json!({}),
+    })
+}
+
+fn message(text: &str) -> Update {
+    Update::Event {
+        kind: EventKind::AgentMessage,
+        data: json!({"text": text}),
+    }
+}
+
 impl Engine {
-    async fn report(&self, job: &JobId, update: Update) {
+    /// Sends a report as the backend would, and returns once the engine has applied it.
+    async fn report(&self, turn: JobTurn, update: Update) {
         self.events
-            .send(BackendEvent {
-                job: job.clone(),
-                update,
-            })
+            .send(BackendEvent { turn, update })
             .await
             .unwrap();
+        let sent = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut taken = self.manager.inner.reports_taken.subscribe();
+        taken.wait_for(|n| *n >= sent).await.unwrap();
     }
 
-    async fn complete(&self, job: &JobId, result: &str) {
-        let end = TurnEnd::Completed {
-            result: Some(result.into()),
-            data: json!({}),
-        };
-        self.report(job, Update::TurnEnded(end)).await;
-        self.manager
-            .wait(None, Some(job.as_str()), Duration::from_secs(5))
-            .await
-            .unwrap();
+    /// Waits until `n` hand-overs have reached the backend.
+    async fn handed_over(&self, n: usize) {
+        let mut entered = self.backend.entered.subscribe();
+        entered.wait_for(|entered| *entered >= n).await.unwrap();
     }
+
+    fn events(&self, job: &JobId) -> Vec<Event> {
+        let query = EventQuery {
+            limit: 1000,
+            include_deltas: true,
+            ..EventQuery::default()
+        };
+        self.manager.events(job.as_str(), &query).unwrap().events
+    }
+
+    fn feed(&self) -> Vec<Notification> {
+        self.manager.notifications(0, None, 1000).unwrap().0
+    }
+
+    fn status(&self, job: &JobId) -> JobStatus {
+        self.manager
+            .list(None, 1000)
+            .into_iter()
+            .find(|j| &j.job_id == job)
+            .unwrap()
+            .status
+    }
+}
+
+/// The kinds of a job's events in `turn`.
+fn kinds_in(events: &[Event], turn: u32) -> Vec<EventKind> {
+    events
+        .iter()
+        .filter(|e| e.turn == turn)
+        .map(|e| e.kind)
+        .collect()
+}
+
+fn is_terminal(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::TurnCompleted
+            | EventKind::TurnFailed
+            | EventKind::TurnCancelled
+            | EventKind::TurnInterrupted
+    )
 }
 
 #[tokio::test]
@@ -234,17 +304,13 @@ async fn a_job_past_the_limit_queues_and_starts_when_a_slot_frees() {
     assert_eq!(second.status, JobStatus::Queued);
     assert_eq!(e.backend.started.lock().unwrap().len(), 1);
 
-    e.complete(&first.job_id, "done").await;
-    let list = e.manager.list(Some(JobStatus::Running), 10);
-    assert_eq!(list[0].job_id, second.job_id);
-    // The queued turn is handed over by a task of its own: let it run.
-    for _ in 0..100 {
-        if e.backend.started.lock().unwrap().len() == 2 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(e.backend.started.lock().unwrap()[1].0, second.job_id);
+    e.report(turn(&first.job_id, 1), completed("done")).await;
+    assert_eq!(e.status(&second.job_id), JobStatus::Running);
+    e.handed_over(2).await;
+    assert_eq!(
+        e.backend.started.lock().unwrap()[1].turn,
+        turn(&second.job_id, 1)
+    );
 }
 
 #[tokio::test]
@@ -270,17 +336,8 @@ async fn a_confirmed_interrupt_settles_the_job_as_cancelled() {
     let job = e.manager.start(start("long")).await.unwrap();
     let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    let page = e
-        .manager
-        .events(
-            job.job_id.as_str(),
-            &EventQuery {
-                limit: 10,
-                ..EventQuery::default()
-            },
-        )
-        .unwrap();
-    let last = page.events.last().unwrap();
+    let events = e.events(&job.job_id);
+    let last = events.last().unwrap();
     assert_eq!(last.kind, EventKind::TurnCancelled);
     assert!(
         last.data["reason"]
@@ -290,37 +347,157 @@ async fn a_confirmed_interrupt_settles_the_job_as_cancelled() {
     );
 }
 
-#[tokio::test]
-async fn an_interrupt_codex_does_not_confirm_is_settled_after_the_grace() {
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_codex_does_not_confirm_is_settled_after_the_grace_and_its_late_end_changes_nothing()
+ {
     let e = engine(4, |_, _| {});
     let job = e.manager.start(start("long")).await.unwrap();
     let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    // A late word from Codex about that turn changes nothing.
-    let end = TurnEnd::Interrupted {
-        reason: "interrupted".into(),
+    assert!(cancelled.error.is_none());
+    let reason = e.events(&job.job_id).last().unwrap().data["reason"].clone();
+    assert!(
+        reason
+            .as_str()
+            .unwrap()
+            .contains("did not confirm within 0.2 s"),
+        "{reason}"
+    );
+    e.report(turn(&job.job_id, 1), completed("late")).await;
+    assert_eq!(e.status(&job.job_id), JobStatus::Cancelled);
+    assert_eq!(e.feed().len(), 1, "one notification for the one turn");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_end_of_a_cancelled_turn_does_not_end_the_next_turn() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("one")).await.unwrap();
+    let thread = Update::Thread {
+        thread_id: "t-1".into(),
         data: json!({}),
     };
-    e.report(&job.job_id, Update::TurnEnded(end)).await;
-    let listed = e.manager.list(None, 10);
-    assert_eq!(listed[0].status, JobStatus::Cancelled);
+    e.report(turn(&job.job_id, 1), thread).await;
+    e.manager.cancel(job.job_id.as_str()).await.unwrap();
+    let replied = e
+        .manager
+        .reply(job.job_id.as_str(), "two".into())
+        .await
+        .unwrap();
+    assert_eq!(replied.turn, 2);
+
+    // Codex confirms turn 1's interrupt only now, while turn 2 runs.
+    e.report(turn(&job.job_id, 1), interrupted()).await;
+    assert_eq!(e.status(&job.job_id), JobStatus::Running, "turn 2 runs on");
+    e.report(turn(&job.job_id, 2), completed("two's answer"))
+        .await;
+
+    let feed = e.feed();
+    assert_eq!(feed.len(), 2);
+    assert_eq!(feed[1].turn, 2);
+    assert_eq!(feed[1].status, JobStatus::Completed);
+    assert_eq!(feed[1].result.as_deref(), Some("two's answer"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_event_of_an_ended_turn_is_not_recorded_in_any_turn() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("one")).await.unwrap();
+    let thread = Update::Thread {
+        thread_id: "t-1".into(),
+        data: json!({}),
+    };
+    e.report(turn(&job.job_id, 1), thread).await;
+    e.manager.cancel(job.job_id.as_str()).await.unwrap();
+    e.report(turn(&job.job_id, 1), message("after the end"))
+        .await;
+    e.manager
+        .reply(job.job_id.as_str(), "two".into())
+        .await
+        .unwrap();
+    e.report(turn(&job.job_id, 1), message("during turn 2"))
+        .await;
+    e.report(turn(&job.job_id, 2), message("turn 2's own"))
+        .await;
+
+    let events = e.events(&job.job_id);
+    let texts: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::AgentMessage)
+        .map(|e| e.data["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["turn 2's own"]);
+    let turn1 = kinds_in(&events, 1);
+    assert_eq!(turn1.last(), Some(&EventKind::TurnCancelled), "{turn1:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_hand_over_of_a_turn_already_settled_does_not_end_it_again() {
+    let hold = Arc::new(Semaphore::new(0));
+    let e = engine(4, |backend, _| {
+        backend.hold_turns = Some(hold.clone());
+        backend.refuse_turns = true;
+    });
+    let manager = e.manager.clone();
+    let starting = tokio::spawn(async move { manager.start(start("one")).await });
+    e.handed_over(1).await;
+    let job = e.manager.list(None, 1)[0].job_id.clone();
+    // Cancelled while Codex takes the turn: settled after the grace.
+    let cancelled = e.manager.cancel(job.as_str()).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    // Then Codex refuses the turn.
+    hold.add_permits(1);
+    let started = starting.await.unwrap().unwrap();
+    assert_eq!(
+        started.status,
+        JobStatus::Cancelled,
+        "not flipped to failed"
+    );
+
+    let terminal: Vec<EventKind> = e
+        .events(&job)
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| is_terminal(*k))
+        .collect();
+    assert_eq!(terminal, [EventKind::TurnCancelled]);
+    assert_eq!(e.feed().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_during_the_hand_over_reaches_codex_once_it_has_the_turn() {
+    let hold = Arc::new(Semaphore::new(0));
+    let e = engine(4, |backend, events| {
+        backend.hold_turns = Some(hold.clone());
+        backend.confirm_interrupts = Some(events.clone());
+    });
+    let manager = e.manager.clone();
+    let starting = tokio::spawn(async move { manager.start(start("one")).await });
+    e.handed_over(1).await;
+    let job = e.manager.list(None, 1)[0].job_id.clone();
+    let manager = e.manager.clone();
+    let cancelling = tokio::spawn({
+        let job = job.clone();
+        async move { manager.cancel(job.as_str()).await }
+    });
+    // Codex takes the turn while the cancel waits; the hand-over tells it to stop.
+    hold.add_permits(1);
+    starting.await.unwrap().unwrap();
+    let cancelled = cancelling.await.unwrap().unwrap();
+    assert_eq!(*e.backend.interrupted.lock().unwrap(), [turn(&job, 1)]);
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    let reason = e.events(&job).last().unwrap().data["reason"].clone();
+    assert!(
+        reason.as_str().unwrap().contains("Codex: interrupted"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
 async fn an_interruption_nobody_asked_for_is_interrupted_not_cancelled() {
     let e = engine(4, |_, _| {});
     let job = e.manager.start(start("long")).await.unwrap();
-    let end = TurnEnd::Interrupted {
-        reason: "interrupted".into(),
-        data: json!({}),
-    };
-    e.report(&job.job_id, Update::TurnEnded(end)).await;
-    let settled = e
-        .manager
-        .wait(None, Some(job.job_id.as_str()), Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(settled.notifications[0].status, JobStatus::Interrupted);
+    e.report(turn(&job.job_id, 1), interrupted()).await;
+    assert_eq!(e.feed()[0].status, JobStatus::Interrupted);
 }
 
 #[tokio::test]
@@ -329,6 +506,10 @@ async fn a_turn_codex_would_not_take_fails_the_job_with_the_reason() {
     let job = e.manager.start(start("x")).await.unwrap();
     assert_eq!(job.status, JobStatus::Failed);
     assert!(job.error.unwrap().contains("broken pipe"));
+    assert_eq!(
+        e.events(&job.job_id).last().unwrap().kind,
+        EventKind::TurnFailed
+    );
 }
 
 #[tokio::test]
@@ -339,8 +520,8 @@ async fn reply_uses_the_thread_codex_named_and_counts_the_turn() {
         thread_id: "t-1".into(),
         data: json!({}),
     };
-    e.report(&job.job_id, thread).await;
-    e.complete(&job.job_id, "done").await;
+    e.report(turn(&job.job_id, 1), thread).await;
+    e.report(turn(&job.job_id, 1), completed("done")).await;
     let replied = e
         .manager
         .reply(job.job_id.as_str(), "two".into())
@@ -348,16 +529,39 @@ async fn reply_uses_the_thread_codex_named_and_counts_the_turn() {
         .unwrap();
     assert_eq!(replied.turn, 2);
     let started = e.backend.started.lock().unwrap();
-    assert!(matches!(&started[1].1.thread, ThreadRef::Existing(t) if t == "t-1"));
+    assert_eq!(started[1].turn, turn(&job.job_id, 2));
+    assert!(matches!(&started[1].thread, ThreadRef::Existing(t) if t == "t-1"));
 }
 
 #[tokio::test]
 async fn reply_to_a_job_codex_never_gave_a_thread_is_refused() {
     let e = engine(4, |_, _| {});
     let job = e.manager.start(start("one")).await.unwrap();
-    e.complete(&job.job_id, "done").await;
+    e.report(turn(&job.job_id, 1), completed("done")).await;
     let refused = e.manager.reply(job.job_id.as_str(), "two".into()).await;
     assert!(matches!(refused, Err(JobError::NoThread { .. })));
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_client_request_id_but_another_prompt_is_refused_naming_the_first_job()
+ {
+    let e = engine(4, |_, _| {});
+    let keyed = |prompt: &str| StartRequest {
+        client_request_id: Some("key-1".into()),
+        ..start(prompt)
+    };
+    let first = e.manager.start(keyed("one")).await.unwrap();
+    let again = e.manager.start(keyed("one")).await.unwrap();
+    assert_eq!(again.job_id, first.job_id);
+    let Err(refused) = e.manager.start(keyed("another")).await else {
+        panic!("a different prompt under the same key was taken")
+    };
+    let text = refused.to_string();
+    assert!(
+        text.contains(first.job_id.as_str()) && text.contains("key-1"),
+        "{text}"
+    );
+    assert_eq!(e.manager.list(None, 10).len(), 1);
 }
 
 #[tokio::test]
@@ -365,7 +569,7 @@ async fn the_feed_pages_with_its_cursor() {
     let e = engine(4, |_, _| {});
     for prompt in ["a", "b", "c"] {
         let job = e.manager.start(start(prompt)).await.unwrap();
-        e.complete(&job.job_id, prompt).await;
+        e.report(turn(&job.job_id, 1), completed(prompt)).await;
     }
     let (first, cursor) = e.manager.notifications(0, None, 2).unwrap();
     assert_eq!(first.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
@@ -381,13 +585,61 @@ async fn the_feed_pages_with_its_cursor() {
 }
 
 #[tokio::test]
-async fn shutdown_settles_running_jobs_as_interrupted() {
+async fn the_feed_never_moves_back_when_publishers_finish_out_of_order() {
+    let e = engine(4, |_, _| {});
+    let mut feed = e.manager.inner.feed.subscribe();
+    let published = |seq| super::state::AfterCommit {
+        notified: Some(seq),
+        dispatch: Vec::new(),
+    };
+    e.manager.publish(published(5));
+    e.manager.publish(published(3));
+    assert_eq!(*feed.borrow_and_update(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_ends_at_once_when_its_caller_leaves() {
     let e = engine(4, |_, _| {});
     let job = e.manager.start(start("long")).await.unwrap();
-    e.manager.shutdown().await;
-    let listed = e.manager.list(None, 10);
-    assert_eq!(listed[0].job_id, job.job_id);
-    assert_eq!(listed[0].status, JobStatus::Interrupted);
+    let cancelled = CancellationToken::new();
+    let manager = e.manager.clone();
+    let leaving = cancelled.clone();
+    let waiting = tokio::spawn(async move {
+        manager
+            .wait(
+                None,
+                Some(job.job_id.as_str()),
+                Duration::from_secs(3600),
+                &leaving,
+            )
+            .await
+    });
+    cancelled.cancel();
+    let started = tokio::time::Instant::now();
+    let ended = waiting.await.unwrap();
+    assert!(matches!(ended, Err(JobError::Cancelled)));
+    assert_eq!(tokio::time::Instant::now(), started, "no time passed");
+}
+
+#[tokio::test]
+async fn shutdown_applies_what_codex_said_before_it_stopped_then_settles_the_rest() {
+    let e = engine(4, |backend, events| {
+        backend.last_words = Some((events.clone(), Mutex::new(Vec::new())));
+    });
+    let job = e.manager.start(start("long")).await.unwrap();
+    if let Some((_, words)) = &e.backend.last_words {
+        words.lock().unwrap().push(BackendEvent {
+            turn: turn(&job.job_id, 1),
+            update: message("said before the stop"),
+        });
+    }
+    e.manager.shutdown(CancellationToken::new()).await;
+    let kinds = kinds_in(&e.events(&job.job_id), 1);
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        [EventKind::AgentMessage, EventKind::TurnInterrupted]
+    );
+    assert_eq!(e.status(&job.job_id), JobStatus::Interrupted);
     assert!(matches!(
         e.manager.start(start("late")).await,
         Err(JobError::ShuttingDown)
@@ -398,24 +650,11 @@ async fn shutdown_settles_running_jobs_as_interrupted() {
 async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrupted() {
     let first = engine(4, |_, _| {});
     let done = first.manager.start(start("done")).await.unwrap();
-    let message = Update::Event {
-        kind: EventKind::AgentMessage,
-        data: json!({"text": "hi"}),
-    };
-    first.report(&done.job_id, message).await;
-    first.complete(&done.job_id, "hi").await;
+    first.report(turn(&done.job_id, 1), message("hi")).await;
+    first.report(turn(&done.job_id, 1), completed("hi")).await;
     let running = first.manager.start(start("running")).await.unwrap();
-    let query = EventQuery {
-        limit: 100,
-        include_deltas: true,
-        ..EventQuery::default()
-    };
-    let events_before = first
-        .manager
-        .events(done.job_id.as_str(), &query)
-        .unwrap()
-        .events;
-    let (feed_before, _) = first.manager.notifications(0, None, 100).unwrap();
+    let events_before = first.events(&done.job_id);
+    let feed_before = first.feed();
     // The first server vanishes without a word, as a killed process would.
     let dir = first.dir.clone();
     drop(first);
@@ -426,13 +665,8 @@ async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrup
     assert_eq!(listed[0].job_id, running.job_id);
     assert_eq!(listed[0].status, JobStatus::Interrupted);
     assert_eq!(listed[1].status, JobStatus::Completed);
-    let events_after = second
-        .manager
-        .events(done.job_id.as_str(), &query)
-        .unwrap()
-        .events;
-    assert_eq!(events_after, events_before);
-    let (feed_after, _) = second.manager.notifications(0, None, 100).unwrap();
+    assert_eq!(second.events(&done.job_id), events_before);
+    let feed_after = second.feed();
     assert_eq!(feed_after[..feed_before.len()], feed_before[..]);
     let interrupted = feed_after.last().unwrap();
     assert_eq!(interrupted.job_id, running.job_id);
@@ -444,16 +678,12 @@ async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrup
             .unwrap()
             .contains("restarted or it crashed")
     );
-    let last = second
-        .manager
-        .events(running.job_id.as_str(), &query)
-        .unwrap()
-        .events;
+    let last = second.events(&running.job_id);
     assert_eq!(last.last().unwrap().kind, EventKind::TurnInterrupted);
     // New jobs get new ids and the feed counts on.
     let next = second.manager.start(start("next")).await.unwrap();
     assert!(next.job_id != done.job_id && next.job_id != running.job_id);
-    second.complete(&next.job_id, "ok").await;
+    second.report(turn(&next.job_id, 1), completed("ok")).await;
     let (feed, _) = second
         .manager
         .notifications(interrupted.seq, None, 10)
@@ -465,15 +695,14 @@ async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrup
 async fn expired_settled_jobs_are_deleted_with_their_feed_entries_and_running_ones_kept() {
     let e = engine(4, |_, _| {});
     let old = e.manager.start(start("old")).await.unwrap();
-    e.complete(&old.job_id, "old").await;
+    e.report(turn(&old.job_id, 1), completed("old")).await;
     let running = e.manager.start(start("running")).await.unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(60);
     assert_eq!(e.manager.purge_updated_before(later).unwrap(), 1);
     let listed = e.manager.list(None, 10);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].job_id, running.job_id);
-    let (feed, _) = e.manager.notifications(0, None, 10).unwrap();
-    assert!(feed.is_empty());
+    assert!(e.feed().is_empty());
     assert!(matches!(
         e.manager
             .events(old.job_id.as_str(), &EventQuery::default()),
@@ -482,51 +711,53 @@ async fn expired_settled_jobs_are_deleted_with_their_feed_entries_and_running_on
 }
 
 #[tokio::test]
-async fn a_save_that_fails_fails_the_call_loudly_changes_nothing_and_the_server_goes_on() {
-    let (manager, store, _events, _dir) = flaky_engine();
-    store.fail_next(1);
-    let Err(JobError::Store(e)) = manager.start(start("lost")).await else {
+async fn a_save_that_fails_fails_the_call_with_the_problem_but_no_path_and_changes_nothing() {
+    let e = engine(4, |_, _| {});
+    e.store.fail_next(1);
+    let Err(error) = e.manager.start(start("lost")).await else {
         panic!("the start should have failed")
     };
-    assert!(e.to_string().contains("full"), "{e}");
-    assert!(manager.list(None, 10).is_empty(), "no job half made");
-    let job = manager.start(start("kept")).await.unwrap();
+    let public = error.public();
+    assert!(public.contains("the disk is full"), "{public}");
+    assert!(!public.contains("/secret/path"), "{public}");
+    assert!(
+        error.to_string().contains("/secret/path"),
+        "the log keeps the detail"
+    );
+    assert!(e.manager.list(None, 10).is_empty(), "no job half made");
+    let job = e.manager.start(start("kept")).await.unwrap();
     assert_eq!(job.status, JobStatus::Running);
 }
 
 #[tokio::test]
-async fn codex_events_that_cannot_be_saved_fail_the_job_with_the_reason() {
-    let (manager, store, events, _dir) = flaky_engine();
-    let job = manager.start(start("x")).await.unwrap();
-    store.fail_next(1);
-    let message = Update::Event {
-        kind: EventKind::AgentMessage,
-        data: json!({"text": "unsaved"}),
-    };
-    events
-        .send(BackendEvent {
-            job: job.job_id.clone(),
-            update: message,
+async fn codex_events_that_cannot_be_saved_fail_their_turn_once_and_codex_is_told_to_stop() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("x")).await.unwrap();
+    e.store.fail_next(1);
+    // One batch of many events of one turn, all lost.
+    let batch: Vec<BackendEvent> = (0..200)
+        .map(|i| BackendEvent {
+            turn: turn(&job.job_id, 1),
+            update: message(&format!("unsaved {i}")),
         })
-        .await
-        .unwrap();
-    let settled = manager
-        .wait(None, Some(job.job_id.as_str()), Duration::from_secs(5))
-        .await
-        .unwrap();
-    let note = &settled.notifications[0];
-    assert_eq!(note.status, JobStatus::Failed);
+        .collect();
+    for report in batch {
+        e.events.send(report).await.unwrap();
+    }
+    e.sent.fetch_add(200, Ordering::SeqCst);
+    let mut taken = e.manager.inner.reports_taken.subscribe();
+    taken.wait_for(|n| *n >= 200).await.unwrap();
+
+    let feed = e.feed();
+    assert_eq!(feed.len(), 1, "settled once, not once per event");
+    assert_eq!(feed[0].status, JobStatus::Failed);
+    let error = feed[0].error.as_deref().unwrap();
     assert!(
-        note.error
-            .as_ref()
-            .unwrap()
-            .contains("could not save Codex's events")
+        error.contains("could not save Codex's events (the disk is full)"),
+        "{error}"
     );
-    let query = EventQuery {
-        limit: 10,
-        ..EventQuery::default()
-    };
-    let recorded = manager.events(job.job_id.as_str(), &query).unwrap().events;
+    assert!(!error.contains("/secret/path"), "{error}");
+    let recorded = e.events(&job.job_id);
     let seqs: Vec<u64> = recorded.iter().map(|e| e.seq).collect();
     assert_eq!(
         seqs,
@@ -534,4 +765,61 @@ async fn codex_events_that_cannot_be_saved_fail_the_job_with_the_reason() {
         "no hole"
     );
     assert!(recorded.iter().all(|e| e.kind != EventKind::AgentMessage));
+    let mut interrupts = e.backend.interrupts.subscribe();
+    interrupts.wait_for(|n| *n >= 1).await.unwrap();
+    assert_eq!(
+        *e.backend.interrupted.lock().unwrap(),
+        [turn(&job.job_id, 1)]
+    );
+}
+
+#[tokio::test]
+async fn a_turn_whose_failure_cannot_be_saved_stays_running_says_why_and_fails_once_saves_work() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("x")).await.unwrap();
+    // The events, their turn's failure and the first retry all fail to save.
+    e.store.fail_next(3);
+    e.report(turn(&job.job_id, 1), message("unsaved")).await;
+    let events = e
+        .manager
+        .events(
+            job.job_id.as_str(),
+            &EventQuery {
+                limit: 10,
+                ..EventQuery::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(events.snapshot.status, JobStatus::Running);
+    let error = events.snapshot.error.unwrap();
+    assert!(
+        error.contains("marked failed as soon as the store can save again"),
+        "{error}"
+    );
+    // Codex's later words about it are dropped; the next report's batch settles it.
+    e.report(turn(&job.job_id, 1), message("dropped")).await;
+    assert_eq!(e.status(&job.job_id), JobStatus::Failed);
+    assert_eq!(e.feed().len(), 1);
+    assert!(
+        e.events(&job.job_id)
+            .iter()
+            .all(|e| e.kind != EventKind::AgentMessage)
+    );
+}
+
+#[tokio::test]
+async fn a_config_nested_too_deep_to_read_back_is_refused() {
+    let e = engine(4, |_, _| {});
+    let mut deep = json!("leaf");
+    for _ in 0..40 {
+        deep = json!({"k": deep});
+    }
+    let request = StartRequest {
+        config: Some(serde_json::Map::from_iter([("x".to_owned(), deep)])),
+        ..start("x")
+    };
+    let Err(JobError::InvalidArgument(why)) = e.manager.start(request).await else {
+        panic!("taken")
+    };
+    assert!(why.contains("config nests"), "{why}");
 }

@@ -5,6 +5,11 @@
 //! header must name this server (DNS rebinding), an Origin header must be a loopback origin or
 //! one configured, MCP routes need the bearer token when one is set, and binding anything but
 //! loopback without a token is refused at start-up.
+//!
+//! In front of rmcp's streamable service, [`streamable_gate`] decodes every POST itself (a
+//! message that cannot be decoded gets a JSON-RPC error, 400), takes the session cap in one step
+//! with the session it admits, and cancels a request whose client closed the stream its answer
+//! was to come on (so a `job_wait` ends when its caller leaves).
 
 use std::future::IntoFuture as _;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +23,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt as _;
+use rmcp::model::{ClientJsonRpcMessage, RequestId};
+use rmcp::transport::streamable_http_server::session::SessionManager as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -25,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 
+use super::jsonrpc::{self, Decoded};
+use super::respond::{json_answer, plain};
 use super::{JobServer, ServerSettings, sse};
 use crate::jobs::JobManager;
 
@@ -140,13 +150,15 @@ pub async fn serve(
             } else {
                 prefix.as_str()
             };
-            let cap = settings.max_sessions;
+            let gate = Arc::new(StreamableGate {
+                sessions: session_manager,
+                cap: settings.max_sessions,
+                admitting: tokio::sync::Mutex::new(()),
+                max_body_bytes: settings.max_body_bytes,
+            });
             Router::new()
                 .route_service(endpoint, service)
-                .layer(middleware::from_fn(move |request: Request, next: Next| {
-                    let session_manager = session_manager.clone();
-                    async move { cap_sessions(session_manager, cap, request, next).await }
-                }))
+                .layer(middleware::from_fn_with_state(gate, streamable_gate))
         }
         HttpTransport::LegacySse => sse::router(
             &prefix,
@@ -210,34 +222,123 @@ pub async fn serve(
     Ok(())
 }
 
-/// A new streamable HTTP session (a POST without `Mcp-Session-Id`) is refused when the cap is
-/// reached.
-async fn cap_sessions(
+/// What the middleware in front of rmcp's streamable service needs.
+struct StreamableGate {
     sessions: Arc<LocalSessionManager>,
+    /// `--max-sessions`.
     cap: usize,
+    /// Held while a session is admitted, so the count and the new session are one step.
+    admitting: tokio::sync::Mutex<()>,
+    max_body_bytes: usize,
+}
+
+/// Decodes a POST before rmcp sees it, admits new sessions under the cap, and cancels a request
+/// whose answer stream the client closed.
+async fn streamable_gate(
+    State(gate): State<Arc<StreamableGate>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let creates =
-        request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
-    if creates && sessions.sessions.read().await.len() >= cap {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "this server already has {cap} sessions (--max-sessions); close one or try later"
-            ),
-        );
+    if request.method() != Method::POST {
+        return next.run(request).await;
     }
-    next.run(request).await
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, gate.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than {} bytes (--max-body-bytes)",
+                    gate.max_body_bytes
+                ),
+            );
+        }
+    };
+    let message = match jsonrpc::decode(&bytes) {
+        Decoded::Message(message) => message,
+        Decoded::Refused(answer) => return json_answer(StatusCode::BAD_REQUEST, &answer),
+        Decoded::Ignored => return StatusCode::ACCEPTED.into_response(),
+    };
+    let session: Option<Arc<str>> = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::from);
+    let request_id = match (&*message, &session) {
+        (ClientJsonRpcMessage::Request(request), Some(_)) => Some(request.id.clone()),
+        _ => None,
+    };
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let Some(session) = session else {
+        // A new session: count and create it in one step.
+        let _one_at_a_time = gate.admitting.lock().await;
+        if gate.sessions.sessions.read().await.len() >= gate.cap {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this server already has {} sessions (--max-sessions); close one or try later",
+                    gate.cap
+                ),
+            );
+        }
+        return next.run(request).await;
+    };
+    let response = next.run(request).await;
+    match request_id {
+        Some(id) => cancel_when_abandoned(response, gate.sessions.clone(), session, id),
+        None => response,
+    }
 }
 
-fn plain(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message,
-    )
-        .into_response()
+/// The response, whose body, if dropped before its end (the client closed the stream), cancels
+/// the request it answers, as a `notifications/cancelled` from the client would.
+fn cancel_when_abandoned(
+    response: Response,
+    sessions: Arc<LocalSessionManager>,
+    session: Arc<str>,
+    id: RequestId,
+) -> Response {
+    /// Sends the cancel when dropped while still armed.
+    struct Abandoned(Option<(Arc<LocalSessionManager>, Arc<str>, RequestId)>);
+    impl Drop for Abandoned {
+        fn drop(&mut self) {
+            let Some((sessions, session, id)) = self.0.take() else {
+                return;
+            };
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let cancelled = json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": id, "reason": "the client closed the stream"},
+            });
+            let Ok(cancelled) = serde_json::from_value::<ClientJsonRpcMessage>(cancelled) else {
+                return;
+            };
+            tracing::debug!(%id, "the client left before its answer; cancelling the request");
+            runtime.spawn(async move {
+                let _ = sessions.accept_message(&session, cancelled).await;
+            });
+        }
+    }
+    let (parts, body) = response.into_parts();
+    let watch = Abandoned(Some((sessions, session, id)));
+    let stream = futures::stream::unfold(
+        (body.into_data_stream(), watch),
+        |(mut body, mut watch)| async move {
+            match body.next().await {
+                Some(chunk) => Some((chunk, (body, watch))),
+                None => {
+                    // Answered in full: nothing to cancel.
+                    watch.0.take();
+                    None
+                }
+            }
+        },
+    );
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 /// Compares in time that does not depend on where the strings differ.
@@ -266,8 +367,7 @@ async fn require_token(State(guard): State<Arc<Guard>>, request: Request, next: 
     let mut response = plain(
         StatusCode::UNAUTHORIZED,
         "missing or wrong bearer token: send `Authorization: Bearer <token>` with the server's \
-         --auth-token"
-            .to_owned(),
+         --auth-token",
     );
     response
         .headers_mut()
@@ -316,10 +416,7 @@ async fn check_host_and_origin(
             );
         }
         None => {
-            return plain(
-                StatusCode::FORBIDDEN,
-                "a Host header is required".to_owned(),
-            );
+            return plain(StatusCode::FORBIDDEN, "a Host header is required");
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {

@@ -1,13 +1,20 @@
-//! Downstream: the `job_*` tools served over MCP, on stdio ([`serve_stdio`]) or HTTP
-//! ([`http`]: streamable HTTP, or the legacy SSE transport of [`sse`]).
+//! Downstream: the `job_*` tools served over MCP, on stdio (`stdio`) or HTTP (`http`:
+//! streamable HTTP, or the legacy SSE transport of `sse`). Every transport decodes what clients
+//! send with `jsonrpc`, so a message that cannot be decoded gets a JSON-RPC error.
 //!
 //! Each handler parses its arguments, calls the engine and shapes the answer. Errors a user can
 //! cause come back as tool results with `isError: true` whose text says what to do; the
-//! arguments are parsed here rather than by rmcp so that a typo gets such an answer too.
+//! arguments are parsed here rather than by rmcp so that a typo gets such an answer too. No
+//! value a client sends can panic a handler (a panic would leave its request unanswered).
 
-pub mod http;
+pub(crate) mod http;
+mod jsonrpc;
+mod respond;
 mod sse;
+mod stdio;
 mod tools;
+
+pub(crate) use stdio::serve_stdio;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -19,11 +26,12 @@ use rmcp::model::{
     Implementation, JsonObject, ProgressNotificationParam, ProtocolVersion, RequestMetaObject,
     ServerCapabilities, ServerConfig,
 };
-use rmcp::{Peer, RoleServer, ServerHandler, ServiceExt as _, tool, tool_handler, tool_router};
+use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{EventKind, JobError, JobManager, JobSnapshot, StartRequest, text};
-use crate::store::EventQuery;
+use crate::jobs::{EventKind, EventQuery, JobError, JobManager, JobSnapshot, StartRequest};
+use crate::text;
 use tools::*;
 
 /// The most any list-like answer returns at once.
@@ -51,11 +59,23 @@ fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, String>
     })
 }
 
+/// The answer to a failed call: the log gets a store failure's details, the client its kind.
 fn user_error(e: JobError) -> String {
     if let JobError::Store(inner) = &e {
         tracing::error!(error = %inner, "store failure");
     }
-    e.to_string()
+    e.public()
+}
+
+/// `job_wait`'s timeout: at most `max`, and any number a client may send is fine (no panic on
+/// `1e308`); refused only when it is not a number of seconds.
+fn wait_timeout(seconds: f64, max: Duration) -> Result<Duration, String> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(format!(
+            "timeout_seconds must be a number of seconds, 0 or more; got {seconds}"
+        ));
+    }
+    Ok(Duration::try_from_secs_f64(seconds).map_or(max, |asked| asked.min(max)))
 }
 
 fn limit(requested: Option<usize>, default: usize) -> Result<usize, String> {
@@ -109,15 +129,20 @@ impl JobServer {
             limit: 50,
             ..EventQuery::default()
         };
-        let events = self
+        // The status as it is after the events were read, and the events' own cursor, so the
+        // cursor is never behind (nor ahead of) the events returned with it.
+        let page = self
             .manager
             .events(job.job_id.as_str(), &query)
-            .map_err(user_error)?
-            .events;
+            .map_err(user_error)?;
+        let job = JobSnapshot {
+            cursor: page.cursor,
+            ..page.snapshot
+        };
         let backend = self.manager.backend_info();
         Ok(Json(StartOut {
             job,
-            events,
+            events: page.events,
             backend: backend.name.to_owned(),
             codex_version: backend.codex_version,
         }))
@@ -238,18 +263,14 @@ impl JobServer {
         Parameters(args): Parameters<JsonObject>,
         meta: RequestMetaObject,
         peer: Peer<RoleServer>,
+        cancelled: CancellationToken,
     ) -> Result<Json<WaitOut>, String> {
         let args: WaitArgs = parse("job_wait", args)?;
-        let seconds = args.timeout_seconds.unwrap_or(30.0);
-        if !seconds.is_finite() || seconds < 0.0 {
-            return Err(format!(
-                "timeout_seconds must be a number of seconds, 0 or more; got {seconds}"
-            ));
-        }
-        let timeout = Duration::from_secs_f64(seconds).min(self.settings.max_wait);
+        let timeout = wait_timeout(args.timeout_seconds.unwrap_or(30.0), self.settings.max_wait)?;
+        // Cancelled by `notifications/cancelled`, a closed HTTP stream or the session's end.
         let wait = self
             .manager
-            .wait(args.cursor, args.job_id.as_deref(), timeout);
+            .wait(args.cursor, args.job_id.as_deref(), timeout, &cancelled);
         tokio::pin!(wait);
         let progress_token = meta.get_progress_token();
         let mut ticks = tokio::time::interval(self.settings.progress_interval);
@@ -328,18 +349,20 @@ impl ServerHandler for JobServer {
     }
 }
 
-/// Serves the tools on stdin/stdout until the client closes stdin or `shutdown` is cancelled.
-pub async fn serve_stdio(
-    manager: JobManager,
-    settings: ServerSettings,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let running = JobServer::new(manager, settings)
-        .serve(rmcp::transport::stdio())
-        .await?;
-    tokio::select! {
-        ended = running.waiting() => { ended?; }
-        () = shutdown.cancelled() => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_wait_a_client_asks_for_is_capped_and_none_panics() {
+        let max = Duration::from_secs(300);
+        for huge in [1e20, 1e308, f64::INFINITY, f64::MAX] {
+            assert_eq!(wait_timeout(huge, max), Ok(max), "{huge}");
+        }
+        assert_eq!(wait_timeout(-0.0, max), Ok(Duration::ZERO));
+        assert_eq!(wait_timeout(1e-300, max), Ok(Duration::ZERO));
+        assert_eq!(wait_timeout(1.5, max), Ok(Duration::from_millis(1500)));
+        assert!(wait_timeout(-1.0, max).is_err());
+        assert!(wait_timeout(f64::NAN, max).is_err());
     }
-    Ok(())
 }

@@ -25,6 +25,8 @@ use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::jsonrpc::{self, Decoded};
+use super::respond::{json_answer, plain};
 use super::{JobServer, ServerSettings};
 use crate::jobs::JobManager;
 
@@ -66,10 +68,6 @@ pub(super) fn router(
         .route(&format!("{prefix}/sse"), get(open_stream))
         .route(&format!("{prefix}/messages"), post(post_message))
         .with_state(state)
-}
-
-fn plain(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, message.into()).into_response()
 }
 
 async fn open_stream(State(state): State<SseState>) -> Response {
@@ -146,14 +144,10 @@ async fn post_message(
             "the sessionId query parameter is missing",
         );
     };
-    let message = match serde_json::from_slice::<ClientJsonRpcMessage>(&body) {
-        Ok(message) => message,
-        Err(e) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not a JSON-RPC message: {e}"),
-            );
-        }
+    let message = match jsonrpc::decode(&body) {
+        Decoded::Message(message) => *message,
+        Decoded::Refused(answer) => return json_answer(StatusCode::BAD_REQUEST, &answer),
+        Decoded::Ignored => return StatusCode::ACCEPTED.into_response(),
     };
     let sender = state
         .sessions

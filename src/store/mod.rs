@@ -12,20 +12,67 @@ pub mod state_dir;
 
 pub use sqlite::SqliteStore;
 
-use crate::jobs::{Event, EventKind, JobId, JobRecord, Notification};
+use crate::model::{Event, EventPage, EventQuery, JobId, JobRecord, Notification};
 
-/// A failure of the store. Each message says what happened and what to do about it.
+/// A failure of the store. Its `Display` is for the operator and the log (it names paths); a
+/// client gets [`StoreError::public`], which names only the kind of problem.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database could not be opened or set up at start-up.
+    /// The database could not be opened or set up at start-up; the message says what to do.
     #[error("{0}")]
     Open(String),
     /// A write failed; nothing of it was saved.
-    #[error("the job store could not save the change: {0}")]
-    Write(String),
+    #[error("the job store could not save the change: {detail}")]
+    Write { problem: Problem, detail: String },
     /// A read failed.
-    #[error("the job store could not be read: {0}")]
-    Read(String),
+    #[error("the job store could not be read: {detail}")]
+    Read { problem: Problem, detail: String },
+}
+
+/// What went wrong in the store, in words a client may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    DiskFull,
+    Damaged,
+    NotWritable,
+    Busy,
+    Other,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Problem::DiskFull => "the disk is full",
+            Problem::Damaged => "the database is damaged",
+            Problem::NotWritable => "the database cannot be written",
+            Problem::Busy => "the database is locked by another process",
+            Problem::Other => "an internal error",
+        })
+    }
+}
+
+impl StoreError {
+    /// The kind of problem.
+    pub fn problem(&self) -> Problem {
+        match self {
+            StoreError::Open(_) => Problem::Other,
+            StoreError::Write { problem, .. } | StoreError::Read { problem, .. } => *problem,
+        }
+    }
+
+    /// The message for a client: what failed and the kind of problem, no paths or internals.
+    pub fn public(&self) -> String {
+        match self {
+            StoreError::Open(_) => "the job store could not be opened".to_owned(),
+            StoreError::Write { problem, .. } => format!(
+                "the job store could not save the change ({problem}); nothing of it was saved. \
+                 The server's log has the details"
+            ),
+            StoreError::Read { problem, .. } => format!(
+                "the job store could not be read ({problem}). The server's log has the details"
+            ),
+        }
+    }
 }
 
 /// One change to save. A batch of them is saved all or nothing.
@@ -38,42 +85,6 @@ pub enum Write {
     Notification(Notification),
     /// Deletes a job with its events and notifications.
     DeleteJob(JobId),
-}
-
-/// Which events of a job to read.
-#[derive(Clone, Debug, Default)]
-pub struct EventQuery {
-    /// Return events with `seq` greater than this.
-    pub after: u64,
-    pub limit: usize,
-    /// Only these types; `None` for all.
-    pub types: Option<Vec<EventKind>>,
-    /// Streaming deltas are skipped unless this is set (or `types` names them).
-    pub include_deltas: bool,
-}
-
-impl EventQuery {
-    /// The event types this query skips, when it names none to keep.
-    fn hidden(&self) -> Vec<EventKind> {
-        match (&self.types, self.include_deltas) {
-            (None, false) => EventKind::ALL
-                .into_iter()
-                .filter(|k| k.is_delta())
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-/// A page of events.
-#[derive(Clone, Debug, Default)]
-pub struct EventPage {
-    pub events: Vec<Event>,
-    /// Where the next read starts: the last event returned when the page is full, else the
-    /// job's newest event (everything up to it was looked at).
-    pub cursor: u64,
-    /// Whether an event past `cursor` matches the query.
-    pub has_more: bool,
 }
 
 /// What the store holds, for the engine to start from.

@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, params, params_from_iter};
 
-use super::{EventPage, EventQuery, Loaded, LoadedJob, Store, StoreError, Write};
-use crate::jobs::{Event, EventKind, JobId, JobRecord, Notification};
+use super::{Loaded, LoadedJob, Problem, Store, StoreError, Write};
+use crate::model::{Event, EventKind, EventPage, EventQuery, JobId, JobRecord, Notification};
 
 /// Each entry moves the schema one version forward; the database's `user_version` counts how
 /// many have been applied. Never edit an entry that has shipped: add one.
@@ -51,6 +51,19 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+}
+
+/// The kind of problem a SQLite error is.
+fn problem(e: &rusqlite::Error) -> Problem {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => Problem::DiskFull,
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Problem::Damaged,
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            Problem::NotWritable
+        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Problem::Busy,
+        _ => Problem::Other,
+    }
 }
 
 /// Says what a SQLite error at `path` means for the person running the server.
@@ -106,19 +119,31 @@ impl SqliteStore {
     }
 
     fn writer(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.writer
-            .lock()
-            .map_err(|_| StoreError::Write("the writer connection was poisoned".into()))
+        self.writer.lock().map_err(|_| StoreError::Write {
+            problem: Problem::Other,
+            detail: "the writer connection was poisoned".into(),
+        })
     }
 
     fn reader(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.reader
-            .lock()
-            .map_err(|_| StoreError::Read("the reader connection was poisoned".into()))
+        self.reader.lock().map_err(|_| StoreError::Read {
+            problem: Problem::Other,
+            detail: "the reader connection was poisoned".into(),
+        })
     }
 
     fn read_error(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::Read(explain(&self.path, &e))
+        StoreError::Read {
+            problem: problem(&e),
+            detail: explain(&self.path, &e),
+        }
+    }
+
+    fn write_error(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Write {
+            problem: problem(&e),
+            detail: explain(&self.path, &e),
+        }
     }
 }
 
@@ -170,7 +195,8 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// Applies only the first `version` migrations: for tests of upgrading an older database.
-pub fn create_at_version(path: &Path, version: usize) -> Result<(), StoreError> {
+#[cfg(test)]
+fn create_at_version(path: &Path, version: usize) -> Result<(), StoreError> {
     create_private_file(path)?;
     let connection = open_connection(path)?;
     let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
@@ -193,7 +219,10 @@ fn uint(n: i64) -> u64 {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Write(e.to_string()))
+    serde_json::to_string(value).map_err(|e| StoreError::Write {
+        problem: Problem::Other,
+        detail: e.to_string(),
+    })
 }
 
 impl Store for SqliteStore {
@@ -201,7 +230,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let fail = |e: rusqlite::Error| StoreError::Write(explain(&self.path, &e));
+        let fail = |e: rusqlite::Error| self.write_error(e);
         let mut connection = self.writer()?;
         let tx = connection.transaction().map_err(fail)?;
         for write in batch {
@@ -310,10 +339,15 @@ impl Store for SqliteStore {
             let mut events = Vec::new();
             for row in rows {
                 let (seq, kind, at, turn, data) = row.map_err(|e| self.read_error(e))?;
-                let kind = EventKind::parse(&kind).unwrap_or(EventKind::CodexEvent);
-                let data = serde_json::from_str(&data).map_err(|e| {
-                    StoreError::Read(format!("event {seq} of {job} is not JSON: {e}"))
-                })?;
+                let kind = EventKind::parse(&kind).unwrap_or_else(|| {
+                    tracing::warn!(%job, seq, kind, "an event of a kind this server does not know");
+                    EventKind::CodexEvent
+                });
+                // One unreadable event must not make the whole job unreadable.
+                let data = serde_json::from_str(&data).unwrap_or_else(|e| {
+                    tracing::error!(%job, seq, error = %e, "an event's data cannot be read back");
+                    serde_json::json!({"unreadable": format!("this event's data cannot be read back: {e}")})
+                });
                 events.push(Event {
                     seq,
                     kind,
@@ -368,8 +402,10 @@ impl Store for SqliteStore {
             .map_err(|e| self.read_error(e))?;
         rows.map(|row| {
             let body = row.map_err(|e| self.read_error(e))?;
-            serde_json::from_str(&body)
-                .map_err(|e| StoreError::Read(format!("a notification is not JSON: {e}")))
+            serde_json::from_str(&body).map_err(|e| StoreError::Read {
+                problem: Problem::Damaged,
+                detail: format!("a notification is not JSON: {e}"),
+            })
         })
         .collect()
     }
@@ -397,8 +433,11 @@ impl Store for SqliteStore {
         let mut jobs = Vec::new();
         for row in rows {
             let (record, last_seq, last_notification) = row.map_err(read)?;
-            let mut record: JobRecord = serde_json::from_str(&record)
-                .map_err(|e| StoreError::Read(format!("a job record is not readable: {e}")))?;
+            let mut record: JobRecord =
+                serde_json::from_str(&record).map_err(|e| StoreError::Read {
+                    problem: Problem::Damaged,
+                    detail: format!("a job record is not readable: {e}"),
+                })?;
             record.last_seq = last_seq.unwrap_or(0);
             jobs.push(LoadedJob {
                 record,
@@ -423,7 +462,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{JobStatus, ThreadOptions};
+    use crate::model::{JobStatus, ThreadOptions};
     use serde_json::json;
 
     fn record(id: &str) -> JobRecord {

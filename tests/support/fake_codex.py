@@ -43,12 +43,19 @@ def raw(line):
         sys.stdout.flush()
 
 
-def event(request_id, thread_id, msg):
+def event(request_id, thread_id, msg, turn_id=None):
+    """A codex/event as 0.153 sends it: `id` is Codex's turn id ("" for session-level events)."""
+    turn_id = f"turn-{request_id}" if turn_id is None else turn_id
     send({"jsonrpc": "2.0", "method": "codex/event",
-          "params": {"_meta": {"requestId": request_id, "threadId": thread_id}, "id": "turn-1", "msg": msg}})
+          "params": {"_meta": {"requestId": request_id, "threadId": thread_id}, "id": turn_id, "msg": msg}})
 
 
 def answer(request_id, thread_id, text, is_error=False):
+    """Ends a turn as 0.153 does: `task_complete`, then the call's answer (an error has no
+    `task_complete`)."""
+    if not is_error:
+        event(request_id, thread_id, {"type": "task_complete", "turn_id": f"turn-{request_id}",
+                                      "last_agent_message": text})
     result = {"content": [{"type": "text", "text": text}],
               "structuredContent": {"threadId": thread_id, "content": text}}
     if is_error:
@@ -73,8 +80,9 @@ def run_turn(request_id, arguments):
     if thread_id is None:
         thread_counter[0] += 1
         thread_id = f"fake-thread-{thread_counter[0]}"
-        event(request_id, thread_id, {"type": "session_configured", "thread_id": thread_id, "model": "fake"})
-    event(request_id, thread_id, {"type": "task_started", "turn_id": "turn-1"})
+        event(request_id, thread_id, {"type": "session_configured", "thread_id": thread_id, "model": "fake"},
+              turn_id="")
+    event(request_id, thread_id, {"type": "task_started", "turn_id": f"turn-{request_id}"})
     verb, _, arg = prompt.partition(":")
     verb, arg = verb.strip(), arg.strip()
     if verb == "GARBAGE":

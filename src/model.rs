@@ -1,4 +1,10 @@
-//! The nouns of the engine: job ids, statuses, events and notifications, as clients see them.
+//! The nouns every room shares: job ids and turns, statuses, events, notifications, thread
+//! options and job records, as clients see them.
+//!
+//! This module imports nothing of ours, so `jobs`, `codex` and `store` can all use it without
+//! importing each other. [`JobRecord`] (with its [`ThreadOptions`]) is stored in the database as
+//! JSON and [`EventKind`] and [`JobStatus`] by name: a change here that a reader of an older
+//! database would trip on needs a migration in `store::sqlite`.
 
 use std::fmt;
 
@@ -35,7 +41,28 @@ impl fmt::Display for JobId {
     }
 }
 
-/// Where a job stands. Derived from the job's facts by [`super::status::derive`], never set directly.
+/// One turn of one job: the job and the turn's number within it, counting from 1. Every report a
+/// backend sends names the turn it belongs to, so a late word about an earlier turn can never
+/// end or fill a later one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JobTurn {
+    pub job: JobId,
+    pub turn: u32,
+}
+
+impl JobTurn {
+    pub fn new(job: JobId, turn: u32) -> Self {
+        Self { job, turn }
+    }
+}
+
+impl fmt::Display for JobTurn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} turn {}", self.job, self.turn)
+    }
+}
+
+/// Where a job stands. Derived from the job's facts by the engine, never set directly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -94,7 +121,8 @@ impl fmt::Display for JobStatus {
 }
 
 /// The event vocabulary. It does not depend on the backend; the README lists it. Every event's
-/// `data` also carries Codex's original message under `codex`.
+/// `data` also carries Codex's original message under `codex`. Stored by [`EventKind::as_str`],
+/// which is the same name serde gives clients (a test keeps the two equal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -292,4 +320,56 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// The seq of the job's newest event (0 before the first).
     pub last_seq: u64,
+}
+
+/// Which events of a job to read.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    /// Return events with `seq` greater than this.
+    pub after: u64,
+    pub limit: usize,
+    /// Only these types; `None` for all.
+    pub types: Option<Vec<EventKind>>,
+    /// Streaming deltas are skipped unless this is set (or `types` names them).
+    pub include_deltas: bool,
+}
+
+impl EventQuery {
+    /// The event types this query skips, when it names none to keep.
+    pub fn hidden(&self) -> Vec<EventKind> {
+        match (&self.types, self.include_deltas) {
+            (None, false) => EventKind::ALL
+                .into_iter()
+                .filter(|k| k.is_delta())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A page of events.
+#[derive(Clone, Debug, Default)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// Where the next read starts: the last event returned when the page is full, else the
+    /// job's newest event (everything up to it was looked at).
+    pub cursor: u64,
+    /// Whether an event past `cursor` matches the query.
+    pub has_more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_are_the_names_clients_see() {
+        for kind in EventKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+        for status in JobStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
 }

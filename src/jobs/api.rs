@@ -1,0 +1,88 @@
+//! The engine's contract with the tool layer: what a call asks for and what it gets back.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::{Event, JobId, JobStatus, Notification};
+
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Turns running in Codex at once; more wait in the queue.
+    pub max_concurrent_jobs: usize,
+    /// How long `job_cancel` may take in all: asking Codex to stop, then waiting for it to
+    /// confirm, before the job is settled without it.
+    pub cancel_grace: Duration,
+    /// The cwd of jobs that name none.
+    pub default_cwd: PathBuf,
+    /// Settled jobs not updated for this long are deleted, with their events.
+    pub retention: Duration,
+}
+
+/// What `job_start` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct StartRequest {
+    pub prompt: String,
+    pub cwd: Option<String>,
+    pub model: Option<String>,
+    pub profile: Option<String>,
+    pub approval_policy: Option<String>,
+    pub sandbox: Option<String>,
+    pub config: Option<serde_json::Map<String, Value>>,
+    pub base_instructions: Option<String>,
+    pub developer_instructions: Option<String>,
+    pub client_request_id: Option<String>,
+}
+
+/// A job as `job_start`, `job_reply` and `job_cancel` report it.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct JobSnapshot {
+    pub job_id: JobId,
+    pub status: JobStatus,
+    /// Codex's thread id, once Codex has started the thread.
+    pub thread_id: Option<String>,
+    /// The current (or latest) turn, counting from 1.
+    pub turn: u32,
+    /// The seq of the job's newest event: pass it to job_events to read only what follows.
+    pub cursor: u64,
+    /// The last agent message of the latest finished turn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A job as `job_list` shows it.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct JobSummary {
+    pub job_id: JobId,
+    pub status: JobStatus,
+    pub thread_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub turns: u32,
+    pub cwd: String,
+    /// The first prompt, shortened.
+    pub prompt: String,
+    /// The last agent message, shortened.
+    pub last_message: Option<String>,
+}
+
+/// A page of a job's events, with the job's state read after the page.
+#[derive(Clone, Debug)]
+pub struct EventsAnswer {
+    pub snapshot: JobSnapshot,
+    pub events: Vec<Event>,
+    pub cursor: u64,
+    pub has_more: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct WaitAnswer {
+    pub notifications: Vec<Notification>,
+    pub cursor: u64,
+    pub timed_out: bool,
+}

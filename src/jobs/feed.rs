@@ -1,0 +1,149 @@
+//! The read side: pages of a job's events, the global feed of notifications, and waiting on it.
+//!
+//! Reads go to the store; the state is consulted only for cursors and statuses. A cursor handed
+//! out is never behind the entries of the same answer, so the next page never repeats them.
+//! Waiters sleep on the feed's `watch` and wake only when it moves; a wait for one job looks at
+//! that job in memory before it reads the store, and every wait ends when its caller leaves.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::JobError;
+use super::api::{EventsAnswer, WaitAnswer};
+use super::manager::JobManager;
+use crate::model::{EventQuery, JobId, Notification};
+
+/// How many entries one wait returns at most.
+const WAIT_LIMIT: usize = 100;
+
+impl JobManager {
+    /// A page of the job's events, with the job's state as it was after the page was read.
+    pub fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
+        let id = JobId::from(job);
+        let last = self.inner.lock().job(&id)?.record.last_seq;
+        if query.after > last {
+            return Err(JobError::EventCursorOutOfRange {
+                job: id,
+                cursor: query.after,
+                last,
+            });
+        }
+        let page = self.inner.store.read_events(&id, query)?;
+        let snapshot = self.inner.lock().snapshot(&id)?;
+        Ok(EventsAnswer {
+            snapshot,
+            events: page.events,
+            cursor: page.cursor,
+            has_more: page.has_more,
+        })
+    }
+
+    /// Feed entries after `cursor`, for one job or all; never waits.
+    pub fn notifications(
+        &self,
+        cursor: u64,
+        job: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Notification>, u64), JobError> {
+        let (last, job) = {
+            let state = self.inner.lock();
+            let job = job.map(|j| state.job(&JobId::from(j)).map(|e| e.record.id.clone()));
+            (state.last_notification, job.transpose()?)
+        };
+        if cursor > last {
+            return Err(JobError::FeedCursorOutOfRange { cursor, last });
+        }
+        let found = self
+            .inner
+            .store
+            .read_notifications(cursor, job.as_ref(), limit)?;
+        let newest = found.last().map_or(cursor, |n| n.seq);
+        let next = if found.len() == limit {
+            newest
+        } else {
+            // Nothing more matched up to `last` when it was read; entries saved since then may
+            // be in `found` already, and the cursor must not fall behind them.
+            last.max(newest)
+        };
+        Ok((found, next))
+    }
+
+    /// Waits until the feed has an entry past `cursor` (for `job` if given), at most `timeout`,
+    /// or until `cancelled` (the caller left).
+    ///
+    /// Without a cursor it waits for the next entry from now, except that a job that is already
+    /// settled answers at once with its latest entry.
+    pub async fn wait(
+        &self,
+        cursor: Option<u64>,
+        job: Option<&str>,
+        timeout: Duration,
+        cancelled: &CancellationToken,
+    ) -> Result<WaitAnswer, JobError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut feed = self.inner.feed.subscribe();
+        let (after, job) = {
+            let state = self.inner.lock();
+            let last = state.last_notification;
+            let job = match job {
+                Some(j) => Some(state.job(&JobId::from(j))?),
+                None => None,
+            };
+            match (cursor, job) {
+                (Some(cursor), _) if cursor > last => {
+                    return Err(JobError::FeedCursorOutOfRange { cursor, last });
+                }
+                (Some(cursor), job) => (cursor, job.map(|j| j.record.id.clone())),
+                (None, Some(j)) => match j.last_notification {
+                    Some(seq) if j.record.status.is_settled() => {
+                        (seq - 1, Some(j.record.id.clone()))
+                    }
+                    _ => (last, Some(j.record.id.clone())),
+                },
+                (None, None) => (last, None),
+            }
+        };
+        loop {
+            let last = *feed.borrow_and_update();
+            if self.may_have_news(job.as_ref(), after) {
+                let found = self
+                    .inner
+                    .store
+                    .read_notifications(after, job.as_ref(), WAIT_LIMIT)?;
+                if let Some(newest) = found.last() {
+                    return Ok(WaitAnswer {
+                        cursor: newest.seq,
+                        notifications: found,
+                        timed_out: false,
+                    });
+                }
+            }
+            let timed_out = |last: u64| WaitAnswer {
+                notifications: Vec::new(),
+                cursor: last.max(after),
+                timed_out: true,
+            };
+            tokio::select! {
+                changed = feed.changed() => {
+                    if changed.is_err() {
+                        return Ok(timed_out(last));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(timed_out(last)),
+                () = cancelled.cancelled() => return Err(JobError::Cancelled),
+            }
+        }
+    }
+
+    /// Whether the store may hold an entry past `after` for `job`: for one job, its newest entry
+    /// is known in memory, so waits on other jobs cost no read.
+    fn may_have_news(&self, job: Option<&JobId>, after: u64) -> bool {
+        let Some(job) = job else { return true };
+        match self.inner.lock().jobs.get(job) {
+            Some(entry) => entry.last_notification.is_some_and(|seq| seq > after),
+            // Deleted meanwhile: the store says there is nothing.
+            None => true,
+        }
+    }
+}

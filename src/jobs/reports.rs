@@ -1,0 +1,274 @@
+//! The upward path: Codex's reports, applied in the order the backend sent them, a batch per
+//! transaction, so a job's events get their `seq` in the order Codex wrote them.
+//!
+//! A report counts only for the turn it names, and only while that turn runs: anything about a
+//! turn that ended (settled after a cancel's grace, at shutdown, or ended by Codex already) or
+//! about an earlier turn is dropped with a debug log. So a late end cannot end the next turn and
+//! nothing is recorded after a turn's terminal event.
+
+use std::sync::Weak;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::JobError;
+use super::manager::{Inner, JobManager};
+use super::state::{Announce, Tx};
+use super::status::Outcome;
+use crate::codex::{BackendEvent, TurnEnd, Update};
+use crate::model::{EventKind, JobTurn};
+
+/// How many backend reports are saved in one transaction at most.
+const APPLY_BATCH: usize = 256;
+
+/// Applies the backend's reports until the engine is gone, or until `drained` is cancelled (the
+/// backend has sent its last report) and what is left in the channel has been applied.
+pub(super) async fn apply_loop(
+    engine: Weak<Inner>,
+    mut events: mpsc::Receiver<BackendEvent>,
+    drained: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(APPLY_BATCH);
+    loop {
+        let last = tokio::select! {
+            biased;
+            received = events.recv_many(&mut batch, APPLY_BATCH) => received == 0,
+            () = drained.cancelled() => {
+                while batch.len() < APPLY_BATCH && let Ok(report) = events.try_recv() {
+                    batch.push(report);
+                }
+                batch.is_empty()
+            }
+        };
+        if last {
+            break;
+        }
+        let Some(inner) = engine.upgrade() else { break };
+        let manager = JobManager { inner };
+        #[cfg(test)]
+        let taken = batch.len();
+        manager.apply(std::mem::take(&mut batch));
+        manager.retry_unsaved_failures();
+        #[cfg(test)]
+        manager.inner.reports_taken.send_modify(|n| *n += taken);
+    }
+}
+
+impl JobManager {
+    /// Applies a batch of the backend's reports, saved as one transaction.
+    fn apply(&self, batch: Vec<BackendEvent>) {
+        let mut touched: Vec<JobTurn> = Vec::new();
+        let applied = self.transact(|tx| {
+            for BackendEvent { turn, update } in batch {
+                let runs = tx
+                    .job(&turn.job)
+                    .is_ok_and(|j| j.takes_reports_for(turn.turn));
+                if !runs {
+                    tracing::debug!(%turn, ?update, "report for a turn that is not running; dropped");
+                    continue;
+                }
+                if !touched.contains(&turn) {
+                    touched.push(turn.clone());
+                }
+                apply_one(tx, &turn, update)?;
+            }
+            Ok(())
+        });
+        match applied {
+            Ok(after) => self.publish_and_dispatch(after),
+            Err(e) => self.fail_unsaved(touched, &e),
+        }
+    }
+
+    /// Nothing of a batch was saved: stop each turn it touched, once, rather than let it run on
+    /// with a record that has holes. A turn whose failure cannot be saved either stays
+    /// `running` with the reason as its `error`, takes no more reports, and is failed as soon as
+    /// a save succeeds.
+    fn fail_unsaved(&self, turns: Vec<JobTurn>, e: &JobError) {
+        tracing::error!(error = %e, "could not save Codex's events; failing their turns");
+        let problem = match e {
+            JobError::Store(e) => e.problem().to_string(),
+            other => other.to_string(),
+        };
+        let reason = format!("the job store could not save Codex's events ({problem})");
+        for turn in turns {
+            let settled = self.transact(|tx| {
+                tx.settle(
+                    &turn,
+                    Outcome::Failed,
+                    EventKind::TurnFailed,
+                    reason.clone(),
+                )
+                .map(drop)
+            });
+            match settled {
+                Ok(after) => self.publish_and_dispatch(after),
+                Err(again) => {
+                    tracing::error!(%turn, error = %again, "could not save the failure either");
+                    let mut state = self.inner.lock();
+                    if let Some(job) = state.jobs.get_mut(&turn.job)
+                        && job.takes_reports_for(turn.turn)
+                    {
+                        job.unsaved_failure = Some(reason.clone());
+                    }
+                }
+            }
+            let manager = self.clone();
+            self.inner.tasks.spawn(async move {
+                let grace = manager.inner.settings.cancel_grace;
+                let stopped =
+                    tokio::time::timeout(grace, manager.inner.backend.interrupt(&turn)).await;
+                if !matches!(stopped, Ok(Ok(()))) {
+                    tracing::warn!(%turn, "could not tell Codex to stop the unsaved turn");
+                }
+            });
+        }
+    }
+
+    /// Settles the turns whose failure could not be saved earlier, now that saves may work.
+    pub(super) fn retry_unsaved_failures(&self) {
+        let pending: Vec<(JobTurn, String)> = {
+            let state = self.inner.lock();
+            state
+                .jobs
+                .values()
+                .filter_map(|j| Some((j.turn(), j.unsaved_failure.clone()?)))
+                .collect()
+        };
+        for (turn, reason) in pending {
+            let settled = self.transact(|tx| {
+                tx.settle(&turn, Outcome::Failed, EventKind::TurnFailed, reason)
+                    .map(drop)
+            });
+            match settled {
+                Ok(after) => self.publish_and_dispatch(after),
+                Err(e) => {
+                    tracing::debug!(%turn, error = %e, "the store still cannot save");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One report of the backend, as a change to its running turn.
+fn apply_one(tx: &mut Tx<'_>, turn: &JobTurn, update: Update) -> Result<(), JobError> {
+    let job = &turn.job;
+    match update {
+        Update::Event { kind, data } => tx.record(job, kind, data),
+        Update::Thread { thread_id, data } => {
+            tx.name_thread(job, thread_id)?;
+            tx.record(job, EventKind::ThreadStarted, data)
+        }
+        Update::TurnEnded(end) => {
+            let cancelled = tx.job(job)?.facts.cancel_requested;
+            let (outcome, kind, data, announce) = closing(end, cancelled);
+            tx.end_turn(turn, outcome, kind, data, announce).map(drop)
+        }
+    }
+}
+
+/// How a turn Codex ended is recorded: its outcome, closing event and announcement. An
+/// interruption is a cancel when `job_cancel` asked for it.
+fn closing(end: TurnEnd, cancel_requested: bool) -> (Outcome, EventKind, Value, Announce) {
+    match end {
+        TurnEnd::Completed { result, data } => (
+            Outcome::Completed,
+            EventKind::TurnCompleted,
+            merge(json!({"result": result}), data),
+            Announce {
+                result,
+                error: None,
+            },
+        ),
+        TurnEnd::Failed { error, data } => (
+            Outcome::Failed,
+            EventKind::TurnFailed,
+            merge(json!({"error": error}), data),
+            Announce {
+                result: None,
+                error: Some(error),
+            },
+        ),
+        TurnEnd::Interrupted { reason, data } if cancel_requested => (
+            Outcome::Cancelled,
+            EventKind::TurnCancelled,
+            merge(
+                json!({"reason": format!("cancelled with job_cancel; Codex: {reason}")}),
+                data,
+            ),
+            Announce {
+                result: None,
+                error: None,
+            },
+        ),
+        TurnEnd::Interrupted { reason, data } => {
+            let reason = format!("Codex stopped the turn: {reason}");
+            (
+                Outcome::Interrupted,
+                EventKind::TurnInterrupted,
+                merge(json!({"reason": reason}), data),
+                Announce {
+                    result: None,
+                    error: Some(reason),
+                },
+            )
+        }
+    }
+}
+
+/// `fields` with the keys of `extra` added.
+fn merge(fields: Value, extra: Value) -> Value {
+    match (fields, extra) {
+        (Value::Object(mut fields), Value::Object(extra)) => {
+            fields.extend(extra);
+            Value::Object(fields)
+        }
+        (fields, _) => fields,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interruption_is_a_cancel_only_when_job_cancel_asked_for_it() {
+        let end = || TurnEnd::Interrupted {
+            reason: "interrupted".into(),
+            data: json!({}),
+        };
+        let (outcome, kind, _, announce) = closing(end(), true);
+        assert_eq!(
+            (outcome, kind),
+            (Outcome::Cancelled, EventKind::TurnCancelled)
+        );
+        assert!(announce.error.is_none());
+        let (outcome, kind, data, announce) = closing(end(), false);
+        assert_eq!(
+            (outcome, kind),
+            (Outcome::Interrupted, EventKind::TurnInterrupted)
+        );
+        assert_eq!(data["reason"], "Codex stopped the turn: interrupted");
+        assert_eq!(
+            announce.error.as_deref(),
+            Some("Codex stopped the turn: interrupted")
+        );
+    }
+
+    #[test]
+    fn a_completed_turn_announces_its_result_and_keeps_codex_fields() {
+        let end = TurnEnd::Completed {
+            result: Some("done".into()),
+            data: json!({"codex": {"x": 1}}),
+        };
+        let (outcome, kind, data, announce) = closing(end, false);
+        assert_eq!(
+            (outcome, kind),
+            (Outcome::Completed, EventKind::TurnCompleted)
+        );
+        assert_eq!(data, json!({"result": "done", "codex": {"x": 1}}));
+        assert_eq!(announce.result.as_deref(), Some("done"));
+    }
+}
