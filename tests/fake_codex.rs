@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_codex;
-use support::server::{Launch, Sandbox, Server, within};
+use support::server::{Launch, Sandbox, Server, alive, within};
 
 async fn start(sandbox: &Sandbox, args: &[&str]) -> Server {
     let bin = fake_codex();
@@ -293,5 +293,206 @@ async fn a_request_app_server_sends_that_we_do_not_know_gets_an_error() {
                 .unwrap()
                 .contains(method)
         );
+    }
+}
+
+/// A server on the fake Codex driven as `backend`, with a short cancel grace.
+async fn fake_backend(sandbox: &Sandbox, backend: &str) -> Server {
+    let bin = fake_codex();
+    let launch = Launch::new(&bin, sandbox)
+        .env("FAKE_CODEX_VERSION", "0.170.0")
+        .env("FAKE_CODEX_APP_SERVER", "1")
+        .arg("--backend")
+        .arg(backend)
+        .arg("--cancel-grace-ms")
+        .arg("300");
+    let launch = if backend == "mcp-server" {
+        Launch::new(&bin, sandbox)
+            .arg("--cancel-grace-ms")
+            .arg("300")
+    } else {
+        launch
+    };
+    launch.start().await
+}
+
+/// Each turn of the job ends once, with its terminal event last among its events.
+fn each_turn_ends_once_and_last(events: &[Value]) {
+    let terminal = |e: &Value| {
+        [
+            "turn_completed",
+            "turn_failed",
+            "turn_cancelled",
+            "turn_interrupted",
+        ]
+        .contains(&e["type"].as_str().unwrap())
+    };
+    let turns: std::collections::BTreeSet<u64> =
+        events.iter().map(|e| e["turn"].as_u64().unwrap()).collect();
+    for turn in turns {
+        let of_turn: Vec<&Value> = events.iter().filter(|e| e["turn"] == turn).collect();
+        let ends = of_turn.iter().filter(|e| terminal(e)).count();
+        assert_eq!(ends, 1, "turn {turn} ended {ends} times: {of_turn:?}");
+        assert!(
+            terminal(of_turn.last().unwrap()),
+            "turn {turn}: {of_turn:?}"
+        );
+    }
+}
+
+/// Cancels a turn Codex confirms only when the next turn arrives, replies, and checks the
+/// reply's turn is not ended by the late confirmation.
+async fn a_late_end_does_not_end_the_next_turn(backend: &str, prompt: &str) {
+    let sandbox = Sandbox::new();
+    let server = fake_backend(&sandbox, backend).await;
+    let job_id = job(&server, &sandbox, prompt).await;
+    let cancelled = server.ok("job_cancel", json!({"job_id": job_id})).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let reply = server
+        .ok("job_reply", json!({"job_id": job_id, "prompt": "after"}))
+        .await;
+    assert_eq!(reply["turn"], 2);
+    let settled = server.settle(&job_id).await;
+    assert_eq!(settled["turn"], 2);
+    assert_eq!(settled["status"], "completed", "{settled}");
+    assert!(
+        settled["result"].as_str().unwrap().ends_with("after"),
+        "{settled}"
+    );
+    let events = server.all_events(&job_id, 1000).await;
+    each_turn_ends_once_and_last(&events);
+    let feed = server
+        .ok("job_notifications", json!({"job_id": job_id}))
+        .await;
+    assert_eq!(feed["notifications"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn mcp_server_a_late_turn_aborted_does_not_end_the_next_turn() {
+    a_late_end_does_not_end_the_next_turn("mcp-server", "LATE_ABORT").await;
+}
+
+#[tokio::test]
+async fn app_server_a_late_turn_completed_does_not_end_the_next_turn() {
+    a_late_end_does_not_end_the_next_turn("app-server", "LATE_INTERRUPT").await;
+}
+
+#[tokio::test]
+async fn exec_a_process_that_ignores_sigterm_is_killed_and_never_runs_beside_the_next_turn() {
+    let sandbox = Sandbox::new();
+    let server = fake_backend(&sandbox, "exec").await;
+    let job_id = job(&server, &sandbox, "IGNORE_TERM").await;
+    let old = server.children();
+    assert_eq!(old.len(), 1, "one codex exec for the turn");
+    let cancelled = server.ok("job_cancel", json!({"job_id": job_id})).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    server
+        .ok("job_reply", json!({"job_id": job_id, "prompt": "after"}))
+        .await;
+    // The reply's process starts only once the old one is gone.
+    assert!(
+        !alive(old[0]),
+        "the old codex exec still runs beside the new turn"
+    );
+    let settled = server.settle(&job_id).await;
+    assert_eq!(settled["status"], "completed");
+    assert_eq!(settled["result"], "fake exec: after");
+    each_turn_ends_once_and_last(&server.all_events(&job_id, 1000).await);
+}
+
+#[tokio::test]
+async fn a_codex_that_stops_reading_its_input_is_killed_and_the_turn_fails_with_why() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let server = Launch::new(&bin, &sandbox)
+        .env("FAKE_CODEX_STALL", "1")
+        .start()
+        .await;
+    // More than a pipe holds, so the write cannot finish while Codex does not read.
+    let prompt = format!("big {}", "x".repeat(256 * 1024));
+    let started = server
+        .ok(
+            "job_start",
+            json!({"prompt": prompt, "cwd": sandbox.work()}),
+        )
+        .await;
+    assert_eq!(started["status"], "failed", "{}", started["error"]);
+    let error = started["error"].as_str().unwrap();
+    assert!(error.contains("stopped reading its input"), "{error}");
+    // The server goes on.
+    assert_eq!(
+        server.ok("job_list", json!({})).await["jobs"][0]["status"],
+        "failed"
+    );
+}
+
+#[tokio::test]
+async fn app_server_a_cancel_whose_interrupt_codex_never_answers_ends_within_the_grace() {
+    let sandbox = Sandbox::new();
+    let server = fake_backend(&sandbox, "app-server").await;
+    let job_id = job(&server, &sandbox, "HANG").await;
+    // app-server's own call timeout is 60 s: a cancel bound by the 300 ms grace is far below.
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        server.call("job_cancel", json!({"job_id": job_id})),
+    )
+    .await
+    .expect("job_cancel waited on Codex past its grace");
+    let cancelled = cancelled.structured_content.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    let events = server.all_events(&job_id, 1000).await;
+    let reason = events.last().unwrap()["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("did not answer the interrupt"), "{reason}");
+}
+
+#[tokio::test]
+async fn with_approvals_approve_every_request_app_server_sends_is_granted() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let server = Launch::new(&bin, &sandbox)
+        .env("FAKE_CODEX_VERSION", "0.170.0")
+        .env("FAKE_CODEX_APP_SERVER", "1")
+        .arg("--backend")
+        .arg("app-server")
+        .arg("--approvals")
+        .arg("approve")
+        .start()
+        .await;
+    let granted = [
+        (
+            "item/commandExecution/requestApproval",
+            json!({"decision": "accept"}),
+        ),
+        (
+            "item/fileChange/requestApproval",
+            json!({"decision": "accept"}),
+        ),
+        (
+            "item/permissions/requestApproval",
+            json!({"permissions": {"network": {"enabled": true}}}),
+        ),
+        (
+            "mcpServer/elicitation/request",
+            json!({"action": "accept", "content": {}}),
+        ),
+        ("execCommandApproval", json!({"decision": "approved"})),
+        ("applyPatchApproval", json!({"decision": "approved"})),
+    ];
+    for (method, expected) in granted {
+        let job_id = job(&server, &sandbox, &format!("ASK: {method}")).await;
+        let settled = server.settle(&job_id).await;
+        let result = settled["result"].as_str().unwrap();
+        let answer: Value =
+            serde_json::from_str(result.trim_start_matches("client said: ")).unwrap();
+        assert_eq!(answer["result"], expected, "{method}");
+        let events = server.all_events(&job_id, 100).await;
+        let resolved = events
+            .iter()
+            .find(|e| e["type"] == "approval_resolved")
+            .unwrap_or_else(|| panic!("{method}: no approval_resolved"));
+        assert_eq!(resolved["data"]["decision"], "approved", "{method}");
     }
 }

@@ -385,51 +385,14 @@ async fn sigterm_settles_running_jobs_stops_codex_and_exits_cleanly() {
     assert_eq!(read["status"], "interrupted");
 }
 
-/// Opens a streamable HTTP session with a raw `initialize`; the status and the session id.
-async fn open_session(server: &HttpServer) -> (u16, Option<String>) {
-    let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
-    let request = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
-            .await
-            .unwrap();
-        let head = format!(
-            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
-            init.len()
-        );
-        tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
-            .await
-            .unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut stream, init)
-            .await
-            .unwrap();
-        let mut response = vec![0u8; 4096];
-        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut response)
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&response[..n]).into_owned()
-    };
-    let text = within("initialize", request).await;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let session = text.lines().find_map(|l| {
-        l.to_ascii_lowercase()
-            .strip_prefix("mcp-session-id:")
-            .map(|_| l[15..].trim().to_owned())
-    });
-    (status, session)
-}
-
 #[tokio::test]
 async fn streamable_sessions_beyond_the_cap_are_refused() {
     let sandbox = Sandbox::new();
     let server = fake(&sandbox, "streamable-http", &["--max-sessions", "1"]).await;
-    let (status, session) = open_session(&server).await;
+    let (status, session) = server.open_session().await;
     assert_eq!(status, 200);
     assert!(session.is_some());
-    let (status, _) = open_session(&server).await;
+    let (status, _) = server.open_session().await;
     assert_eq!(status, 503);
 }
 
@@ -442,12 +405,12 @@ async fn idle_streamable_sessions_expire() {
         &["--session-idle-seconds", "1", "--max-sessions", "1"],
     )
     .await;
-    let (status, _) = open_session(&server).await;
+    let (status, _) = server.open_session().await;
     assert_eq!(status, 200);
     // Once the idle session is gone, its slot is free again.
     let deadline = tokio::time::Instant::now() + STEP;
     loop {
-        let (status, _) = open_session(&server).await;
+        let (status, _) = server.open_session().await;
         if status == 200 {
             break;
         }

@@ -3,6 +3,10 @@
 
 use crate::model::{JobId, JobStatus};
 use crate::store::StoreError;
+use crate::text::shorten;
+
+/// How much of a client's own input an error message repeats.
+const ECHO_CHARS: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -81,6 +85,11 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// No job has `id`; the message repeats at most the start of it.
+    pub(crate) fn unknown_job(id: &JobId) -> Self {
+        JobError::UnknownJob(shorten(id.as_str(), ECHO_CHARS))
+    }
+
     /// The message for a client: everything but a store failure's internals (paths), which the
     /// log keeps.
     pub fn public(&self) -> String {

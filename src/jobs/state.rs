@@ -129,9 +129,7 @@ impl State {
     }
 
     pub fn job(&self, id: &JobId) -> Result<&JobState, JobError> {
-        self.jobs
-            .get(id)
-            .ok_or_else(|| JobError::UnknownJob(id.to_string()))
+        self.jobs.get(id).ok_or_else(|| JobError::unknown_job(id))
     }
 
     pub fn snapshot(&self, id: &JobId) -> Result<JobSnapshot, JobError> {
@@ -207,7 +205,7 @@ impl<'a> Tx<'a> {
         }
         self.jobs
             .get_mut(id)
-            .ok_or_else(|| JobError::UnknownJob(id.to_string()))
+            .ok_or_else(|| JobError::unknown_job(id))
     }
 
     /// Saves the change and makes it; on failure nothing changes.

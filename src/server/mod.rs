@@ -55,6 +55,8 @@ pub struct JobServer {
 /// Parses a tool's arguments; a mistake becomes an answer that names it.
 fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, String> {
     serde_json::from_value(serde_json::Value::Object(args)).map_err(|e| {
+        // The parser's message may quote a client's whole value back.
+        let e = text::shorten(&e.to_string(), 300);
         format!("invalid arguments for {tool}: {e}. The tool's input schema lists what it takes")
     })
 }
@@ -160,21 +162,23 @@ impl JobServer {
         let args: EventsArgs = parse("job_events", args)?;
         let types = match args.event_types {
             None => None,
-            Some(names) => Some(
-                names
-                    .iter()
-                    .map(|name| {
-                        EventKind::parse(name).ok_or_else(|| {
-                            let known: Vec<&str> =
-                                EventKind::ALL.iter().map(|k| k.as_str()).collect();
-                            format!(
-                                "unknown event type {name:?} in event_types; known types: {}",
-                                known.join(", ")
-                            )
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
+            Some(names) => {
+                let mut kinds = Vec::new();
+                for name in &names {
+                    let kind = EventKind::parse(name).ok_or_else(|| {
+                        let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                        format!(
+                            "unknown event type {:?} in event_types; known types: {}",
+                            text::shorten(name, 100),
+                            known.join(", ")
+                        )
+                    })?;
+                    if !kinds.contains(&kind) {
+                        kinds.push(kind);
+                    }
+                }
+                Some(kinds)
+            }
         };
         if args.truncate == Some(0) {
             return Err("truncate must be at least 1 (characters per string)".to_owned());
@@ -267,6 +271,7 @@ impl JobServer {
     ) -> Result<Json<WaitOut>, String> {
         let args: WaitArgs = parse("job_wait", args)?;
         let timeout = wait_timeout(args.timeout_seconds.unwrap_or(30.0), self.settings.max_wait)?;
+        tracing::debug!(job_id = ?args.job_id, ?timeout, "job_wait: waiting");
         // Cancelled by `notifications/cancelled`, a closed HTTP stream or the session's end.
         let wait = self
             .manager
@@ -291,6 +296,11 @@ impl JobServer {
                 }
             }
         }
+        .inspect_err(|e| {
+            if matches!(e, JobError::Cancelled) {
+                tracing::debug!("job_wait: the client left; the wait ended");
+            }
+        })
         .map_err(user_error)?;
         Ok(Json(WaitOut {
             notifications: answer.notifications,

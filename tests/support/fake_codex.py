@@ -8,24 +8,38 @@ verbatim when that is set. `codex [-c k=v]... mcp-server` speaks MCP over stdio 
 turns answer "fake app: PROMPT", and a prompt `ASK: METHOD` sends that request to the client
 first and answers with what came back.
 `codex exec --json ... [resume ID] -- PROMPT` prints the JSONL of a turn that answers
-"fake exec: PROMPT".
+"fake exec: PROMPT"; the prompt `IGNORE_TERM` starts a turn that ignores SIGTERM and never ends.
+`$FAKE_CODEX_PID_DIR` makes every process but `--version` leave its pid there as a file.
+`$FAKE_CODEX_STALL=1` makes mcp-server stop reading its stdin once it has answered `initialize`.
 
-Each `tools/call` is scripted by its prompt:
+Each mcp-server `tools/call` is scripted by its prompt:
   GARBAGE           write lines that are not JSON-RPC, then answer normally
   HANG              start the turn and never answer, even when cancelled
+  LATE_ABORT        start the turn and never answer; its `turn_aborted` comes only when the next
+                    call for the thread arrives (a cancel Codex confirms late)
   CRASH             write to stderr and exit 3 in the middle of the turn
   FLOOD: n          send n agent_message_delta events ("0", "1", ...), then answer
   ASK_UNKNOWN       send a request with a method nobody knows, answer with what came back
   anything else     answer "fake: <prompt>"
+
+Each app-server `turn/start` is scripted by its prompt:
+  ASK: METHOD       send that request to the client first, answer with what came back
+  HANG              start the turn and never end it; `turn/interrupt` of it is never answered
+  LATE_INTERRUPT    start the turn; `turn/interrupt` is answered, but the turn's `turn/completed`
+                    comes only when the next `turn/start` for the thread arrives
+  SLOW_START        say so on stderr, then answer `turn/start` only after 60 s
+  anything else     answer "fake app: <prompt>"
 """
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
 
 write_lock = threading.Lock()
+late = {}  # thread id -> what to send when the thread's next turn arrives
 pending = {}  # our request id -> threading.Event and slot for the answer
 next_request = [0]
 thread_counter = [0]
@@ -93,6 +107,11 @@ def run_turn(request_id, arguments):
         answer(request_id, thread_id, "survived garbage")
     elif verb == "HANG":
         return
+    elif verb == "LATE_ABORT":
+        late[thread_id] = lambda: event(request_id, thread_id, {"type": "turn_aborted",
+                                                                "turn_id": f"turn-{request_id}",
+                                                                "reason": "interrupted"})
+        return
     elif verb == "CRASH":
         sys.stderr.write("fake codex: crashing on purpose\n")
         sys.stderr.flush()
@@ -111,12 +130,26 @@ def run_turn(request_id, arguments):
         answer(request_id, thread_id, text)
 
 
+def app_note(thread_id, method, params):
+    params["threadId"] = thread_id
+    send({"method": method, "params": params})
+
+
+hanging_turns = set()  # app-server turns whose interrupt is never answered
+
+
 def app_turn(thread_id, turn_id, prompt):
     def note(method, params):
-        params["threadId"] = thread_id
-        send({"method": method, "params": params})
+        app_note(thread_id, method, params)
     note("turn/started", {"turn": {"id": turn_id, "status": "inProgress", "items": []}})
     verb, _, arg = prompt.partition(":")
+    if verb.strip() == "HANG":
+        hanging_turns.add(turn_id)
+        return
+    if verb.strip() == "LATE_INTERRUPT":
+        late[thread_id] = lambda: app_note(thread_id, "turn/completed",
+                                           {"turn": {"id": turn_id, "status": "interrupted", "items": []}})
+        return
     if verb.strip() == "ASK":
         reply = ask(arg.strip(), {"threadId": thread_id, "turnId": turn_id, "itemId": "item-asked",
                                   "command": "touch x", "cwd": "/", "reason": "fake asks",
@@ -142,9 +175,26 @@ def run_app_server():
         elif method == "turn/start":
             params = message["params"]
             turn_id = f"turn-{request_id}"
+            prompt = params["input"][0]["text"]
+            stale = late.pop(params["threadId"], None)
+            if stale:
+                stale()
+            if prompt.strip() == "SLOW_START":
+                sys.stderr.write("fake codex: turn/start SLOW_START received\n")
+                sys.stderr.flush()
+                threading.Timer(60, send, args=({"id": request_id, "result": {"turn": {"id": turn_id}}},)).start()
+                continue
             send({"id": request_id, "result": {"turn": {"id": turn_id, "status": "inProgress"}}})
-            threading.Thread(target=app_turn, args=(params["threadId"], turn_id, params["input"][0]["text"]),
+            threading.Thread(target=app_turn, args=(params["threadId"], turn_id, prompt),
                              daemon=True).start()
+        elif method == "turn/interrupt":
+            params = message["params"]
+            if params["turnId"] in hanging_turns:
+                continue
+            send({"id": request_id, "result": {}})
+            if params["threadId"] not in late:
+                app_note(params["threadId"], "turn/completed",
+                         {"turn": {"id": params["turnId"], "status": "interrupted", "items": []}})
         elif method is None and request_id in pending:
             slot = pending[request_id]
             slot[1] = message
@@ -154,6 +204,12 @@ def run_app_server():
 def run_exec(args):
     thread_id = args[args.index("resume") + 1] if "resume" in args else "fake-exec-thread"
     prompt = args[-1]
+    if prompt == "IGNORE_TERM":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for line in [{"type": "thread.started", "thread_id": thread_id}, {"type": "turn.started"}]:
+            print(json.dumps(line), flush=True)
+        time.sleep(600)
+        return
     for line in [
         {"type": "thread.started", "thread_id": thread_id},
         {"type": "turn.started"},
@@ -169,6 +225,9 @@ def main():
         banner = os.environ.get("FAKE_CODEX_BANNER")
         print(banner if banner is not None else "codex-cli " + os.environ.get("FAKE_CODEX_VERSION", "0.153.4"))
         return
+    pid_dir = os.environ.get("FAKE_CODEX_PID_DIR")
+    if pid_dir:
+        open(os.path.join(pid_dir, str(os.getpid())), "w").close()
     while args[:1] == ["-c"]:
         args = args[2:]
     if args[:1] == ["exec"]:
@@ -188,7 +247,12 @@ def main():
             send({"jsonrpc": "2.0", "id": message["id"], "result": {
                 "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
                 "serverInfo": {"name": "codex-mcp-server", "version": "0.153.4"}}})
+            if os.environ.get("FAKE_CODEX_STALL"):
+                time.sleep(3600)
         elif method == "tools/call":
+            stale = late.pop(message["params"]["arguments"].get("threadId"), None)
+            if stale:
+                stale()
             threading.Thread(target=run_turn, args=(message["id"], message["params"]["arguments"]),
                              daemon=True).start()
         elif method is None and message.get("id") in pending:

@@ -200,4 +200,68 @@ impl HttpServer {
             .await
             .expect("raw HTTP request timed out")
     }
+
+    /// Opens a streamable HTTP session with a raw `initialize`; the status and the session id.
+    pub async fn open_session(&self) -> (u16, Option<String>) {
+        let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+        let request = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .unwrap();
+            let head = format!(
+                "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+                self.endpoint_path(),
+                init.len()
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(init).await.unwrap();
+            let mut response = vec![0u8; 4096];
+            let n = stream.read(&mut response).await.unwrap();
+            String::from_utf8_lossy(&response[..n]).into_owned()
+        };
+        let text = within("initialize", request).await;
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let session = text.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id:")
+                .map(|_| l[15..].trim().to_owned())
+        });
+        (status, session)
+    }
+
+    /// A streamable HTTP session, initialized; its id.
+    pub async fn initialize(&self) -> String {
+        let (status, session) = self.open_session().await;
+        assert_eq!(status, 200);
+        let session = session.expect("a session id");
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("Mcp-Session-Id", session.as_str()),
+            ("Mcp-Protocol-Version", "2025-06-18"),
+        ];
+        let (status, _) = self
+            .raw(
+                "POST",
+                &self.endpoint_path(),
+                &headers,
+                br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            )
+            .await;
+        assert_eq!(status, 202);
+        session
+    }
+
+    /// The path of the streamable HTTP endpoint.
+    pub fn endpoint_path(&self) -> String {
+        if self.mount.is_empty() {
+            "/".to_owned()
+        } else {
+            self.mount.clone()
+        }
+    }
 }
