@@ -19,24 +19,6 @@ async fn job(server: &Server, sandbox: &Sandbox, prompt: &str) -> String {
         .to_owned()
 }
 
-/// Waits until the job has an event of `kind`.
-async fn until_event(server: &Server, job_id: &str, kind: &str) {
-    let deadline = tokio::time::Instant::now() + STEP;
-    while server
-        .ok(
-            "job_events",
-            json!({"job_id": job_id, "event_types": [kind]}),
-        )
-        .await["events"]
-        .as_array()
-        .unwrap()
-        .is_empty()
-    {
-        assert!(tokio::time::Instant::now() < deadline, "no {kind} event");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 async fn feed(server: &Server) -> Vec<Value> {
     server.ok("job_notifications", json!({"limit": 1000})).await["notifications"]
         .as_array()
@@ -84,7 +66,7 @@ async fn two_jobs(server: &Server, sandbox: &Sandbox) -> Before {
     let done = job(server, sandbox, "RUN: echo durable").await;
     server.settle(&done).await;
     let running = job(server, sandbox, "SLEEP: 60").await;
-    until_event(server, &running, "agent_message_delta").await;
+    server.until_event(&running, "agent_message_delta").await;
     Before {
         done_events: server.all_events(&done, 7).await,
         running_events: server.all_events(&running, 7).await,
@@ -146,13 +128,7 @@ async fn after_kill_9_every_event_read_reads_back_the_same_and_the_running_job_i
         settled["seq"].as_u64() > interrupted["seq"].as_u64(),
         "the feed counts on"
     );
-    assert_eq!(
-        second.ok("job_list", json!({})).await["jobs"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(second.job_count().await, 3);
 }
 
 #[tokio::test]
@@ -164,11 +140,7 @@ async fn a_clean_restart_keeps_every_job_and_says_the_running_one_was_cut_by_the
 
     let first = Launch::new(&bin, &sandbox).start().await;
     let before = two_jobs(&first, &sandbox).await;
-    let Server {
-        client, mut child, ..
-    } = first;
-    client.cancel().await.ok();
-    assert!(within("server exit", child.wait()).await.unwrap().success());
+    first.stop().await;
 
     let second = Launch::new(&bin, &sandbox).start().await;
     check_after_restart(&second, &before, "shut down").await;
@@ -218,7 +190,10 @@ async fn the_state_dir_flag_puts_the_database_where_asked_and_keeps_it_private()
     server.settle(&job_id).await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state), 0o700);
-    assert_eq!(mode(&state.join("jobs.sqlite")), 0o600);
+    // SQLite's own files, there while the server runs, are as private as the database.
+    for file in ["jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm"] {
+        assert_eq!(mode(&state.join(file)), 0o600, "{file}");
+    }
     assert!(!sandbox.home().join(".local/state/codex-async-mcp").exists());
 }
 
@@ -229,17 +204,11 @@ async fn settled_jobs_past_the_retention_are_deleted_at_start_up() {
     let first = Launch::new(&bin, &sandbox).start().await;
     let job_id = job(&first, &sandbox, "hello").await;
     first.settle(&job_id).await;
-    drop(first);
+    first.stop().await;
     // Kept by the default retention...
     let kept = Launch::new(&bin, &sandbox).start().await;
-    assert_eq!(
-        kept.ok("job_list", json!({})).await["jobs"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    drop(kept);
+    assert_eq!(kept.job_count().await, 1);
+    kept.stop().await;
     // ...and gone, with its feed entries, once older than the retention.
     let second = Launch::new(&bin, &sandbox)
         .arg("--retention")
@@ -319,7 +288,7 @@ async fn a_reply_to_a_thread_codex_mcp_server_has_forgotten_says_to_start_a_new_
     let first = Launch::new(&bin, &sandbox).start().await;
     let job_id = job(&first, &sandbox, "hello").await;
     first.settle(&job_id).await;
-    drop(first);
+    first.stop().await;
     let second = Launch::new(&bin, &sandbox).start().await;
     let e = second
         .err("job_reply", json!({"job_id": job_id, "prompt": "again"}))
@@ -354,9 +323,38 @@ async fn after_a_restart_a_reply_resumes_the_app_server_thread_with_its_history(
     let first = Launch::new(&bin, &sandbox).start().await;
     let job_id = job(&first, &sandbox, "SAY: remembered").await;
     first.settle(&job_id).await;
-    drop(first);
+    first.stop().await;
 
     let second = Launch::new(&bin, &sandbox).start().await;
+    second
+        .ok(
+            "job_reply",
+            json!({"job_id": job_id, "prompt": "SAY: after the restart"}),
+        )
+        .await;
+    let settled = second.settle(&job_id).await;
+    assert_eq!(settled["status"], "completed");
+    assert_eq!(settled["result"], "after the restart");
+    let last = model.requests().pop().unwrap();
+    assert!(
+        last["input"].to_string().contains("SAY: remembered"),
+        "Codex saw the first turn"
+    );
+}
+
+#[tokio::test]
+async fn after_a_restart_a_reply_resumes_the_exec_thread_with_its_history() {
+    let bin = codex("0.169.0");
+    let sandbox = Sandbox::new();
+    let model = MockModel::start().await;
+    sandbox.use_model(&model, "gpt-5.5");
+    let exec = |sandbox| Launch::new(&bin, sandbox).arg("--backend").arg("exec");
+    let first = exec(&sandbox).start().await;
+    let job_id = job(&first, &sandbox, "SAY: remembered").await;
+    first.settle(&job_id).await;
+    first.stop().await;
+
+    let second = exec(&sandbox).start().await;
     second
         .ok(
             "job_reply",

@@ -496,3 +496,32 @@ async fn with_approvals_approve_every_request_app_server_sends_is_granted() {
         assert_eq!(resolved["data"]["decision"], "approved", "{method}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_while_a_job_start_is_handed_over_leaves_no_codex_and_no_running_job() {
+    let sandbox = Sandbox::new();
+    let mut server = fake_backend(&sandbox, "app-server").await;
+    let arguments = json!({"prompt": "SLOW_START", "cwd": sandbox.work()});
+    let starting = server.client.call_tool(
+        rmcp::model::CallToolRequestParams::new("job_start")
+            .with_arguments(arguments.as_object().unwrap().clone()),
+    );
+    let stopping = async {
+        // Codex has the turn/start and sits on it: the hand-over is in flight.
+        server.until_logged("turn/start SLOW_START received").await;
+        server.signal(libc::SIGTERM);
+    };
+    let (_, ()) = tokio::join!(starting, stopping);
+    let status = within("server exit", server.child.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        sandbox.codex_processes(),
+        Vec::<u32>::new(),
+        "codex outlived the server"
+    );
+    let jobs = sandbox.jobs_in_database();
+    assert_eq!(jobs.len(), 1);
+    let (_, status, kinds) = &jobs[0];
+    assert_eq!(status, "interrupted", "{kinds:?}");
+    assert_eq!(kinds, &["turn_interrupted"], "ended once, by the shutdown");
+}

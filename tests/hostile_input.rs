@@ -12,7 +12,7 @@ use support::fake_codex;
 use support::http::HttpServer;
 use support::mock_model::MockModel;
 use support::raw::{PROMPTLY, RawStdio};
-use support::server::{Launch, STEP, Sandbox};
+use support::server::{Launch, STEP, Sandbox, within};
 
 /// JSON nested `levels` deep, as a tool argument.
 fn deep(levels: usize) -> String {
@@ -307,4 +307,45 @@ async fn a_job_wait_the_client_cancels_ends_at_once() {
         listed["result"]["structuredContent"]["jobs"][0]["status"],
         "running"
     );
+}
+
+#[tokio::test]
+async fn sigterm_while_a_large_answer_is_written_leaves_no_half_line() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let mut s = RawStdio::start(Launch::new(&bin, &sandbox)).await;
+    // A job whose events make an answer of megabytes.
+    let prompt = format!("big {}", "x".repeat(1 << 20));
+    let started = s
+        .call(
+            2,
+            "job_start",
+            json!({"prompt": prompt, "cwd": sandbox.work()}),
+        )
+        .await;
+    let job_id = started["result"]["structuredContent"]["job_id"].clone();
+    let waited = s
+        .call(
+            3,
+            "job_wait",
+            json!({"job_id": job_id, "timeout_seconds": 60}),
+        )
+        .await;
+    assert_eq!(
+        waited["result"]["structuredContent"]["notifications"][0]["status"],
+        "completed"
+    );
+    s.send(&json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                   "params": {"name": "job_events", "arguments": {"job_id": job_id, "limit": 1000}}}))
+        .await;
+    // The answer is larger than the pipe: unread, it leaves the server in the middle of the line.
+    s.until_stdout_backs_up().await;
+    s.signal(libc::SIGTERM);
+    // Whatever the server wrote is whole.
+    for line in s.rest().await {
+        serde_json::from_str::<Value>(&line)
+            .unwrap_or_else(|e| panic!("half a line ({e}), {} bytes", line.len()));
+    }
+    let status = within("server exit", s.child.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -119,7 +119,7 @@ async fn two_clients_share_one_engine() {
 }
 
 #[tokio::test]
-async fn a_client_that_leaves_mid_wait_does_not_stop_the_job_and_another_can_wait_on_it() {
+async fn a_client_that_leaves_mid_wait_ends_its_wait_and_not_the_job_and_another_can_wait_on_it() {
     let t = real("streamable-http", "/mcp", &[]).await;
     let args = json!({"prompt": "SLEEP: 3", "cwd": work(&t.sandbox)}).to_string();
     let started = t
@@ -132,16 +132,10 @@ async fn a_client_that_leaves_mid_wait_does_not_stop_the_job_and_another_can_wai
         .sdk_command("http", &[], &["wait-forever", job_id])
         .spawn()
         .unwrap();
-    let mut first_line = tokio::io::BufReader::new(waiter.stdout.take().unwrap());
-    let mut line = String::new();
-    within(
-        "the waiter to connect",
-        tokio::io::AsyncBufReadExt::read_line(&mut first_line, &mut line),
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.server.until_logged("job_wait: waiting").await;
     waiter.kill().await.unwrap();
+    // The closed stream ends the wait on the server, long before its 300 s.
+    t.server.until_logged("job_wait: the client left").await;
     let wait = json!({"job_id": job_id, "timeout_seconds": 60}).to_string();
     let waited = t
         .server
@@ -467,4 +461,77 @@ async fn cors_answers_only_for_configured_origins() {
         )
         .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413_on_streamable_http_too() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &["--max-body-bytes", "1000"]).await;
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+    ];
+    let (status, body) = server.raw("POST", "/mcp", &headers, big.as_bytes()).await;
+    assert_eq!(status, 413, "{body}");
+    let (status, _) = server.open_session().await;
+    assert_eq!(status, 200, "the server goes on");
+}
+
+#[tokio::test]
+async fn a_legacy_sse_session_whose_stream_ended_answers_404() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "sse", &[]).await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let (read, mut write) = stream.into_split();
+    let open = format!(
+        "GET /mcp/sse HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        server.port
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut write, open.as_bytes())
+        .await
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(read));
+    let endpoint = within("the endpoint event", async {
+        loop {
+            let line = lines.next_line().await.unwrap().unwrap();
+            if let Some(url) = line.strip_prefix("data: ") {
+                return url.to_owned();
+            }
+        }
+    })
+    .await;
+    let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    // The stream ends: the client goes away.
+    drop(lines);
+    drop(write);
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let (status, body) = server.raw("POST", &endpoint, &[], ping).await;
+        if status == 404 {
+            assert!(body.contains("ended or never existed"), "{body}");
+            break;
+        }
+        assert_eq!(status, 202, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended session still answers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_new_sessions_never_exceed_the_cap() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &["--max-sessions", "1"]).await;
+    let opened = futures::future::join_all((0..8).map(|_| server.open_session())).await;
+    let admitted = opened.iter().filter(|(status, _)| *status == 200).count();
+    let refused = opened.iter().filter(|(status, _)| *status == 503).count();
+    assert_eq!((admitted, refused), (1, 7), "{opened:?}");
 }

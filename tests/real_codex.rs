@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::codex_install::codex;
 use support::mock_model::MockModel;
-use support::server::{Launch, STEP, Sandbox, Server, alive, within};
+use support::server::{Launch, Sandbox, Server, alive, within};
 
 /// A server running the real Codex against a fresh mock model.
 struct Setup {
@@ -87,21 +87,7 @@ impl Setup {
 
     /// Waits until the job has an event of `kind`.
     async fn until_event(&self, job_id: &str, kind: &str) {
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            let events = self
-                .server
-                .ok(
-                    "job_events",
-                    json!({"job_id": job_id, "event_types": [kind]}),
-                )
-                .await;
-            if !events["events"].as_array().unwrap().is_empty() {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no {kind} event");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.server.until_event(job_id, kind).await;
     }
 
     /// Runs a job whose command needs approval (read-only sandbox, `on-request`) to its end and
@@ -128,6 +114,16 @@ impl Setup {
             .map(|r| r["input"].to_string())
             .collect()
     }
+}
+
+fn is_turn_end(kind: &str) -> bool {
+    [
+        "turn_completed",
+        "turn_failed",
+        "turn_cancelled",
+        "turn_interrupted",
+    ]
+    .contains(&kind)
 }
 
 fn types(events: &[Value]) -> Vec<String> {
@@ -327,12 +323,25 @@ mod cases {
         assert_eq!(settled["status"], "completed");
         assert_eq!(settled["turn"], 2);
         assert_eq!(settled["result"], "second answer");
-        let last_request = t.prompts_seen().pop().unwrap();
+        // Codex sent the first turn back as history: its prompt, and the assistant's answer.
+        let last_request = t.model.requests().pop().unwrap();
+        let history = last_request["input"].as_array().unwrap();
+        let said = |role: &str, text: &str| {
+            history.iter().any(|item| {
+                item["role"] == role
+                    && item["content"]
+                        .as_array()
+                        .is_some_and(|parts| parts.iter().any(|p| p["text"] == text))
+            })
+        };
         assert!(
-            last_request.contains("SAY: first answer"),
-            "the mock saw the first turn"
+            said("user", "SAY: first answer"),
+            "the first prompt: {history:?}"
         );
-        assert!(last_request.contains("first answer"));
+        assert!(
+            said("assistant", "first answer"),
+            "the first answer: {history:?}"
+        );
         let listed = t.server.ok("job_list", json!({})).await;
         assert_eq!(listed["jobs"][0]["thread_id"], thread, "same Codex thread");
         assert_eq!(listed["jobs"][0]["turns"], 2);
@@ -343,13 +352,9 @@ mod cases {
                 json!({"job_id": job_id, "cursor": reply["cursor"]}),
             )
             .await;
-        assert!(
-            turn2["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|e| e["turn"] == 2)
-        );
+        let turn2 = turn2["events"].as_array().unwrap();
+        assert!(!turn2.is_empty(), "the reply's events follow its cursor");
+        assert!(turn2.iter().all(|e| e["turn"] == 2), "{turn2:?}");
     }
 
     pub async fn five_concurrent_jobs_each_get_their_own_events(f: Flavor) {
@@ -379,9 +384,21 @@ mod cases {
         let first = t.start("SLEEP: 1").await;
         let second = t.server.start_job(&t.sandbox, "SAY: after the first").await;
         assert_eq!(second["status"], "queued");
+        assert!(
+            second["thread_id"].is_null(),
+            "no thread until the job runs: {second}"
+        );
         let second = second["job_id"].as_str().unwrap();
         let queued = t.server.ok("job_list", json!({"status": "queued"})).await;
         assert_eq!(queued["jobs"][0]["job_id"], second);
+        let e = t
+            .server
+            .err(
+                "job_reply",
+                json!({"job_id": second, "prompt": "SAY: too early"}),
+            )
+            .await;
+        assert!(e.contains("queued") && e.contains("job_wait"), "{e}");
         assert_eq!(t.server.settle(&first).await["status"], "completed");
         let settled = t.server.settle(second).await;
         assert_eq!(settled["status"], "completed");
@@ -545,6 +562,91 @@ mod cases {
         }
     }
 
+    pub async fn sigint_with_stdin_open_settles_the_job_stops_codex_and_exits(f: Flavor) {
+        let mut t = setup(f, &[]).await;
+        let job_id = t.start("SLEEP: 60").await;
+        t.until_event(&job_id, f.midturn_event()).await;
+        assert!(!t.sandbox.codex_processes().is_empty());
+        // stdin stays open: the signal alone stops the server.
+        t.server.signal(libc::SIGINT);
+        let status = within("server exit", t.server.child.wait()).await.unwrap();
+        assert!(status.success(), "{status}");
+        assert_eq!(
+            t.sandbox.codex_processes(),
+            Vec::<u32>::new(),
+            "codex outlived the server"
+        );
+        let jobs = t.sandbox.jobs_in_database();
+        let (_, status, kinds) = jobs.iter().find(|(id, ..)| *id == job_id).unwrap();
+        assert_eq!(status, "interrupted");
+        let ends: Vec<&String> = kinds.iter().filter(|k| is_turn_end(k)).collect();
+        assert_eq!(ends, ["turn_interrupted"], "{kinds:?}");
+        assert_eq!(kinds.last().unwrap(), "turn_interrupted");
+    }
+
+    pub async fn sigint_then_sigkill_100ms_later_leaves_no_codex_process(f: Flavor) {
+        let mut t = setup(f, &[]).await;
+        let job_id = t.start("SLEEP: 60").await;
+        t.until_event(&job_id, f.midturn_event()).await;
+        assert!(!t.sandbox.codex_processes().is_empty());
+        // How Claude Code stops a stdio server: SIGINT, then (after a SIGTERM) SIGKILL to the
+        // server alone, 100 ms later.
+        t.server.signal(libc::SIGINT);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        t.server.signal(libc::SIGKILL);
+        within("server exit", t.server.child.wait()).await.unwrap();
+        t.sandbox.until_no_codex().await;
+    }
+
+    pub async fn thread_options_reach_codex(f: Flavor) {
+        let t = setup(f, &[]).await;
+        // A profile is a file beside Codex's config, selected per Codex process.
+        std::fs::write(
+            t.sandbox.codex_home().join("marked.config.toml"),
+            "model = \"mock-from-profile\"\n",
+        )
+        .unwrap();
+        let mut jobs = vec![
+            json!({"prompt": "SAY: direct", "model": "mock-direct",
+                   "base_instructions": "BASE-MARK", "developer_instructions": "DEV-MARK"}),
+            json!({"prompt": "SAY: by config", "config": {"model": "mock-from-config"}}),
+        ];
+        let by_profile =
+            json!({"prompt": "SAY: by profile", "profile": "marked", "cwd": t.sandbox.work()});
+        if f.backend == "exec" {
+            jobs.push(by_profile);
+        } else {
+            let e = t.server.err("job_start", by_profile).await;
+            assert!(e.contains("per process") && e.contains("config"), "{e}");
+        }
+        for mut args in jobs {
+            args["cwd"] = json!(t.sandbox.work());
+            let job_id = t.server.ok("job_start", args).await["job_id"].clone();
+            let settled = t.server.settle(job_id.as_str().unwrap()).await;
+            assert_eq!(settled["status"], "completed", "{settled}");
+        }
+        let request_for = |prompt: &str| {
+            t.model
+                .requests()
+                .into_iter()
+                .find(|r| r["input"].to_string().contains(prompt))
+                .unwrap_or_else(|| panic!("no request for {prompt}"))
+        };
+        let direct = request_for("SAY: direct");
+        assert_eq!(direct["model"], "mock-direct");
+        // Where Codex puts them differs by version (`instructions`, or a message in `input`).
+        let sent = direct.to_string();
+        assert!(sent.contains("BASE-MARK"), "no base instructions: {sent}");
+        assert!(
+            direct["input"].to_string().contains("DEV-MARK"),
+            "no developer instructions"
+        );
+        assert_eq!(request_for("SAY: by config")["model"], "mock-from-config");
+        if f.backend == "exec" {
+            assert_eq!(request_for("SAY: by profile")["model"], "mock-from-profile");
+        }
+    }
+
     pub async fn job_wait_sends_progress_while_it_waits(f: Flavor) {
         let t = setup(f, &["--progress-interval-ms", "100"]).await;
         let job_id = t.start("SLEEP: 1").await;
@@ -681,13 +783,7 @@ mod cases {
         );
 
         // The server keeps serving.
-        assert_eq!(
-            s.ok("job_list", json!({})).await["jobs"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(s.job_count().await, 1);
     }
 
     pub async fn wait_without_arguments_waits_for_the_next_notification_from_now(f: Flavor) {
@@ -783,6 +879,9 @@ suite!(
         a_killed_codex_fails_its_jobs_with_the_reason_and_the_next_job_works,
         closing_stdin_mid_turn_stops_the_server_and_its_codex,
         sigterm_stops_the_server_and_its_codex,
+        sigint_with_stdin_open_settles_the_job_stops_codex_and_exits,
+        sigint_then_sigkill_100ms_later_leaves_no_codex_process,
+        thread_options_reach_codex,
         job_wait_sends_progress_while_it_waits,
         a_failing_model_fails_the_job_with_its_message,
         list_shows_jobs_newest_first_with_shortened_text,
@@ -841,4 +940,56 @@ async fn the_same_scenario_gives_the_same_event_types_on_every_backend() {
             "{prompt}: mcp-server vs exec"
         );
     }
+}
+
+#[tokio::test]
+async fn app_server_takes_the_untrusted_approval_policy() {
+    let t = setup(APP_SERVER, &[]).await;
+    let started = t
+        .server
+        .ok(
+            "job_start",
+            json!({"prompt": "SAY: trusted enough", "cwd": t.sandbox.work(), "approval_policy": "untrusted"}),
+        )
+        .await;
+    let settled = t.server.settle(started["job_id"].as_str().unwrap()).await;
+    assert_eq!(settled["result"], "trusted enough");
+}
+
+#[tokio::test]
+async fn mcp_server_a_thread_whose_turn_failed_is_not_continued_so_no_result_shifts() {
+    let t = setup(MCP_SERVER, &[]).await;
+    let job_id = t.start("HTTP400: the model refuses").await;
+    assert_eq!(t.server.settle(&job_id).await["status"], "failed");
+    // 0.153 would answer this reply with the failed turn's stale result and run the prompt only
+    // with the call after it.
+    let e = t
+        .server
+        .err(
+            "job_reply",
+            json!({"job_id": job_id, "prompt": "SAY: second"}),
+        )
+        .await;
+    assert!(e.contains("stale result") && e.contains("job_start"), "{e}");
+    // A new job is fine.
+    let next = t.start("SAY: fresh").await;
+    assert_eq!(t.server.settle(&next).await["result"], "fresh");
+}
+
+#[tokio::test]
+async fn app_server_continues_a_thread_whose_turn_failed() {
+    let t = setup(APP_SERVER, &[]).await;
+    let job_id = t.start("HTTP400: the model refuses").await;
+    assert_eq!(t.server.settle(&job_id).await["status"], "failed");
+    t.server
+        .ok(
+            "job_reply",
+            json!({"job_id": job_id, "prompt": "SAY: second"}),
+        )
+        .await;
+    let settled = t.server.settle(&job_id).await;
+    assert_eq!(
+        (&settled["turn"], &settled["result"]),
+        (&json!(2), &json!("second"))
+    );
 }

@@ -144,10 +144,21 @@ pub(crate) fn map(method: &str, params: &Value) -> Mapped {
                     reason: "interrupted".to_owned(),
                     data,
                 },
-                _ => TurnEnd::Completed {
+                Some("completed") => TurnEnd::Completed {
                     result: last_agent_message(turn),
                     data,
                 },
+                // A status this server does not know: not taken for success.
+                other => {
+                    tracing::warn!(status = ?other, "turn/completed with a status we do not know");
+                    TurnEnd::Failed {
+                        error: format!(
+                            "Codex ended the turn with a status this server does not know: {}",
+                            other.unwrap_or("none")
+                        ),
+                        data,
+                    }
+                }
             };
             Mapped::TurnEnded(end)
         }
@@ -242,6 +253,15 @@ mod tests {
         assert!(matches!(
             map("turn/completed", &interrupted),
             Mapped::TurnEnded(TurnEnd::Interrupted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_turn_status_we_do_not_know_is_not_taken_for_success() {
+        let odd = json!({"turn": {"status": "paused", "items": []}});
+        assert!(matches!(
+            map("turn/completed", &odd),
+            Mapped::TurnEnded(TurnEnd::Failed { error, .. }) if error.contains("paused")
         ));
     }
 

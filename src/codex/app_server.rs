@@ -27,7 +27,8 @@ use super::session::{self, ChildSlot, Handshake};
 use super::turns::JobTurns;
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
-    ThreadRef, TurnInput, Update, app_events, check_approval_policy, detect, thread_fields,
+    ThreadRef, TurnInput, Update, app_events, check_approval_policy, detect, refuse_profile,
+    thread_fields,
 };
 use crate::model::{JobId, JobTurn, ThreadOptions};
 
@@ -222,6 +223,7 @@ impl Backend for AppServerBackend {
     }
 
     fn validate(&self, options: &ThreadOptions) -> Result<(), String> {
+        refuse_profile(&self.info(), options)?;
         check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
     }
 

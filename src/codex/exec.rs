@@ -64,6 +64,8 @@ impl Processes {
 struct TurnProcess {
     turn: u32,
     child: RpcChild,
+    /// Kept while the process may read it.
+    _instructions: Option<InstructionsFile>,
     /// Set when the turn is stopped on purpose (cancel, a successor, shutdown).
     stopping: AtomicBool,
 }
@@ -93,7 +95,9 @@ impl ExecBackend {
         }
     }
 
-    fn command(&self, input: &TurnInput) -> Command {
+    /// The `codex exec` command for the turn; `instructions` is the file holding the job's base
+    /// instructions, if it has any.
+    fn command(&self, input: &TurnInput, instructions: Option<&InstructionsFile>) -> Command {
         let options = &input.options;
         let mut command = Command::new(&self.settings.bin);
         command.current_dir(&options.cwd);
@@ -101,11 +105,23 @@ impl ExecBackend {
             command.arg("-c").arg(override_);
         }
         command.args(["exec", "--json", "--skip-git-repo-check"]);
+        // A process per turn: the job's profile can be this process's.
+        if let Some(profile) = &options.profile {
+            command.arg("--profile").arg(profile);
+        }
         // `resume` takes no --sandbox or --cd, so every option goes in as a config override.
         for (key, value) in config_overrides(options) {
             command
                 .arg("-c")
                 .arg(format!("{key}={}", toml_value(&value)));
+        }
+        // Codex reads base instructions from a file only (`base_instructions` is not a key of
+        // its config).
+        if let Some(file) = instructions {
+            let path = Value::String(file.0.to_string_lossy().into_owned());
+            command
+                .arg("-c")
+                .arg(format!("model_instructions_file={path}"));
         }
         if let ThreadRef::Existing(thread_id) = &input.thread {
             command.args(["resume", thread_id]);
@@ -116,7 +132,38 @@ impl ExecBackend {
     }
 }
 
-/// The job's options as Codex config overrides (the cwd is the process's own).
+/// A private file with a turn's base instructions, removed when the turn's process is done.
+struct InstructionsFile(std::path::PathBuf);
+
+impl InstructionsFile {
+    fn write(turn: &JobTurn, text: &str) -> std::io::Result<Self> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = std::env::temp_dir().join(format!(
+            "codex-async-mcp-{}-{}-{}.md",
+            turn.job,
+            turn.turn,
+            std::process::id()
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(text.as_bytes())?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for InstructionsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The job's options as Codex config overrides (the cwd is the process's own; base instructions
+/// go in a file).
 fn config_overrides(options: &ThreadOptions) -> Vec<(String, Value)> {
     let names = [
         "model",
@@ -127,6 +174,7 @@ fn config_overrides(options: &ThreadOptions) -> Vec<(String, Value)> {
     ];
     let mut fields = thread_fields(options, names);
     fields.remove("cwd");
+    fields.remove("base_instructions");
     let config = match fields.remove("config") {
         Some(Value::Object(config)) => config,
         _ => serde_json::Map::new(),
@@ -178,17 +226,27 @@ impl Backend for ExecBackend {
                 tracing::debug!(%turn, "killing the process of the job's previous turn first");
                 before.kill().await;
             }
-            let (child, reader) = rpc::spawn(self.command(&input)).map_err(|e| {
-                BackendError::Unavailable(format!(
-                    "could not start `{} exec`: {e}",
-                    self.settings.bin
-                ))
-            })?;
+            let instructions = match &input.options.base_instructions {
+                Some(text) => Some(InstructionsFile::write(&turn, text).map_err(|e| {
+                    BackendError::Unavailable(format!(
+                        "could not write the base instructions for `codex exec`: {e}"
+                    ))
+                })?),
+                None => None,
+            };
+            let (child, reader) =
+                rpc::spawn(self.command(&input, instructions.as_ref())).map_err(|e| {
+                    BackendError::Unavailable(format!(
+                        "could not start `{} exec`: {e}",
+                        self.settings.bin
+                    ))
+                })?;
             // exec reads stdin to its end before it starts.
             child.close_stdin().await;
             let process = Arc::new(TurnProcess {
                 turn: turn.turn,
                 child,
+                _instructions: instructions,
                 stopping: AtomicBool::new(false),
             });
             {

@@ -25,8 +25,20 @@ fn find_on_path(bin: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// For `.../@openai/codex/bin/codex.js`, the platform package's `vendor/<triple>/bin/codex`,
-/// found the way Node's `require.resolve` would: in `node_modules` folders from the package up.
+/// The start of the target triples this machine runs (`x86_64-unknown-linux-musl`, ...): the
+/// npm package can hold binaries for other platforms beside ours.
+fn this_platform() -> (&'static str, &'static str) {
+    (std::env::consts::ARCH, std::env::consts::OS)
+}
+
+/// Whether a vendor folder named after a target triple is for this machine.
+fn runs_here(triple: &str, (arch, os): (&str, &str)) -> bool {
+    triple.starts_with(arch) && triple.contains(os)
+}
+
+/// For `.../@openai/codex/bin/codex.js`, the platform package's `vendor/<triple>/bin/codex` for
+/// this machine, found the way Node's `require.resolve` would: in `node_modules` folders from the
+/// package up.
 fn behind_npm_shim(script: &Path) -> Option<PathBuf> {
     if script.file_name()? != "codex.js" {
         return None;
@@ -46,10 +58,12 @@ fn behind_npm_shim(script: &Path) -> Option<PathBuf> {
         .flat_map(|entries| entries.flatten())
         .filter(|entry| entry.file_name().to_string_lossy().starts_with("codex-"))
         .map(|entry| entry.path().join("vendor"));
+    let platform = this_platform();
     own_vendor
         .chain(platform_vendors)
         .filter_map(|vendor| std::fs::read_dir(vendor).ok())
         .flat_map(|triples| triples.flatten())
+        .filter(|triple| runs_here(&triple.file_name().to_string_lossy(), platform))
         .map(|triple| triple.path().join("bin").join("codex"))
         .find(|native| native.is_file())
 }
@@ -72,12 +86,43 @@ mod tests {
             r#"{"name": "@openai/codex"}"#,
         );
         write(&modules.join("codex/bin/codex.js"), "// shim");
-        let native = modules.join("codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex");
+        let (arch, os) = this_platform();
+        let native = modules.join(format!(
+            "codex-linux-x64/vendor/{arch}-unknown-{os}-musl/bin/codex"
+        ));
         write(&native, "binary");
         let shim = modules.join("codex/bin/codex.js");
         assert_eq!(
             native_binary(shim.to_str().unwrap()),
             native.to_str().unwrap()
+        );
+    }
+
+    #[test]
+    fn only_the_binary_for_this_platform_is_taken() {
+        let here = ("x86_64", "linux");
+        assert!(runs_here("x86_64-unknown-linux-musl", here));
+        assert!(!runs_here("aarch64-unknown-linux-musl", here));
+        assert!(!runs_here("x86_64-apple-darwin", here));
+        let dir = tempfile::tempdir().unwrap();
+        let modules = dir.path().join("node_modules/@openai");
+        write(
+            &modules.join("codex/package.json"),
+            r#"{"name": "@openai/codex"}"#,
+        );
+        write(&modules.join("codex/bin/codex.js"), "// shim");
+        // Another platform's binary, listed first.
+        write(
+            &modules.join("codex/vendor/aaa-other-os/bin/codex"),
+            "other",
+        );
+        let (arch, os) = this_platform();
+        let ours = modules.join(format!("codex/vendor/{arch}-unknown-{os}-musl/bin/codex"));
+        write(&ours, "ours");
+        let shim = modules.join("codex/bin/codex.js");
+        assert_eq!(
+            native_binary(shim.to_str().unwrap()),
+            ours.to_str().unwrap()
         );
     }
 

@@ -35,7 +35,8 @@ use super::session::{self, ChildSlot, Handshake};
 use super::turns::JobTurns;
 use super::{
     ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
-    ThreadRef, TurnEnd, TurnInput, Update, check_approval_policy, detect, thread_fields,
+    ThreadRef, TurnEnd, TurnInput, Update, check_approval_policy, detect, refuse_profile,
+    thread_fields,
 };
 use crate::model::{JobId, JobTurn, ThreadOptions};
 
@@ -193,6 +194,7 @@ impl Backend for McpServerBackend {
     }
 
     fn validate(&self, options: &ThreadOptions) -> Result<(), String> {
+        refuse_profile(&self.info(), options)?;
         check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
     }
 

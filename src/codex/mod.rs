@@ -204,7 +204,8 @@ pub fn event_channel() -> (mpsc::Sender<BackendEvent>, mpsc::Receiver<BackendEve
 
 /// A new thread's settings as a wire format names them: `cwd`, then the model, approval policy,
 /// sandbox, base instructions and developer instructions under `names` (when set), then `config`
-/// with the profile among the overrides (when any).
+/// (when any). The profile is not among them: Codex takes it per process (see
+/// [`refuse_profile`]).
 pub(crate) fn thread_fields(
     options: &ThreadOptions,
     names: [&'static str; 5],
@@ -223,14 +224,26 @@ pub(crate) fn thread_fields(
             fields.insert(name.into(), Value::String(value.clone()));
         }
     }
-    let mut config = options.config.clone().unwrap_or_default();
-    if let Some(profile) = &options.profile {
-        config.insert("profile".into(), Value::String(profile.clone()));
-    }
+    let config = options.config.clone().unwrap_or_default();
     if !config.is_empty() {
         fields.insert("config".into(), Value::Object(config));
     }
     fields
+}
+
+/// Refuses a profile on a backend whose one Codex process serves every job: Codex selects a
+/// profile (`$CODEX_HOME/<name>.config.toml`) with `--profile` when a process starts, and refuses
+/// the old `profile` config override, so a per-job profile cannot reach it.
+pub(crate) fn refuse_profile(info: &BackendInfo, options: &ThreadOptions) -> Result<(), String> {
+    match &options.profile {
+        Some(profile) => Err(format!(
+            "profile {profile:?} cannot be used with codex {} {}: Codex selects a profile \
+             ($CODEX_HOME/<name>.config.toml) per process, and this one Codex process serves \
+             every job. Pass the profile's settings as `config` instead (e.g. {{\"model\": \"...\"}})",
+            info.name, info.codex_version
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Refuses an approval policy this backend does not take, naming the ones it does.

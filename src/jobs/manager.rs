@@ -574,8 +574,10 @@ impl JobManager {
                 stop = tx.handed_over(&turn)?;
                 Ok(())
             }),
-            // Shutdown settles the turn.
+            // Shutdown settles the turn (and a hand-over that failed because shutdown stopped
+            // Codex under it is no failure of the turn's).
             Err(BackendError::ShuttingDown) => Ok(AfterCommit::default()),
+            Err(_) if self.inner.stopping.is_cancelled() => Ok(AfterCommit::default()),
             Err(e) => {
                 let error = format!("could not hand the turn to Codex: {e}");
                 self.transact(|tx| {

@@ -99,6 +99,11 @@ impl HttpServer {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits until the server has logged a line containing `needle`.
+    pub async fn until_logged(&self, needle: &str) {
+        super::server::until_logged(|| self.log(), needle, STEP).await;
+    }
+
     /// The URL of `path` under the mount path.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}{path}", self.port, self.mount)

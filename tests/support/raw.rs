@@ -100,16 +100,53 @@ impl RawStdio {
             .unwrap_or_else(|_| panic!("no answer to request {id} within {bound:?}"))
     }
 
-    /// Waits until the server has logged a line containing `needle`, at most `bound`.
-    pub async fn until_logged(&self, needle: &str, bound: Duration) {
-        let deadline = tokio::time::Instant::now() + bound;
-        while !self.log.lock().unwrap().contains(needle) {
+    /// Every line the server writes from now until it closes stdout, as it wrote them.
+    pub async fn rest(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        let read = async {
+            while let Ok(Some(line)) = self.lines.next_line().await {
+                rest.push(line);
+            }
+        };
+        tokio::time::timeout(STEP, read)
+            .await
+            .expect("the server never closed stdout");
+        rest
+    }
+
+    /// Waits, without reading, until the server's stdout pipe is full: the server is then blocked
+    /// in the middle of writing a line.
+    pub async fn until_stdout_backs_up(&mut self) {
+        use std::os::fd::AsRawFd as _;
+        let fd = self.lines.get_ref().get_ref().as_raw_fd();
+        // SAFETY: F_GETPIPE_SZ on our own open pipe.
+        let capacity = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let mut waiting: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int.
+            unsafe { libc::ioctl(fd, libc::FIONREAD, &mut waiting) };
+            if waiting >= capacity {
+                return;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the server did not log {needle:?} within {bound:?}"
+                "stdout never filled"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.id().expect("the server runs") as i32;
+        // SAFETY: a plain syscall on our own child's pid.
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    /// Waits until the server has logged a line containing `needle`, at most `bound`.
+    pub async fn until_logged(&self, needle: &str, bound: Duration) {
+        super::server::until_logged(|| self.log.lock().unwrap().clone(), needle, bound).await;
     }
 
     /// Calls a tool and returns the `tools/call` answer.

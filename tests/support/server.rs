@@ -57,6 +57,76 @@ impl Sandbox {
         self.dir.path().join("work")
     }
 
+    /// Every process started with this sandbox's `CODEX_HOME`: the Codex processes of its server,
+    /// however they were started and whoever their parent is now.
+    pub fn codex_processes(&self) -> Vec<u32> {
+        let marker = format!("CODEX_HOME={}", self.codex_home().display());
+        let own = std::process::id();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|pid| *pid != own && alive(*pid))
+            .filter(|pid| {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+                let server = exe.file_name().is_some_and(|n| n == "codex-async-mcp");
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                !server
+                    && environ
+                        .split(|b| *b == 0)
+                        .any(|var| var == marker.as_bytes())
+            })
+            .collect()
+    }
+
+    /// Waits until no Codex process of this sandbox runs.
+    pub async fn until_no_codex(&self) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let left = self.codex_processes();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "codex processes outlived the server: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The server's state directory, unless a test passes another `--state-dir`.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Each job's status and its events' types in seq order, read from the database itself.
+    pub fn jobs_in_database(&self) -> Vec<(String, String, Vec<String>)> {
+        let db = rusqlite::Connection::open(self.state().join("jobs.sqlite")).unwrap();
+        let mut jobs = db
+            .prepare("SELECT id, status FROM jobs ORDER BY id")
+            .unwrap();
+        let jobs: Vec<(String, String)> = jobs
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        jobs.into_iter()
+            .map(|(id, status)| {
+                let mut events = db
+                    .prepare("SELECT kind FROM events WHERE job_id = ?1 ORDER BY seq")
+                    .unwrap();
+                let kinds = events
+                    .query_map([&id], |r| r.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                (id, status, kinds)
+            })
+            .collect()
+    }
+
     /// Points Codex at `model` with retries off, so failures are immediate.
     pub fn use_model(&self, model: &MockModel, slug: &str) {
         let config = format!(
@@ -145,6 +215,7 @@ impl<'a> Launch<'a> {
             .env("HOME", self.sandbox.home())
             .env("CODEX_HOME", self.sandbox.codex_home())
             .env("MOCK_KEY", "test-key")
+            .env("CODEX_ASYNC_MCP_STATE_DIR", self.sandbox.state())
             .env("RUST_LOG", "codex_async_mcp=debug,codex_stderr=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.sandbox.work())
@@ -279,6 +350,33 @@ impl Server {
         }
     }
 
+    /// Waits until the job has an event of `kind`. No API waits for an event (job_wait waits for
+    /// settlements), so this looks every 50 ms, across the process boundary.
+    pub async fn until_event(&self, job_id: &str, kind: &str) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let events = self
+                .ok(
+                    "job_events",
+                    json!({"job_id": job_id, "event_types": [kind]}),
+                )
+                .await;
+            if !events["events"].as_array().unwrap().is_empty() {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no {kind} event");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many jobs `job_list` shows.
+    pub async fn job_count(&self) -> usize {
+        self.ok("job_list", json!({})).await["jobs"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+
     /// All of a job's events, read in pages of `page`.
     pub async fn all_events(&self, job_id: &str, page: usize) -> Vec<Value> {
         let mut cursor = 0;
@@ -297,12 +395,49 @@ impl Server {
         }
     }
 
+    /// Stops the server as a client does, by closing its stdin, and waits until it has exited
+    /// (and let go of its state directory).
+    pub async fn stop(self) {
+        let Server {
+            client, mut child, ..
+        } = self;
+        client.cancel().await.ok();
+        let status = within("server exit", child.wait()).await.unwrap();
+        assert!(status.success(), "{status}");
+    }
+
+    /// Waits until the server has logged a line containing `needle`.
+    pub async fn until_logged(&self, needle: &str) {
+        until_logged(|| self.stderr(), needle, STEP).await;
+    }
+
+    /// Sends `signal` to the server process.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.id().expect("the server runs") as i32;
+        // SAFETY: a plain syscall on our own child's pid.
+        unsafe { libc::kill(pid, signal) };
+    }
+
     /// The pids of the server's child processes (the Codex child).
     pub fn children(&self) -> Vec<u32> {
         let Some(pid) = self.child.id() else {
             return Vec::new();
         };
         children_of(pid)
+    }
+}
+
+/// Waits until `log()` (what a server wrote to stderr so far) contains `needle`, at most `bound`.
+/// The server is another process: this looks every 20 ms.
+pub async fn until_logged(log: impl Fn() -> String, needle: &str, bound: Duration) {
+    let deadline = tokio::time::Instant::now() + bound;
+    while !log().contains(needle) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not log {needle:?} within {bound:?}:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -326,6 +461,21 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         }
     }
     found
+}
+
+/// Waits until none of `pids` runs any more (a process killed by the kernel for its parent's death
+/// goes a moment after the parent).
+pub async fn until_gone(pids: &[u32]) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    for pid in pids {
+        while alive(*pid) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "process {pid} outlived the server"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// True while a process with this pid exists and is not a zombie.
