@@ -39,7 +39,7 @@ pub struct Cli {
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
 
-    /// A browser origin allowed to call the server (e.g. https://app.example.com); enables CORS
+    /// A browser origin allowed to call the server (e.g. `https://app.example.com`); enables CORS
     /// for it. Repeatable. Loopback origins are always allowed.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
@@ -135,7 +135,7 @@ fn parse_override(value: &str) -> Result<String, String> {
 }
 
 impl Cli {
-    pub fn codex_settings(&self) -> CodexSettings {
+    pub(crate) fn codex_settings(&self) -> CodexSettings {
         CodexSettings {
             bin: self.codex_bin.clone(),
             config_overrides: self.codex_config.clone(),
@@ -144,7 +144,7 @@ impl Cli {
         }
     }
 
-    pub fn engine_settings(&self) -> EngineSettings {
+    pub(crate) fn engine_settings(&self) -> EngineSettings {
         EngineSettings {
             max_concurrent_jobs: usize::from(self.max_concurrent_jobs),
             cancel_grace: Duration::from_millis(self.cancel_grace_ms),
@@ -154,7 +154,7 @@ impl Cli {
     }
 
     /// Where to listen and how, for the HTTP transports; `None` for stdio.
-    pub fn http_settings(&self) -> anyhow::Result<Option<(String, HttpSettings)>> {
+    pub(crate) fn http_settings(&self) -> anyhow::Result<Option<(String, HttpSettings)>> {
         let transport = match self.transport {
             Transport::Stdio => return Ok(None),
             Transport::StreamableHttp => HttpTransport::StreamableHttp,
@@ -179,7 +179,7 @@ impl Cli {
     }
 
     /// The state directory: `--state-dir`, else the XDG default.
-    pub fn state_dir(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn state_dir(&self) -> anyhow::Result<PathBuf> {
         match &self.state_dir {
             Some(dir) => Ok(dir.clone()),
             None => crate::store::state_dir::default_dir().ok_or_else(|| {
@@ -191,7 +191,7 @@ impl Cli {
         }
     }
 
-    pub fn server_settings(&self) -> ServerSettings {
+    pub(crate) fn server_settings(&self) -> ServerSettings {
         ServerSettings {
             max_wait: Duration::from_secs(self.max_wait_seconds),
             progress_interval: Duration::from_millis(self.progress_interval_ms),

@@ -314,18 +314,19 @@ async fn a_reply_to_a_thread_of_a_codex_that_crashed_says_to_start_a_new_job() {
     assert!(e.contains("cannot be continued"), "{e}");
 }
 
-#[tokio::test]
-async fn after_a_restart_a_reply_resumes_the_app_server_thread_with_its_history() {
+/// A job's thread, after the server restarted, takes a reply, and Codex sees its first turn.
+async fn after_a_restart_a_reply_resumes_the_thread(backend: &str) {
     let bin = codex("0.169.0");
     let sandbox = Sandbox::new();
     let model = MockModel::start().await;
     sandbox.use_model(&model, "gpt-5.5");
-    let first = Launch::new(&bin, &sandbox).start().await;
+    let launch = || Launch::new(&bin, &sandbox).arg("--backend").arg(backend);
+    let first = launch().start().await;
     let job_id = job(&first, &sandbox, "SAY: remembered").await;
     first.settle(&job_id).await;
     first.stop().await;
 
-    let second = Launch::new(&bin, &sandbox).start().await;
+    let second = launch().start().await;
     second
         .ok(
             "job_reply",
@@ -343,30 +344,11 @@ async fn after_a_restart_a_reply_resumes_the_app_server_thread_with_its_history(
 }
 
 #[tokio::test]
-async fn after_a_restart_a_reply_resumes_the_exec_thread_with_its_history() {
-    let bin = codex("0.169.0");
-    let sandbox = Sandbox::new();
-    let model = MockModel::start().await;
-    sandbox.use_model(&model, "gpt-5.5");
-    let exec = |sandbox| Launch::new(&bin, sandbox).arg("--backend").arg("exec");
-    let first = exec(&sandbox).start().await;
-    let job_id = job(&first, &sandbox, "SAY: remembered").await;
-    first.settle(&job_id).await;
-    first.stop().await;
+async fn after_a_restart_a_reply_resumes_the_app_server_thread_with_its_history() {
+    after_a_restart_a_reply_resumes_the_thread("app-server").await;
+}
 
-    let second = exec(&sandbox).start().await;
-    second
-        .ok(
-            "job_reply",
-            json!({"job_id": job_id, "prompt": "SAY: after the restart"}),
-        )
-        .await;
-    let settled = second.settle(&job_id).await;
-    assert_eq!(settled["status"], "completed");
-    assert_eq!(settled["result"], "after the restart");
-    let last = model.requests().pop().unwrap();
-    assert!(
-        last["input"].to_string().contains("SAY: remembered"),
-        "Codex saw the first turn"
-    );
+#[tokio::test]
+async fn after_a_restart_a_reply_resumes_the_exec_thread_with_its_history() {
+    after_a_restart_a_reply_resumes_the_thread("exec").await;
 }

@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_codex;
-use support::server::{Launch, Sandbox, Server, alive, within};
+use support::server::{Launch, Sandbox, Server, alive, is_turn_end, within};
 
 async fn start(sandbox: &Sandbox, args: &[&str]) -> Server {
     let bin = fake_codex();
@@ -232,8 +232,9 @@ async fn every_tool_declares_its_input_and_output_schema() {
     );
 }
 
-/// What the server answered when the fake app-server sent `method` during a turn.
-async fn app_server_answer(method: &str) -> Value {
+/// What the server answered when the fake app-server sent `method` during a turn, under
+/// `--approvals approvals`; and the decision it recorded.
+async fn app_server_answer(method: &str, approvals: &str) -> (Value, Option<Value>) {
     let sandbox = Sandbox::new();
     let bin = fake_codex();
     let server = Launch::new(&bin, &sandbox)
@@ -241,40 +242,76 @@ async fn app_server_answer(method: &str) -> Value {
         .env("FAKE_CODEX_APP_SERVER", "1")
         .arg("--backend")
         .arg("app-server")
+        .arg("--approvals")
+        .arg(approvals)
         .start()
         .await;
     let job_id = job(&server, &sandbox, &format!("ASK: {method}")).await;
     let settled = server.settle(&job_id).await;
     let result = settled["result"].as_str().unwrap();
-    serde_json::from_str(result.trim_start_matches("client said: ")).unwrap()
+    let answer = serde_json::from_str(result.trim_start_matches("client said: ")).unwrap();
+    let decision = server
+        .all_events(&job_id, 100)
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "approval_resolved")
+        .map(|e| e["data"]["decision"].clone());
+    (answer, decision)
+}
+
+/// Each approval-like request app-server sends, with what "decline" and "approve" answer.
+fn approval_answers() -> Vec<(&'static str, Value, Value)> {
+    let decision = |no: &str, yes: &str| (json!({"decision": no}), json!({"decision": yes}));
+    let table = [
+        (
+            "item/commandExecution/requestApproval",
+            decision("decline", "accept"),
+        ),
+        (
+            "item/fileChange/requestApproval",
+            decision("decline", "accept"),
+        ),
+        (
+            "item/permissions/requestApproval",
+            (
+                json!({"permissions": {}}),
+                json!({"permissions": {"network": {"enabled": true}}}),
+            ),
+        ),
+        (
+            "mcpServer/elicitation/request",
+            (
+                json!({"action": "decline"}),
+                json!({"action": "accept", "content": {}}),
+            ),
+        ),
+        ("execCommandApproval", decision("denied", "approved")),
+        ("applyPatchApproval", decision("denied", "approved")),
+    ];
+    table
+        .into_iter()
+        .map(|(method, (declined, granted))| (method, declined, granted))
+        .collect()
 }
 
 #[tokio::test]
 async fn every_request_app_server_sends_gets_an_answer_by_the_approval_policy() {
-    let declined = [
-        (
-            "item/commandExecution/requestApproval",
-            json!({"decision": "decline"}),
-        ),
-        (
-            "item/fileChange/requestApproval",
-            json!({"decision": "decline"}),
-        ),
-        (
-            "item/permissions/requestApproval",
-            json!({"permissions": {}}),
-        ),
-        (
-            "mcpServer/elicitation/request",
-            json!({"action": "decline"}),
-        ),
-        ("item/tool/requestUserInput", json!({"answers": {}})),
-        ("execCommandApproval", json!({"decision": "denied"})),
-        ("applyPatchApproval", json!({"decision": "denied"})),
-    ];
-    for (method, expected) in declined {
-        let answer = app_server_answer(method).await;
-        assert_eq!(answer["result"], expected, "{method}");
+    for (method, declined, _) in approval_answers() {
+        let (answer, decision) = app_server_answer(method, "decline").await;
+        assert_eq!(answer["result"], declined, "{method}");
+        assert_eq!(decision, Some(json!("declined")), "{method}");
+    }
+    // Questions get no answers either way: no person is here.
+    let (answer, _) = app_server_answer("item/tool/requestUserInput", "approve").await;
+    assert_eq!(answer["result"], json!({"answers": {}}));
+}
+
+#[tokio::test]
+async fn with_approvals_approve_every_request_app_server_sends_is_granted() {
+    for (method, _, granted) in approval_answers() {
+        let (answer, decision) = app_server_answer(method, "approve").await;
+        assert_eq!(answer["result"], granted, "{method}");
+        assert_eq!(decision, Some(json!("approved")), "{method}");
     }
 }
 
@@ -285,7 +322,7 @@ async fn a_request_app_server_sends_that_we_do_not_know_gets_an_error() {
         "account/chatgptAuthTokens/refresh",
         "something/new",
     ] {
-        let answer = app_server_answer(method).await;
+        let (answer, _) = app_server_answer(method, "decline").await;
         assert_eq!(answer["error"]["code"], -32601, "{method}");
         assert!(
             answer["error"]["message"]
@@ -318,15 +355,7 @@ async fn fake_backend(sandbox: &Sandbox, backend: &str) -> Server {
 
 /// Each turn of the job ends once, with its terminal event last among its events.
 fn each_turn_ends_once_and_last(events: &[Value]) {
-    let terminal = |e: &Value| {
-        [
-            "turn_completed",
-            "turn_failed",
-            "turn_cancelled",
-            "turn_interrupted",
-        ]
-        .contains(&e["type"].as_str().unwrap())
-    };
+    let terminal = |e: &Value| is_turn_end(e["type"].as_str().unwrap());
     let turns: std::collections::BTreeSet<u64> =
         events.iter().map(|e| e["turn"].as_u64().unwrap()).collect();
     for turn in turns {
@@ -449,55 +478,6 @@ async fn app_server_a_cancel_whose_interrupt_codex_never_answers_ends_within_the
 }
 
 #[tokio::test]
-async fn with_approvals_approve_every_request_app_server_sends_is_granted() {
-    let sandbox = Sandbox::new();
-    let bin = fake_codex();
-    let server = Launch::new(&bin, &sandbox)
-        .env("FAKE_CODEX_VERSION", "0.170.0")
-        .env("FAKE_CODEX_APP_SERVER", "1")
-        .arg("--backend")
-        .arg("app-server")
-        .arg("--approvals")
-        .arg("approve")
-        .start()
-        .await;
-    let granted = [
-        (
-            "item/commandExecution/requestApproval",
-            json!({"decision": "accept"}),
-        ),
-        (
-            "item/fileChange/requestApproval",
-            json!({"decision": "accept"}),
-        ),
-        (
-            "item/permissions/requestApproval",
-            json!({"permissions": {"network": {"enabled": true}}}),
-        ),
-        (
-            "mcpServer/elicitation/request",
-            json!({"action": "accept", "content": {}}),
-        ),
-        ("execCommandApproval", json!({"decision": "approved"})),
-        ("applyPatchApproval", json!({"decision": "approved"})),
-    ];
-    for (method, expected) in granted {
-        let job_id = job(&server, &sandbox, &format!("ASK: {method}")).await;
-        let settled = server.settle(&job_id).await;
-        let result = settled["result"].as_str().unwrap();
-        let answer: Value =
-            serde_json::from_str(result.trim_start_matches("client said: ")).unwrap();
-        assert_eq!(answer["result"], expected, "{method}");
-        let events = server.all_events(&job_id, 100).await;
-        let resolved = events
-            .iter()
-            .find(|e| e["type"] == "approval_resolved")
-            .unwrap_or_else(|| panic!("{method}: no approval_resolved"));
-        assert_eq!(resolved["data"]["decision"], "approved", "{method}");
-    }
-}
-
-#[tokio::test]
 async fn sigterm_while_a_job_start_is_handed_over_leaves_no_codex_and_no_running_job() {
     let sandbox = Sandbox::new();
     let mut server = fake_backend(&sandbox, "app-server").await;
@@ -524,4 +504,45 @@ async fn sigterm_while_a_job_start_is_handed_over_leaves_no_codex_and_no_running
     let (_, status, kinds) = &jobs[0];
     assert_eq!(status, "interrupted", "{kinds:?}");
     assert_eq!(kinds, &["turn_interrupted"], "ended once, by the shutdown");
+}
+
+#[tokio::test]
+async fn a_codex_restart_that_takes_long_does_not_hold_up_calls_about_other_jobs() {
+    let sandbox = Sandbox::new();
+    let pids = sandbox.dir.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let bin = fake_codex();
+    let server = Launch::new(&bin, &sandbox)
+        .env("FAKE_CODEX_PID_DIR", pids.to_str().unwrap())
+        .env("FAKE_CODEX_SLOW_RESTART", "1")
+        .start()
+        .await;
+    let crashed = job(&server, &sandbox, "CRASH").await;
+    assert_eq!(server.settle(&crashed).await["status"], "failed");
+    // The next job restarts Codex, which takes a minute to greet us.
+    let restarting = server.client.call_tool(
+        rmcp::model::CallToolRequestParams::new("job_start").with_arguments(
+            json!({"prompt": "hello", "cwd": sandbox.work()})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ),
+    );
+    let meanwhile = async {
+        server.until_logged("a slow restart").await;
+        // Calls about other jobs are answered now, not after the handshake.
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            server.call("job_reply", json!({"job_id": crashed, "prompt": "again"})),
+        )
+        .await
+        .expect("job_reply waited for the restart's handshake");
+        assert_eq!(reply.is_error, Some(true));
+        let listed = server.ok("job_list", json!({})).await;
+        assert_eq!(listed["jobs"].as_array().unwrap().len(), 2);
+    };
+    tokio::select! {
+        _ = restarting => panic!("the restart was not slow"),
+        () = meanwhile => {}
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::codex_install::codex;
 use support::mock_model::MockModel;
-use support::server::{Launch, Sandbox, Server, alive, within};
+use support::server::{Launch, Sandbox, Server, alive, is_turn_end, within};
 
 /// A server running the real Codex against a fresh mock model.
 struct Setup {
@@ -114,16 +114,6 @@ impl Setup {
             .map(|r| r["input"].to_string())
             .collect()
     }
-}
-
-fn is_turn_end(kind: &str) -> bool {
-    [
-        "turn_completed",
-        "turn_failed",
-        "turn_cancelled",
-        "turn_interrupted",
-    ]
-    .contains(&kind)
 }
 
 fn types(events: &[Value]) -> Vec<String> {

@@ -299,17 +299,16 @@ impl Backend for AppServerBackend {
     fn forget(&self, job: &JobId) {
         if let Some(session) = self.child.current() {
             let mut routes = session.routes();
-            routes.jobs.remove(job);
-            let threads: Vec<String> = routes
-                .by_thread
-                .iter()
-                .filter(|(_, owner)| *owner == job)
-                .map(|(thread, _)| thread.clone())
-                .collect();
-            for thread in threads {
-                routes.by_thread.remove(&thread);
-                routes.loaded.remove(&thread);
-            }
+            let Routes {
+                jobs,
+                by_thread,
+                loaded,
+                ..
+            } = &mut *routes;
+            jobs.remove(job);
+            session::forget_threads(by_thread, job, |thread| {
+                loaded.remove(thread);
+            });
         }
     }
 

@@ -316,18 +316,17 @@ impl Backend for McpServerBackend {
     fn forget(&self, job: &JobId) {
         if let Some(session) = self.child.current() {
             let mut routes = session.routes();
-            routes.jobs.remove(job);
+            let Routes {
+                jobs,
+                by_thread,
+                off_by_one,
+                ..
+            } = &mut *routes;
+            jobs.remove(job);
+            session::forget_threads(by_thread, job, |thread| {
+                off_by_one.remove(thread);
+            });
             routes.by_request.retain(|_, owner| owner != job);
-            let threads: Vec<String> = routes
-                .by_thread
-                .iter()
-                .filter(|(_, owner)| *owner == job)
-                .map(|(thread, _)| thread.clone())
-                .collect();
-            for thread in threads {
-                routes.by_thread.remove(&thread);
-                routes.off_by_one.remove(&thread);
-            }
         }
     }
 

@@ -5,6 +5,7 @@
 //! A restart runs outside the slot's lock: `current()` (which cancels and replies use) never waits
 //! behind a handshake. Once the slot is closed, no child is started again.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::rpc::{self, ExitInfo, RpcChild, RpcReader};
 use super::{BackendError, CodexSettings, Outbox, TurnEnd, Update};
-use crate::model::JobTurn;
+use crate::model::{JobId, JobTurn};
 
 /// How long the handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,6 +69,22 @@ impl<R> Session<R> {
         self.kill();
         self.rpc.exit_info(EXIT_GRACE).await
     }
+}
+
+/// Drops `job`'s threads from a child's thread routes, telling `dropped` each one (a job that is
+/// deleted leaves nothing behind in a long-lived child's tables).
+pub(crate) fn forget_threads(
+    by_thread: &mut HashMap<String, JobId>,
+    job: &JobId,
+    mut dropped: impl FnMut(&str),
+) {
+    by_thread.retain(|thread, owner| {
+        let theirs = owner == job;
+        if theirs {
+            dropped(thread);
+        }
+        !theirs
+    });
 }
 
 /// Fails the turns a dead child was running, with how it ended.

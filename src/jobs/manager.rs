@@ -74,7 +74,7 @@ impl JobManager {
         settings: EngineSettings,
         events: mpsc::Receiver<BackendEvent>,
     ) -> Result<Self, JobError> {
-        let (state, unfinished) = State::from_loaded(store.load()?);
+        let state = State::from_loaded(store.load()?);
         let (feed, _) = watch::channel(state.last_notification);
         let manager = Self {
             inner: Arc::new(Inner {
@@ -92,18 +92,11 @@ impl JobManager {
                 handovers: Mutex::new(HashMap::new()),
             }),
         };
-        let reason = "the server stopped while this turn was running (it was restarted or it \
-                      crashed), so Codex may not have finished it";
         let after = manager.transact(|tx| {
-            for turn in &unfinished {
-                tx.settle(
-                    turn,
-                    Outcome::Interrupted,
-                    EventKind::TurnInterrupted,
-                    reason.to_owned(),
-                )?;
-            }
-            Ok(())
+            tx.interrupt_open_turns(
+                "the server stopped while this turn was running (it was restarted or it \
+                 crashed), so Codex may not have finished it",
+            )
         })?;
         manager.publish(after);
         manager.purge_expired()?;
@@ -448,24 +441,8 @@ impl JobManager {
                 tracing::warn!("Codex's last reports did not arrive in time");
             }
         }
-        let reason = "the server shut down while the turn was running";
         let settled = self.transact(|tx| {
-            let open: Vec<JobTurn> = tx
-                .state()
-                .jobs
-                .values()
-                .filter(|j| !j.record.status.is_settled())
-                .map(JobState::turn)
-                .collect();
-            for turn in &open {
-                tx.settle(
-                    turn,
-                    Outcome::Interrupted,
-                    EventKind::TurnInterrupted,
-                    reason.to_owned(),
-                )?;
-            }
-            Ok(())
+            tx.interrupt_open_turns("the server shut down while the turn was running")
         });
         match settled {
             Ok(after) => drop(self.publish(after)),

@@ -4,11 +4,11 @@
 //! layer, hands turns to a [`crate::codex::Backend`], applies what the backend reports in order,
 //! and writes everything a client can read to the [`crate::store::Store`].
 //!
-//! - [`api`]: what a call asks for and gets back.
+//! - `api`: what a call asks for and gets back.
 //! - `manager`: the commands, the hand-over of turns to Codex, retention and shutdown.
 //! - `reports`: Codex's reports, applied to the turn they name.
 //! - `feed`: event pages, the notification feed and waiting on it.
-//! - `state`: the state and [`state::Tx`], the one way to change it; `status`: a job's status
+//! - `state`: the state and `Tx`, the one way to change it; `status`: a job's status
 //!   as a pure function of its facts.
 
 mod api;

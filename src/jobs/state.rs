@@ -90,9 +90,9 @@ pub(super) struct AfterCommit {
 }
 
 impl State {
-    /// The state a store holds. Turns that were open when the last server went away are returned
-    /// to be settled: Codex cannot be trusted to have finished them.
-    pub fn from_loaded(loaded: Loaded) -> (Self, Vec<JobTurn>) {
+    /// The state a store holds. Turns that were open when the last server went away stay open,
+    /// holding no slot, to be settled: Codex cannot be trusted to have finished them.
+    pub fn from_loaded(loaded: Loaded) -> Self {
         let mut state = Self {
             jobs: HashMap::new(),
             order: Vec::new(),
@@ -102,7 +102,6 @@ impl State {
             last_notification: loaded.last_notification,
             accepting: true,
         };
-        let mut unfinished = Vec::new();
         for job in loaded.jobs {
             let mut entry = JobState::new(job.record, job.last_notification);
             entry.facts.outcome = match entry.record.status {
@@ -111,9 +110,7 @@ impl State {
                 JobStatus::Cancelled => Some(Outcome::Cancelled),
                 JobStatus::Interrupted => Some(Outcome::Interrupted),
                 JobStatus::Queued | JobStatus::Running | JobStatus::InputRequired => {
-                    // Open, so that settling it is allowed; it holds no slot.
                     entry.facts.queued = true;
-                    unfinished.push(entry.turn());
                     None
                 }
             };
@@ -125,7 +122,7 @@ impl State {
             }
             state.jobs.insert(entry.record.id.clone(), entry);
         }
-        (state, unfinished)
+        state
     }
 
     pub fn job(&self, id: &JobId) -> Result<&JobState, JobError> {
@@ -409,6 +406,27 @@ impl<'a> Tx<'a> {
         }
         self.fill_slots()?;
         Ok(true)
+    }
+
+    /// Ends every open turn as `interrupted` with `reason` (at start-up, the turns the last server
+    /// left open; at shutdown, those still running or queued).
+    pub fn interrupt_open_turns(&mut self, reason: &str) -> Result<(), JobError> {
+        let open: Vec<JobTurn> = self
+            .state
+            .jobs
+            .values()
+            .filter(|j| j.is_open(j.record.turns))
+            .map(JobState::turn)
+            .collect();
+        for turn in &open {
+            self.settle(
+                turn,
+                Outcome::Interrupted,
+                EventKind::TurnInterrupted,
+                reason.to_owned(),
+            )?;
+        }
+        Ok(())
     }
 
     /// Ends `turn` without Codex's word (cancel, restart, shutdown, a store failure), with

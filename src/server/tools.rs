@@ -15,7 +15,7 @@ pub struct StartArgs {
     pub cwd: Option<String>,
     /// Model override, e.g. "gpt-5.2".
     pub model: Option<String>,
-    /// A Codex profile, $CODEX_HOME/<name>.config.toml (exec backend only: app-server and
+    /// A Codex profile, `$CODEX_HOME/<name>.config.toml` (exec backend only: app-server and
     /// mcp-server select a profile per process).
     pub profile: Option<String>,
     /// When Codex asks before running a command: "on-request" or "never" (codex mcp-server).

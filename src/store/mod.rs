@@ -7,8 +7,8 @@
 //! - [`sqlite`]: the store, one SQLite database in WAL mode.
 //! - [`state_dir`]: where it lives, and the lock that keeps a second server out.
 
-pub mod sqlite;
-pub mod state_dir;
+mod sqlite;
+pub(crate) mod state_dir;
 
 pub use sqlite::SqliteStore;
 

@@ -11,6 +11,8 @@ first and answers with what came back.
 "fake exec: PROMPT"; the prompt `IGNORE_TERM` starts a turn that ignores SIGTERM and never ends.
 `$FAKE_CODEX_PID_DIR` makes every process but `--version` leave its pid there as a file.
 `$FAKE_CODEX_STALL=1` makes mcp-server stop reading its stdin once it has answered `initialize`.
+`$FAKE_CODEX_SLOW_RESTART=1` (with the pid dir) makes an mcp-server that is not the first one
+started there take 60 s to answer `initialize`, saying so on stderr.
 
 Each mcp-server `tools/call` is scripted by its prompt:
   GARBAGE           write lines that are not JSON-RPC, then answer normally
@@ -171,7 +173,9 @@ def run_app_server():
             send({"id": request_id, "result": {"userAgent": "fake"}})
         elif method == "thread/start":
             threads[0] += 1
-            send({"id": request_id, "result": {"thread": {"id": f"fake-app-thread-{threads[0]}"}}})
+            send({"id": request_id, "result": {"thread": {"id": f"fake-app-thread-{os.getpid()}-{threads[0]}"}}})
+        elif method == "thread/resume":
+            send({"id": request_id, "result": {"thread": {"id": message["params"]["threadId"]}}})
         elif method == "turn/start":
             params = message["params"]
             turn_id = f"turn-{request_id}"
@@ -199,6 +203,8 @@ def run_app_server():
             slot = pending[request_id]
             slot[1] = message
             slot[0].set()
+        elif method is not None and request_id is not None:
+            send({"id": request_id, "error": {"code": -32601, "message": f"fake app-server: no {method}"}})
 
 
 def run_exec(args):
@@ -226,7 +232,9 @@ def main():
         print(banner if banner is not None else "codex-cli " + os.environ.get("FAKE_CODEX_VERSION", "0.153.4"))
         return
     pid_dir = os.environ.get("FAKE_CODEX_PID_DIR")
+    restarted = False
     if pid_dir:
+        restarted = bool(os.listdir(pid_dir))
         open(os.path.join(pid_dir, str(os.getpid())), "w").close()
     while args[:1] == ["-c"]:
         args = args[2:]
@@ -241,6 +249,10 @@ def main():
         message = json.loads(line)
         method = message.get("method")
         if method == "initialize":
+            if restarted and os.environ.get("FAKE_CODEX_SLOW_RESTART"):
+                sys.stderr.write("fake codex: a slow restart\n")
+                sys.stderr.flush()
+                time.sleep(60)
             if os.environ.get("FAKE_CODEX_HANDSHAKE") == "exit":
                 sys.stderr.write("fake codex: refusing the handshake\n")
                 sys.exit(4)

@@ -69,8 +69,12 @@ impl Sandbox {
             .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
             .filter(|pid| *pid != own && alive(*pid))
             .filter(|pid| {
+                // The server has the same environment. Its binary may have been rebuilt while it
+                // runs, which makes the link read `codex-async-mcp (deleted)`.
                 let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-                let server = exe.file_name().is_some_and(|n| n == "codex-async-mcp");
+                let server = exe
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("codex-async-mcp"));
                 let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
                 !server
                     && environ
@@ -439,6 +443,17 @@ pub async fn until_logged(log: impl Fn() -> String, needle: &str, bound: Duratio
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether an event type ends a turn.
+pub fn is_turn_end(kind: &str) -> bool {
+    [
+        "turn_completed",
+        "turn_failed",
+        "turn_cancelled",
+        "turn_interrupted",
+    ]
+    .contains(&kind)
 }
 
 /// Processes whose parent is `pid`, read from /proc.
