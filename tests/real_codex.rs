@@ -409,19 +409,46 @@ mod cases {
             .await;
         assert_eq!(feed["notifications"][0]["status"], "cancelled");
 
-        // Codex answers a reply after a cancel under the cancelled call's id; it still lands here.
-        t.server
-            .ok(
-                "job_reply",
-                json!({"job_id": job_id, "prompt": "SAY: back again"}),
-            )
-            .await;
-        let replied = t.server.settle(&job_id).await;
-        assert_eq!(replied["status"], "completed");
-        assert_eq!(replied["result"], "back again");
+        for (turn, said) in [(2, "back again"), (3, "and again"), (4, "once more")] {
+            t.server
+                .ok(
+                    "job_reply",
+                    json!({"job_id": job_id, "prompt": format!("SAY: {said}")}),
+                )
+                .await;
+            let replied = t.server.settle(&job_id).await;
+            assert_eq!(replied["turn"], turn);
+            assert_eq!(replied["status"], "completed", "{replied}");
+            assert_eq!(replied["result"], said);
+        }
 
         let next = t.start("SAY: a new job").await;
         assert_eq!(t.server.settle(&next).await["result"], "a new job");
+    }
+
+    pub async fn replies_after_a_cancel_before_the_model_answered_each_land_on_their_turn(
+        f: Flavor,
+    ) {
+        let t = setup(f, &[]).await;
+        // The model has not even answered when the cancel comes.
+        let job_id = t.start("WAIT: 30").await;
+        t.until_event(&job_id, "turn_started").await;
+        let cancelled = t.server.ok("job_cancel", json!({"job_id": job_id})).await;
+        assert_eq!(cancelled["status"], "cancelled");
+        // 0.153 then tags later turns' events, and answers their calls, with ids of earlier
+        // calls (measured: turn 4's answer came under turn 2's id).
+        for (turn, said) in [(2, "back again"), (3, "and again"), (4, "once more")] {
+            t.server
+                .ok(
+                    "job_reply",
+                    json!({"job_id": job_id, "prompt": format!("SAY: {said}")}),
+                )
+                .await;
+            let replied = t.server.settle(&job_id).await;
+            assert_eq!(replied["turn"], turn);
+            assert_eq!(replied["status"], "completed", "{replied}");
+            assert_eq!(replied["result"], said);
+        }
     }
 
     pub async fn reply_while_the_turn_runs_is_refused_with_the_way_out(f: Flavor) {
@@ -864,6 +891,7 @@ suite!(
         five_concurrent_jobs_each_get_their_own_events,
         jobs_beyond_the_concurrency_limit_queue_and_then_run,
         cancel_stops_a_long_turn_and_the_thread_and_server_stay_usable,
+        replies_after_a_cancel_before_the_model_answered_each_land_on_their_turn,
         reply_while_the_turn_runs_is_refused_with_the_way_out,
         a_retried_start_with_the_same_client_request_id_starts_nothing_new,
         a_killed_codex_fails_its_jobs_with_the_reason_and_the_next_job_works,

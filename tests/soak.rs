@@ -100,7 +100,9 @@ const REAL_APP_SERVER: Flavor = Flavor {
 const REAL_MCP_SERVER: Flavor = Flavor {
     backend: "mcp-server",
     codex: Codex::Real("0.153.4", "gpt-5.2"),
-    stuck: "SLEEP: 30",
+    // A model that has not answered when the cancel comes: 0.153 then tags later turns with ids
+    // of earlier calls.
+    stuck: "WAIT: 30",
     say: "SAY: ",
     answer_prefix: "",
 };

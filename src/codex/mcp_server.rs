@@ -7,9 +7,10 @@
 //! [`BackendEvent`] in the order it was read. Quirks of the real binary that shape this file:
 //!
 //! - a cancelled call is never answered; `turn_aborted` is the last word about it;
-//! - after a cancel, Codex tags the next `codex-reply`'s events, and answers it, under the
-//!   *cancelled* id, so messages are routed to a job by any id it was sent, and to a turn by
-//!   Codex's turn id ([`super::turns`]), never by "what the job runs now";
+//! - after a cancel, Codex tags later turns' events, and answers their calls, under ids of
+//!   earlier calls of the thread (measured: turn 4's answer came under turn 2's id), so messages
+//!   are routed to a job by any id it was sent or else by their thread, and to a turn by Codex's
+//!   turn id ([`super::turns`]), never by "what the job runs now";
 //! - a call whose turn fails is answered at the `error`, before the turn's `task_complete`; Codex
 //!   then answers the next `codex-reply` at once with that stale `task_complete`, and runs the new
 //!   prompt only when yet another call arrives. So a turn ends with its call's answer only if
@@ -444,7 +445,12 @@ async fn on_turn_answer(
 ) {
     let ended = {
         let mut routes = session.routes();
-        let Some(job) = routes.by_request.get(&id).cloned() else {
+        let thread_id = outcome
+            .as_ref()
+            .ok()
+            .and_then(|r| r.pointer("/structuredContent/threadId"))
+            .and_then(Value::as_str);
+        let Some(job) = routes.job_for(Some(id), thread_id) else {
             tracing::debug!(id, "answer from codex for no call we know; ignored");
             return;
         };
@@ -453,6 +459,7 @@ async fn on_turn_answer(
             routes.answered(&job, id, None);
             return;
         };
+        tracing::debug!(id, own = running.state.request_id, %job, turn = running.turn, "codex answered a turn's call");
         routes.answered(&job, id, Some(running.state.request_id));
         let started = running.codex_turn.is_some();
         let completed = running.state.task_complete.is_some();

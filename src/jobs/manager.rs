@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -56,6 +57,9 @@ pub(super) struct Inner {
     pub(super) drained: CancellationToken,
     /// The report loop, awaited at shutdown.
     reports: Mutex<Option<JoinHandle<()>>>,
+    /// Set while some turn waits to be saved as failed (see `JobState::unsaved_failure`), so
+    /// the report loop looks for them only then.
+    pub(super) unsaved: AtomicBool,
     /// How many reports the report loop has taken: tests wait on it instead of yielding.
     #[cfg(test)]
     pub(super) reports_taken: watch::Sender<usize>,
@@ -87,6 +91,7 @@ impl JobManager {
                 stopping: CancellationToken::new(),
                 drained: CancellationToken::new(),
                 reports: Mutex::new(None),
+                unsaved: AtomicBool::new(false),
                 #[cfg(test)]
                 reports_taken: watch::channel(0).0,
                 handovers: Mutex::new(HashMap::new()),

@@ -7,6 +7,7 @@
 //! nothing is recorded after a turn's terminal event.
 
 use std::sync::Weak;
+use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -111,6 +112,7 @@ impl JobManager {
                         && job.takes_reports_for(turn.turn)
                     {
                         job.unsaved_failure = Some(reason.clone());
+                        self.inner.unsaved.store(true, Ordering::SeqCst);
                     }
                 }
             }
@@ -128,6 +130,9 @@ impl JobManager {
 
     /// Settles the turns whose failure could not be saved earlier, now that saves may work.
     pub(super) fn retry_unsaved_failures(&self) {
+        if !self.inner.unsaved.swap(false, Ordering::SeqCst) {
+            return;
+        }
         let pending: Vec<(JobTurn, String)> = {
             let state = self.inner.lock();
             state
@@ -145,6 +150,7 @@ impl JobManager {
                 Ok(after) => self.publish_and_dispatch(after),
                 Err(e) => {
                     tracing::debug!(%turn, error = %e, "the store still cannot save");
+                    self.inner.unsaved.store(true, Ordering::SeqCst);
                     return;
                 }
             }

@@ -105,10 +105,12 @@ impl Backend for Scripted {
     }
 }
 
-/// A store whose next `failures` writes fail, as on a full disk.
+/// A store whose next `failures` writes fail, as on a full disk, and that can run a write of
+/// another transaction just before a read (as a concurrent commit would land).
 struct FlakyStore {
     inner: SqliteStore,
     failures: AtomicUsize,
+    before_next_read: Mutex<Option<Vec<Write>>>,
 }
 
 impl FlakyStore {
@@ -142,6 +144,9 @@ impl Store for FlakyStore {
         job: Option<&JobId>,
         limit: usize,
     ) -> Result<Vec<Notification>, StoreError> {
+        if let Some(writes) = self.before_next_read.lock().unwrap().take() {
+            self.inner.write(&writes).unwrap();
+        }
         self.inner.read_notifications(after, job, limit)
     }
 
@@ -191,6 +196,7 @@ fn engine_in(
     let store = Arc::new(FlakyStore {
         inner: SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap(),
         failures: AtomicUsize::new(0),
+        before_next_read: Mutex::new(None),
     });
     let manager = JobManager::open(store.clone(), backend.clone(), settings, rx).unwrap();
     Engine {
@@ -582,6 +588,27 @@ async fn the_feed_pages_with_its_cursor() {
         e.manager.notifications(4, None, 2),
         Err(JobError::FeedCursorOutOfRange { cursor: 4, last: 3 })
     ));
+}
+
+#[tokio::test]
+async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("a")).await.unwrap();
+    e.report(turn(&job.job_id, 1), completed("a")).await;
+    // An entry committed after the engine looked at the feed's end, before it read the page.
+    let late = Notification {
+        seq: 2,
+        job_id: job.job_id.clone(),
+        turn: 1,
+        status: JobStatus::Completed,
+        at: "2026-12-01T00:00:00.000Z".into(),
+        result: None,
+        error: None,
+    };
+    *e.store.before_next_read.lock().unwrap() = Some(vec![Write::Notification(late)]);
+    let (page, cursor) = e.manager.notifications(0, None, 100).unwrap();
+    assert_eq!(page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(cursor, 2, "the next page must not repeat entry 2");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 //! | `RUN: cmd` | an `exec_command` call of `cmd`; once Codex sends its output, `done: <output>` |
 //! | `ESCALATE: cmd` | the same with `sandbox_permissions: "require_escalated"` (asks for approval under `on-request`) |
 //! | `SLEEP: n` | `tick0 tick1 …` deltas every 0.5 s for `n` seconds, then `slept n` |
+//! | `WAIT: n` | nothing at all for `n` seconds (not even headers), then `waited n` |
 //! | `HTTP400: text` | HTTP 400 with `text` in an error body |
 //! | `HTTP500: text` | HTTP 500 |
 //! | `FAILSTREAM: text` | a `response.failed` event |
@@ -115,6 +116,11 @@ async fn respond(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) ->
         "RUN" => sse(exec_call(&arg, false)),
         "ESCALATE" => sse(exec_call(&arg, true)),
         "SLEEP" => slow(arg.parse::<f64>().unwrap_or(1.0)),
+        "WAIT" => {
+            let seconds = arg.parse::<f64>().unwrap_or(1.0);
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+            sse(message(&format!("waited {seconds}")))
+        }
         "HTTP400" => (
             StatusCode::BAD_REQUEST,
             [(header::CONTENT_TYPE, "application/json")],
