@@ -102,6 +102,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             token.cancel();
         }
     });
+    // No turn starts once shutdown is decided, even while the transport finishes its answers.
+    let (engine, decided) = (manager.clone(), shutdown.clone());
+    let stop_on_signal = tokio::spawn(async move {
+        decided.cancelled().await;
+        engine.stop_taking_turns();
+    });
     let served = match listener {
         Some((listener, settings)) => {
             server::http::serve(
@@ -115,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => server::serve_stdio(manager.clone(), cli.server_settings(), shutdown).await,
     };
+    stop_on_signal.abort();
     manager.shutdown(hurry).await;
     served
 }

@@ -418,10 +418,12 @@ impl JobManager {
             .collect()
     }
 
-    /// Stops the engine: takes no more turns, stops Codex, applies every report Codex sent
-    /// before it stopped, settles what is still open as `interrupted`, and waits for its tasks.
-    /// `hurry` (a second signal) cuts the waiting short; the settling always happens.
-    pub async fn shutdown(&self, hurry: CancellationToken) {
+    /// Takes no more turns from now on: nothing new is queued, and no turn goes to Codex (so no
+    /// Codex is started). The first step of shutdown, taken as soon as it is decided.
+    pub fn stop_taking_turns(&self) {
+        if self.inner.stopping.is_cancelled() {
+            return;
+        }
         match self.transact(|tx| {
             tx.stop_accepting();
             Ok(())
@@ -430,6 +432,13 @@ impl JobManager {
             Err(e) => tracing::error!(error = %e, "could not stop taking turns"),
         }
         self.inner.stopping.cancel();
+    }
+
+    /// Stops the engine: takes no more turns, stops Codex, applies every report Codex sent
+    /// before it stopped, settles what is still open as `interrupted`, and waits for its tasks.
+    /// `hurry` (a second signal) cuts the waiting short; the settling always happens.
+    pub async fn shutdown(&self, hurry: CancellationToken) {
+        self.stop_taking_turns();
         let reports = self.inner.reports_lock().take();
         let last_words = async {
             self.inner.backend.shutdown().await;
