@@ -80,6 +80,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub max_wait_seconds: u64,
 
+    /// The most one tool answer may take, in bytes, when a call does not say (`max_bytes`):
+    /// longer answers are paged or cut, saying how to read the rest.
+    #[arg(long, default_value_t = 24 * 1024, value_parser = clap::value_parser!(u64).range(1024..=262_144))]
+    pub max_answer_bytes: u64,
+
     /// How often job_wait sends progress notifications while it waits, in milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub progress_interval_ms: u64,
@@ -195,6 +200,9 @@ impl Cli {
         ServerSettings {
             max_wait: Duration::from_secs(self.max_wait_seconds),
             progress_interval: Duration::from_millis(self.progress_interval_ms),
+            answer_budget: crate::server::Budget(
+                usize::try_from(self.max_answer_bytes).unwrap_or(usize::MAX),
+            ),
         }
     }
 }

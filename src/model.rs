@@ -272,6 +272,8 @@ pub struct Event {
     pub at: String,
     /// The turn it belongs to, counting from 1.
     pub turn: u32,
+    /// The fields its type has (see the README's vocabulary).
+    #[schemars(with = "serde_json::Map<String, Value>")]
     pub data: Value,
 }
 
@@ -287,6 +289,10 @@ pub struct Notification {
     pub at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// The result's whole length in chars, when the answer carries it cut (job_result reads it
+    /// whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_chars: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -332,6 +338,8 @@ pub struct EventQuery {
     pub types: Option<Vec<EventKind>>,
     /// Streaming deltas are skipped unless this is set (or `types` names them).
     pub include_deltas: bool,
+    /// Only this turn's events; `None` for all.
+    pub turn: Option<u32>,
 }
 
 impl EventQuery {

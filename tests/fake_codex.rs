@@ -209,6 +209,7 @@ async fn every_tool_declares_its_input_and_output_schema() {
             "job_list",
             "job_notifications",
             "job_reply",
+            "job_result",
             "job_start",
             "job_wait"
         ]

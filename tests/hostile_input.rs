@@ -314,7 +314,7 @@ async fn sigterm_while_a_large_answer_is_written_leaves_no_half_line() {
     let sandbox = Sandbox::new();
     let bin = fake_codex();
     let mut s = RawStdio::start(Launch::new(&bin, &sandbox)).await;
-    // A job whose events make an answer of megabytes.
+    // A job whose final message is megabytes long: job_result answers with a quarter of one.
     let prompt = format!("big {}", "x".repeat(1 << 20));
     let started = s
         .call(
@@ -336,7 +336,7 @@ async fn sigterm_while_a_large_answer_is_written_leaves_no_half_line() {
         "completed"
     );
     s.send(&json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
-                   "params": {"name": "job_events", "arguments": {"job_id": job_id, "limit": 1000}}}))
+                   "params": {"name": "job_result", "arguments": {"job_id": job_id, "max_bytes": 262_144}}}))
         .await;
     // The answer is larger than the pipe: unread, it leaves the server in the middle of the line.
     s.until_stdout_backs_up().await;

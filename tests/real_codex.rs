@@ -134,7 +134,25 @@ mod cases {
         assert_eq!(settled["result"], "hello from the mock");
         let events = t.server.ok("job_events", json!({"job_id": job_id})).await;
         assert_eq!(events["status"], "completed");
-        assert_eq!(events["result"], "hello from the mock");
+        // The page holds the turn's end, which says the result: it is not said twice.
+        assert!(events.get("result").is_none(), "{events}");
+        let result = t.server.ok("job_result", json!({"job_id": job_id})).await;
+        assert_eq!(result["text"], "hello from the mock");
+        assert_eq!(
+            (&result["turn"], &result["status"]),
+            (&json!(1), &json!("completed"))
+        );
+        let later = t
+            .server
+            .ok(
+                "job_events",
+                json!({"job_id": job_id, "cursor": events["cursor"]}),
+            )
+            .await;
+        assert_eq!(
+            later["result"], "hello from the mock",
+            "a page without the end says it"
+        );
         let kinds = types(events["events"].as_array().unwrap());
         for expected in [
             "thread_started",
@@ -156,9 +174,16 @@ mod cases {
             .find(|e| e["type"] == "agent_message")
             .unwrap();
         assert_eq!(message["data"]["text"], "hello from the mock");
+        assert!(message["data"].get("codex").is_none(), "our fields only");
+        // Codex's own message is kept, for whoever asks.
+        let raw = t
+            .server
+            .ok("job_events", json!({"job_id": job_id, "raw": true}))
+            .await;
+        let raw_events = raw["events"].as_array().unwrap();
         assert!(
-            message["data"]["codex"].is_object(),
-            "Codex's own message is kept"
+            raw_events.iter().all(|e| e["data"]["codex"].is_object()),
+            "{raw_events:?}"
         );
     }
 
@@ -240,10 +265,18 @@ mod cases {
             (1..=whole.len() as u64).collect::<Vec<_>>(),
             "no gap, no duplicate"
         );
+        // The same events in the same order whatever the page size (a page says a long text
+        // once, so the data of an event may refer to another event of its page).
+        let shape = |events: &[Value]| -> Vec<(Value, Value, Value)> {
+            events
+                .iter()
+                .map(|e| (e["seq"].clone(), e["type"].clone(), e["turn"].clone()))
+                .collect()
+        };
         for page in [1, 2, 3] {
             assert_eq!(
-                t.server.all_events(&job_id, page).await,
-                whole,
+                shape(&t.server.all_events(&job_id, page).await),
+                shape(&whole),
                 "page size {page}"
             );
         }

@@ -209,10 +209,24 @@ async fn work(
 /// Reads every job back from a server just started on the soak's state and checks the record.
 async fn check(server: &Server, flavor: &Flavor, prompts: &Prompts, seed: u64) {
     let listed = server.ok("job_list", json!({"limit": 1000})).await;
-    let feed = server.ok("job_notifications", json!({"limit": 1000})).await["notifications"]
-        .as_array()
-        .unwrap()
-        .clone();
+    // The whole feed, page by page (each page fits the answer budget).
+    let mut feed: Vec<Value> = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = server
+            .ok(
+                "job_notifications",
+                json!({"cursor": cursor, "limit": 1000}),
+            )
+            .await;
+        let entries = page["notifications"].as_array().unwrap();
+        let next = page["cursor"].as_u64().unwrap();
+        feed.extend(entries.iter().cloned());
+        if entries.is_empty() || next == cursor {
+            break;
+        }
+        cursor = next;
+    }
     let feed_seqs: Vec<u64> = feed.iter().map(|n| n["seq"].as_u64().unwrap()).collect();
     assert!(
         feed_seqs.windows(2).all(|w| w[0] < w[1]),
@@ -254,15 +268,20 @@ async fn check(server: &Server, flavor: &Flavor, prompts: &Prompts, seed: u64) {
                 is_turn_end(of_turn.last().unwrap()["type"].as_str().unwrap()),
                 "seed {seed}: {id} turn {turn} has events after its end: {of_turn:?}"
             );
+            let prompt = prompts.lock().unwrap().get(&(id.to_owned(), turn)).cloned();
             if ends[0]["type"] == "turn_completed"
-                && let Some(prompt) = prompts.lock().unwrap().get(&(id.to_owned(), turn))
+                && let Some(prompt) = prompt
             {
-                let tag = prompt.strip_prefix(flavor.say).unwrap_or(prompt);
+                let tag = prompt.strip_prefix(flavor.say).unwrap_or(&prompt);
                 let expected = format!("{}{tag}", flavor.answer_prefix);
+                let read = server
+                    .ok("job_result", json!({"job_id": id, "turn": turn}))
+                    .await;
                 assert_eq!(
-                    ends[0]["data"]["result"], expected,
+                    read["text"], expected,
                     "seed {seed}: {id} turn {turn} answered another prompt"
                 );
+                assert_eq!(read["status"], "completed");
             }
         }
         let notes: Vec<&Value> = feed.iter().filter(|n| n["job_id"] == id).collect();

@@ -43,6 +43,7 @@ pub struct JobSnapshot {
     pub job_id: JobId,
     pub status: JobStatus,
     /// Codex's thread id, once Codex has started the thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<String>,
     /// The current (or latest) turn, counting from 1.
     pub turn: u32,
@@ -60,6 +61,7 @@ pub struct JobSnapshot {
 pub struct JobSummary {
     pub job_id: JobId,
     pub status: JobStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -68,6 +70,7 @@ pub struct JobSummary {
     /// The first prompt, shortened.
     pub prompt: String,
     /// The last agent message, shortened.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_message: Option<String>,
 }
 
@@ -85,4 +88,16 @@ pub struct WaitAnswer {
     pub notifications: Vec<Notification>,
     pub cursor: u64,
     pub timed_out: bool,
+}
+
+/// A turn's final message, as `job_result` pages it.
+#[derive(Clone, Debug)]
+pub struct TurnText {
+    pub job_id: JobId,
+    pub turn: u32,
+    /// How the turn stands: `running` (or `queued`, `input_required`) while it runs, else how it
+    /// ended.
+    pub status: JobStatus,
+    /// The turn's result when it completed, else its last agent message so far ("" if none).
+    pub text: String,
 }

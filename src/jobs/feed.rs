@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::JobError;
-use super::api::{EventsAnswer, WaitAnswer};
+use super::api::{EventsAnswer, TurnText, WaitAnswer};
 use super::manager::JobManager;
-use crate::model::{EventQuery, JobId, Notification};
+use crate::model::{EventKind, EventQuery, JobId, JobStatus, Notification};
 
 /// How many entries one wait returns at most.
 const WAIT_LIMIT: usize = 100;
@@ -36,6 +36,77 @@ impl JobManager {
             events: page.events,
             cursor: page.cursor,
             has_more: page.has_more,
+        })
+    }
+
+    /// The final message of the job's `turn` (default: its latest), whole.
+    pub fn turn_text(&self, job: &str, turn: Option<u32>) -> Result<TurnText, JobError> {
+        let id = JobId::from(job);
+        let (turns, status) = {
+            let state = self.inner.lock();
+            let record = &state.job(&id)?.record;
+            (record.turns, record.status)
+        };
+        let turn = turn.unwrap_or(turns);
+        if turn == 0 || turn > turns {
+            return Err(JobError::InvalidArgument(format!(
+                "job {id} has turns 1 to {turns}; pass one of them as turn, or leave it out for \
+                 the latest"
+            )));
+        }
+        let of_turn = |types: Vec<EventKind>, limit: usize| EventQuery {
+            types: Some(types),
+            turn: Some(turn),
+            limit,
+            ..EventQuery::default()
+        };
+        let ends = [
+            (EventKind::TurnCompleted, JobStatus::Completed),
+            (EventKind::TurnFailed, JobStatus::Failed),
+            (EventKind::TurnCancelled, JobStatus::Cancelled),
+            (EventKind::TurnInterrupted, JobStatus::Interrupted),
+        ];
+        let end = self
+            .inner
+            .store
+            .read_events(&id, &of_turn(ends.iter().map(|(k, _)| *k).collect(), 1))?
+            .events
+            .pop();
+        let status = match &end {
+            Some(end) => ends
+                .iter()
+                .find(|(kind, _)| *kind == end.kind)
+                .map_or(status, |(_, status)| *status),
+            // Not ended: the turn is the job's current one.
+            None => status,
+        };
+        let result = end
+            .filter(|e| e.kind == EventKind::TurnCompleted)
+            .and_then(|e| {
+                e.data
+                    .get("result")
+                    .and_then(|r| r.as_str().map(str::to_owned))
+            });
+        let text = match result {
+            Some(result) => result,
+            None => self
+                .inner
+                .store
+                .read_events(&id, &of_turn(vec![EventKind::AgentMessage], 10_000))?
+                .events
+                .pop()
+                .and_then(|e| {
+                    e.data
+                        .get("text")
+                        .and_then(|t| t.as_str().map(str::to_owned))
+                })
+                .unwrap_or_default(),
+        };
+        Ok(TurnText {
+            job_id: id,
+            turn,
+            status,
+            text,
         })
     }
 

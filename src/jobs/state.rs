@@ -395,6 +395,7 @@ impl<'a> Tx<'a> {
             status: entry.record.status,
             at: now_rfc3339(),
             result: announce.result,
+            result_chars: None,
             error: announce.error,
         };
         self.writes.push(Write::Notification(notification));

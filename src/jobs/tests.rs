@@ -603,6 +603,7 @@ async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
         status: JobStatus::Completed,
         at: "2026-12-01T00:00:00.000Z".into(),
         result: None,
+        result_chars: None,
         error: None,
     };
     *e.store.before_next_read.lock().unwrap() = Some(vec![Write::Notification(late)]);

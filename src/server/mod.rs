@@ -7,9 +7,11 @@
 //! arguments are parsed here rather than by rmcp so that a typo gets such an answer too. No
 //! value a client sends can panic a handler (a panic would leave its request unanswered).
 
+mod answer;
 pub(crate) mod http;
 mod jsonrpc;
 mod respond;
+mod schema;
 mod sse;
 mod stdio;
 mod tools;
@@ -19,18 +21,20 @@ pub(crate) use stdio::serve_stdio;
 use std::borrow::Cow;
 use std::time::Duration;
 
-use rmcp::handler::server::common::schema_for_input;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    Implementation, JsonObject, ProgressNotificationParam, ProtocolVersion, RequestMetaObject,
-    ServerCapabilities, ServerConfig,
+    CallToolResult, Implementation, JsonObject, ProgressNotificationParam, ProtocolVersion,
+    RequestMetaObject, ServerCapabilities, ServerConfig,
 };
 use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{EventKind, EventQuery, JobError, JobManager, JobSnapshot, StartRequest};
+pub(crate) use answer::Budget;
+use serde_json::json;
+
+use crate::jobs::{Event, EventKind, EventQuery, JobError, JobManager, JobSnapshot, StartRequest};
 use crate::text;
 use tools::*;
 
@@ -43,6 +47,8 @@ pub struct ServerSettings {
     pub max_wait: Duration,
     /// How often a waiting `job_wait` sends `notifications/progress`.
     pub progress_interval: Duration,
+    /// What one answer's `structuredContent` may take when a call does not say (`max_bytes`).
+    pub answer_budget: Budget,
 }
 
 #[derive(Clone)]
@@ -101,15 +107,20 @@ impl JobServer {
         }
     }
 
+    fn budget(&self, asked: Option<usize>) -> Result<Budget, String> {
+        Budget::asked(asked, self.settings.answer_budget)
+    }
+
     #[tool(
-        description = "Start a Codex job in the background and return its id at once, without waiting for \
-                       the turn. Follow it with job_wait, job_events or job_notifications.",
-        input_schema = schema_for_input::<StartArgs>().unwrap_or_default()
+        description = "Start a Codex job in the background; answers at once with its job_id. Then \
+                       job_wait until it settles.",
+        input_schema = schema::input::<StartArgs>(),
+        output_schema = schema::output::<StartOut>()
     )]
     async fn job_start(
         &self,
         Parameters(args): Parameters<JsonObject>,
-    ) -> Result<Json<StartOut>, String> {
+    ) -> Result<CallToolResult, String> {
         let args: StartArgs = parse("job_start", args)?;
         let job = self
             .manager
@@ -127,39 +138,27 @@ impl JobServer {
             })
             .await
             .map_err(user_error)?;
-        let query = EventQuery {
-            limit: 50,
-            ..EventQuery::default()
-        };
-        // The status as it is after the events were read, and the events' own cursor, so the
-        // cursor is never behind (nor ahead of) the events returned with it.
-        let page = self
-            .manager
-            .events(job.job_id.as_str(), &query)
-            .map_err(user_error)?;
-        let job = JobSnapshot {
-            cursor: page.cursor,
-            ..page.snapshot
-        };
         let backend = self.manager.backend_info();
-        Ok(Json(StartOut {
+        self.settings.answer_budget.answer(&StartOut {
             job,
-            events: page.events,
             backend: backend.name.to_owned(),
             codex_version: backend.codex_version,
-        }))
+        })
     }
 
     #[tool(
-        description = "Read a job's events, oldest first, from a cursor. Streaming deltas are hidden unless \
-                       include_deltas is set. Also returns the job's status and, once a turn completed, its result.",
-        input_schema = schema_for_input::<EventsArgs>().unwrap_or_default()
+        description = "A job's events after cursor, oldest first (raw adds Codex's own messages). \
+                       Read on from cursor while has_more; a long text is cut to max_bytes, and \
+                       job_result reads a final message whole.",
+        input_schema = schema::input::<EventsArgs>(),
+        output_schema = schema::output::<EventsOut>()
     )]
     async fn job_events(
         &self,
         Parameters(args): Parameters<JsonObject>,
-    ) -> Result<Json<EventsOut>, String> {
+    ) -> Result<CallToolResult, String> {
         let args: EventsArgs = parse("job_events", args)?;
+        let budget = self.budget(args.max_bytes)?;
         let types = match args.event_types {
             None => None,
             Some(names) => {
@@ -188,60 +187,131 @@ impl JobServer {
             limit: limit(args.limit, 50)?,
             types,
             include_deltas: args.include_deltas,
+            turn: None,
         };
-        let mut answer = self
+        let page = self
             .manager
             .events(&args.job_id, &query)
             .map_err(user_error)?;
+        let mut events: Vec<Event> = page
+            .events
+            .into_iter()
+            .map(|e| answer::view(e, args.raw))
+            .collect();
         if let Some(max) = args.truncate {
-            for event in &mut answer.events {
+            for event in &mut events {
                 text::shorten_strings(&mut event.data, max);
             }
         }
-        Ok(Json(EventsOut {
-            job_id: answer.snapshot.job_id,
-            status: answer.snapshot.status,
-            events: answer.events,
-            cursor: answer.cursor,
-            has_more: answer.has_more,
-            result: answer.snapshot.result,
-            error: answer.snapshot.error,
-        }))
+        answer::say_once(&mut events);
+        let snapshot = page.snapshot;
+        // The latest turn's result is said by its turn_completed when this page holds it.
+        let result = snapshot.result.filter(|_| {
+            !events
+                .iter()
+                .any(|e| e.kind == EventKind::TurnCompleted && e.turn == snapshot.turn)
+        });
+        let mut out = EventsOut {
+            job_id: snapshot.job_id,
+            status: snapshot.status,
+            events: Vec::new(),
+            cursor: page.cursor,
+            has_more: page.has_more,
+            result,
+            error: snapshot.error,
+        };
+        // The frame may take half the budget; the events take what is left.
+        let mut frame = json!({"result": out.result, "error": out.error});
+        answer::cut_to_fit(&mut frame, budget.0 / 2);
+        out.result = frame["result"].as_str().map(str::to_owned);
+        out.error = frame["error"].as_str().map(str::to_owned);
+        let room = budget.0.saturating_sub(answer::size_of(&out));
+        let (taken, left_out) = budget.page(events, room);
+        if left_out {
+            out.has_more = true;
+            out.cursor = taken.last().map_or(query.after, |e| e.seq);
+        }
+        out.events = taken;
+        budget.answer(&out)
     }
 
     #[tool(
-        description = "Send the next message in a job's Codex thread, as a new turn. Refused while the job's \
-                       turn is still running: wait for it (job_wait) or stop it (job_cancel) first.",
-        input_schema = schema_for_input::<ReplyArgs>().unwrap_or_default()
+        description = "A turn's final message (default: the latest turn's), from offset: call \
+                       again with next_offset until it is absent to read any length.",
+        input_schema = schema::input::<ResultArgs>(),
+        output_schema = schema::output::<ResultOut>()
+    )]
+    async fn job_result(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, String> {
+        let args: ResultArgs = parse("job_result", args)?;
+        let budget = self.budget(args.max_bytes)?;
+        let turn = self
+            .manager
+            .turn_text(&args.job_id, args.turn)
+            .map_err(user_error)?;
+        let total_chars = turn.text.chars().count();
+        let offset = args.offset.unwrap_or(0);
+        if offset > total_chars {
+            return Err(format!(
+                "offset {offset} is past the end of the text ({total_chars} chars); pass 0 or a \
+                 next_offset from job_result"
+            ));
+        }
+        let mut out = ResultOut {
+            job_id: turn.job_id,
+            turn: turn.turn,
+            status: turn.status,
+            text: String::new(),
+            offset,
+            next_offset: Some(total_chars),
+            total_chars,
+        };
+        let room = budget.0.saturating_sub(answer::size_of(&out));
+        let rest: String = turn.text.chars().skip(offset).collect();
+        let piece = answer::prefix_within(&rest, room);
+        let end = offset + piece.chars().count();
+        out.text = piece;
+        out.next_offset = (end < total_chars).then_some(end);
+        budget.answer(&out)
+    }
+
+    #[tool(
+        description = "Send the next prompt to a settled job's Codex thread, as a new turn.",
+        input_schema = schema::input::<ReplyArgs>(),
+        output_schema = schema::output::<ReplyOut>()
     )]
     async fn job_reply(
         &self,
         Parameters(args): Parameters<JsonObject>,
-    ) -> Result<Json<ReplyOut>, String> {
+    ) -> Result<CallToolResult, String> {
         let args: ReplyArgs = parse("job_reply", args)?;
         let job = self
             .manager
             .reply(&args.job_id, args.prompt)
             .await
             .map_err(user_error)?;
-        Ok(Json(ReplyOut {
+        self.settings.answer_budget.answer(&ReplyOut {
             job_id: job.job_id,
             status: job.status,
             turn: job.turn,
             cursor: job.cursor,
-        }))
+        })
     }
 
     #[tool(
-        description = "Read the global feed of status changes that matter (turn completed, failed, cancelled, \
-                       interrupted, input required) from a cursor. Never blocks.",
-        input_schema = schema_for_input::<NotificationsArgs>().unwrap_or_default()
+        description = "The feed of settled turns (all jobs, or job_id) after cursor; never \
+                       blocks. A cut result has result_chars: job_result reads it whole.",
+        input_schema = schema::input::<NotificationsArgs>(),
+        output_schema = schema::output::<NotificationsOut>()
     )]
     async fn job_notifications(
         &self,
         Parameters(args): Parameters<JsonObject>,
-    ) -> Result<Json<NotificationsOut>, String> {
+    ) -> Result<CallToolResult, String> {
         let args: NotificationsArgs = parse("job_notifications", args)?;
+        let budget = self.budget(args.max_bytes)?;
         let (notifications, cursor) = self
             .manager
             .notifications(
@@ -250,17 +320,27 @@ impl JobServer {
                 limit(args.limit, 100)?,
             )
             .map_err(user_error)?;
-        Ok(Json(NotificationsOut {
+        let mut out = NotificationsOut {
             notifications,
             cursor,
-        }))
+        };
+        if let Some(last_kept) = budget.feed(&mut out.notifications, |n| {
+            answer::size_of(&NotificationsOut {
+                notifications: n.to_vec(),
+                cursor,
+            })
+        }) {
+            out.cursor = last_kept;
+        }
+        budget.answer(&out)
     }
 
     #[tool(
-        description = "Block until the feed has a notification past cursor (for job_id if given), or the \
-                       timeout passes. With job_id and no cursor it answers at once if the job is already \
-                       settled. Sends progress notifications while waiting when the request has a progress token.",
-        input_schema = schema_for_input::<WaitArgs>().unwrap_or_default()
+        description = "Wait until a job settles (job_id) or the feed has news past cursor, up to \
+                       timeout_seconds. Each entry has the result or error; a cut result has \
+                       result_chars: job_result reads it whole.",
+        input_schema = schema::input::<WaitArgs>(),
+        output_schema = schema::output::<WaitOut>()
     )]
     async fn job_wait(
         &self,
@@ -268,8 +348,9 @@ impl JobServer {
         meta: RequestMetaObject,
         peer: Peer<RoleServer>,
         cancelled: CancellationToken,
-    ) -> Result<Json<WaitOut>, String> {
+    ) -> Result<CallToolResult, String> {
         let args: WaitArgs = parse("job_wait", args)?;
+        let budget = self.budget(args.max_bytes)?;
         let timeout = wait_timeout(args.timeout_seconds.unwrap_or(30.0), self.settings.max_wait)?;
         tracing::debug!(job_id = ?args.job_id, ?timeout, "job_wait: waiting");
         // Cancelled by `notifications/cancelled`, a closed HTTP stream or the session's end.
@@ -302,40 +383,62 @@ impl JobServer {
             }
         })
         .map_err(user_error)?;
-        Ok(Json(WaitOut {
+        let mut out = WaitOut {
             notifications: answer.notifications,
             cursor: answer.cursor,
             timed_out: answer.timed_out,
-        }))
+        };
+        let timed_out = out.timed_out;
+        if let Some(last_kept) = budget.feed(&mut out.notifications, |n| {
+            answer::size_of(&WaitOut {
+                notifications: n.to_vec(),
+                cursor: answer.cursor,
+                timed_out,
+            })
+        }) {
+            out.cursor = last_kept;
+        }
+        budget.answer(&out)
     }
 
     #[tool(
-        description = "Cancel a job's queued or running turn. The Codex thread stays usable: job_reply continues it.",
-        input_schema = schema_for_input::<JobIdArgs>().unwrap_or_default()
+        description = "Stop a job's queued or running turn; its thread stays usable for job_reply.",
+        input_schema = schema::input::<JobIdArgs>(),
+        output_schema = schema::output::<JobSnapshot>()
     )]
     async fn job_cancel(
         &self,
         Parameters(args): Parameters<JsonObject>,
-    ) -> Result<Json<JobSnapshot>, String> {
+    ) -> Result<CallToolResult, String> {
         let args: JobIdArgs = parse("job_cancel", args)?;
-        self.manager
+        let job = self
+            .manager
             .cancel(&args.job_id)
             .await
-            .map(Json)
-            .map_err(user_error)
+            .map_err(user_error)?;
+        self.settings.answer_budget.answer(&job)
     }
 
     #[tool(
-        description = "List jobs, newest first, optionally only those with one status.",
-        input_schema = schema_for_input::<ListArgs>().unwrap_or_default()
+        description = "Jobs, newest first, optionally those with one status.",
+        input_schema = schema::input::<ListArgs>(),
+        output_schema = schema::output::<ListOut>()
     )]
     async fn job_list(
         &self,
         Parameters(args): Parameters<JsonObject>,
-    ) -> Result<Json<ListOut>, String> {
+    ) -> Result<CallToolResult, String> {
         let args: ListArgs = parse("job_list", args)?;
-        let jobs = self.manager.list(args.status, limit(args.limit, 50)?);
-        Ok(Json(ListOut { jobs }))
+        let budget = self.budget(args.max_bytes)?;
+        let mut out = ListOut {
+            jobs: self.manager.list(args.status, limit(args.limit, 50)?),
+            has_more: false,
+        };
+        while out.jobs.len() > 1 && answer::size_of(&out) > budget.0 {
+            out.jobs.pop();
+            out.has_more = true;
+        }
+        budget.answer(&out)
     }
 }
 
@@ -344,11 +447,14 @@ impl ServerHandler for JobServer {
     fn get_info(&self) -> ServerConfig {
         let backend = self.manager.backend_info();
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("codex-async-mcp", env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new(
+                "codex-async-mcp",
+                env!("CARGO_PKG_VERSION"),
+            ))
             .with_instructions(format!(
-                "Runs OpenAI Codex tasks as background jobs (Codex {} via {}). job_start returns a job id \
-                 at once; then job_wait (blocks briefly), job_events (the job's events from a cursor), \
-                 job_reply (next turn in the same thread), job_cancel, job_list and job_notifications.",
+                "Runs Codex {} ({}) coding tasks as background jobs. job_start answers at once; \
+                 job_wait waits until the job settles and gives its result; job_result reads a \
+                 long final message whole; job_events shows the steps.",
                 backend.codex_version, backend.name
             ))
     }

@@ -1,4 +1,5 @@
-//! The arguments and answers of the `job_*` tools, with the schemas clients see.
+//! The arguments and answers of the `job_*` tools. Their doc comments are the schemas' field
+//! descriptions, which clients pay for whenever they load the tools: keep them short.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -11,24 +12,22 @@ use crate::jobs::{Event, JobId, JobSnapshot, JobStatus, JobSummary, Notification
 pub struct StartArgs {
     /// The task for Codex.
     pub prompt: String,
-    /// Working directory: an existing absolute directory. Default: the server's working directory.
+    /// An existing absolute directory (default: the server's).
     pub cwd: Option<String>,
-    /// Model override, e.g. "gpt-5.2".
+    /// Model override.
     pub model: Option<String>,
-    /// A Codex profile, `$CODEX_HOME/<name>.config.toml` (exec backend only: app-server and
-    /// mcp-server select a profile per process).
+    /// Codex profile `$CODEX_HOME/<name>.config.toml` (exec backend only).
     pub profile: Option<String>,
-    /// When Codex asks before running a command: "on-request" or "never" (codex mcp-server).
+    /// untrusted | on-request | never (per backend).
     pub approval_policy: Option<String>,
     pub sandbox: Option<Sandbox>,
-    /// Codex config overrides, as in config.toml (e.g. {"model_reasoning_effort": "high"}).
+    /// Codex config overrides, as in config.toml.
     pub config: Option<serde_json::Map<String, Value>>,
-    /// Instructions to use instead of Codex's default ones.
+    /// Replaces Codex's instructions.
     pub base_instructions: Option<String>,
-    /// Extra instructions, sent as a developer message.
+    /// Extra instructions (a developer message).
     pub developer_instructions: Option<String>,
-    /// A key of your choosing: a second job_start with the same key returns the first job
-    /// instead of starting another (safe to retry after a timeout).
+    /// Your key: a retry with it returns the first job.
     pub client_request_id: Option<String>,
 }
 
@@ -54,11 +53,8 @@ impl Sandbox {
 pub struct StartOut {
     #[serde(flatten)]
     pub job: JobSnapshot,
-    /// The job's first events, if any arrived already.
-    pub events: Vec<Event>,
-    /// How this server drives Codex: `mcp-server`, `app-server` or `exec`.
+    /// How Codex is driven: mcp-server, app-server or exec.
     pub backend: String,
-    /// The version of the Codex that runs the job.
     pub codex_version: String,
 }
 
@@ -66,17 +62,22 @@ pub struct StartOut {
 #[serde(deny_unknown_fields)]
 pub struct EventsArgs {
     pub job_id: String,
-    /// Read events after this seq: 0 (default) for the start, else the `cursor` of the last answer.
+    /// Events after this seq (default 0); pass the last answer's cursor.
     pub cursor: Option<u64>,
-    /// At most this many events (default 50, at most 1000).
+    /// At most this many (default 50, max 1000).
     pub limit: Option<usize>,
-    /// Only these event types (see the README for the vocabulary).
+    /// Only these types.
     pub event_types: Option<Vec<String>>,
-    /// Shorten every string in `data` to this many characters, saying so in the string.
+    /// Shorten every string to this many chars.
     pub truncate: Option<usize>,
-    /// Include streaming deltas (agent_message_delta, reasoning_delta, command_output_delta).
+    /// Include *_delta events.
     #[serde(default)]
     pub include_deltas: bool,
+    /// Add Codex's own message to each event (data.codex).
+    #[serde(default)]
+    pub raw: bool,
+    /// Answer size cap in bytes.
+    pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -84,15 +85,41 @@ pub struct EventsOut {
     pub job_id: JobId,
     pub status: JobStatus,
     pub events: Vec<Event>,
-    /// Pass this as `cursor` to read what follows.
+    /// Pass as cursor to read on.
     pub cursor: u64,
-    /// More matching events follow `cursor`.
+    /// More events follow cursor.
     pub has_more: bool,
-    /// The last agent message of the latest finished turn, when it completed.
+    /// The latest turn's result, when completed and not in these events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResultArgs {
+    pub job_id: String,
+    /// Default: the latest turn.
+    pub turn: Option<u32>,
+    /// Start at this char (default 0); pass next_offset.
+    pub offset: Option<usize>,
+    /// Answer size cap in bytes.
+    pub max_bytes: Option<usize>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ResultOut {
+    pub job_id: JobId,
+    pub turn: u32,
+    pub status: JobStatus,
+    /// The final message from offset, as much as fits.
+    pub text: String,
+    pub offset: usize,
+    /// Where the rest starts; absent once the text is whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+    pub total_chars: usize,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -108,7 +135,7 @@ pub struct ReplyOut {
     pub job_id: JobId,
     pub status: JobStatus,
     pub turn: u32,
-    /// The job's newest event seq: job_events from here shows the new turn.
+    /// job_events from here shows the new turn.
     pub cursor: u64,
 }
 
@@ -117,37 +144,37 @@ pub struct ReplyOut {
 pub struct NotificationsArgs {
     /// Entries after this seq (default 0).
     pub cursor: Option<u64>,
-    /// Only this job's entries.
     pub job_id: Option<String>,
-    /// At most this many entries (default 100, at most 1000).
+    /// At most this many (default 100, max 1000).
     pub limit: Option<usize>,
+    /// Answer size cap in bytes.
+    pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct NotificationsOut {
     pub notifications: Vec<Notification>,
-    /// Pass this as `cursor` next time.
+    /// Pass as cursor next time.
     pub cursor: u64,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitArgs {
-    /// Return entries after this feed seq. Without it: wait for the next entry from now (or, with
-    /// job_id, answer at once if that job is already settled).
+    /// Entries after this feed seq; without it, from now (or a settled job's last).
     pub cursor: Option<u64>,
-    /// Wait for this job only.
     pub job_id: Option<String>,
-    /// How long to wait (default 30; capped by the server's --max-wait-seconds).
+    /// Default 30; capped by the server.
     pub timeout_seconds: Option<f64>,
+    /// Answer size cap in bytes.
+    pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct WaitOut {
     pub notifications: Vec<Notification>,
-    /// Pass this as `cursor` next time.
+    /// Pass as cursor next time.
     pub cursor: u64,
-    /// True when nothing arrived within the timeout.
     pub timed_out: bool,
 }
 
@@ -160,14 +187,18 @@ pub struct JobIdArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListArgs {
-    /// Only jobs with this status.
     pub status: Option<JobStatus>,
-    /// At most this many jobs (default 50, at most 1000).
+    /// At most this many (default 50, max 1000).
     pub limit: Option<usize>,
+    /// Answer size cap in bytes.
+    pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ListOut {
     /// Newest first.
     pub jobs: Vec<JobSummary>,
+    /// More jobs than fit in max_bytes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub has_more: bool,
 }

@@ -309,6 +309,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT seq, kind, at, turn, data FROM events
              WHERE job_id = ? AND seq > ? AND kind {filter} ({placeholders})
+               AND (? IS NULL OR turn = ?)
              ORDER BY seq LIMIT ?"
         );
         let limit = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
@@ -320,6 +321,11 @@ impl Store for SqliteStore {
                 .iter()
                 .map(|k| rusqlite::types::Value::from((*k).to_owned())),
         );
+        let turn: rusqlite::types::Value = query
+            .turn
+            .map_or(rusqlite::types::Value::Null, |t| i64::from(t).into());
+        values.push(turn.clone());
+        values.push(turn);
         values.push(limit.into());
         let mut events = {
             let mut statement = tx.prepare(&sql).map_err(|e| self.read_error(e))?;
@@ -500,6 +506,7 @@ mod tests {
             status: JobStatus::Completed,
             at: "2026-01-01T00:00:00.000Z".into(),
             result: Some("m".into()),
+            result_chars: None,
             error: None,
         }
     }
