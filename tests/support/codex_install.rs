@@ -30,6 +30,27 @@ pub fn codex(version: &str) -> PathBuf {
     if let Some(found) = find_native(&dir) {
         return found;
     }
+    npm_install(&dir, &format!("@openai/codex@{version}"));
+    find_native(&dir).unwrap_or_else(|| panic!("no native codex binary under {}", dir.display()))
+}
+
+/// The MCP Inspector's command-line client (`mcp-inspector`) at `version`, installed from npm into
+/// the same cache on first use.
+pub fn inspector(version: &str) -> PathBuf {
+    let dir = target_dir().join("inspector-cache").join(version);
+    std::fs::create_dir_all(&dir).expect("create the inspector cache");
+    let lock = File::create(dir.join(".lock")).expect("create the install lock");
+    lock.lock().expect("take the install lock");
+    let bin = dir.join("node_modules/.bin/mcp-inspector");
+    if bin.exists() {
+        return bin;
+    }
+    npm_install(&dir, &format!("@modelcontextprotocol/inspector@{version}"));
+    bin
+}
+
+/// Installs `package` (`name@version`) under `dir` without touching any package.json.
+fn npm_install(dir: &Path, package: &str) {
     let status = Command::new("npm")
         .args([
             "install",
@@ -39,15 +60,11 @@ pub fn codex(version: &str) -> PathBuf {
             "--loglevel=error",
             "--prefix",
         ])
-        .arg(&dir)
-        .arg(format!("@openai/codex@{version}"))
+        .arg(dir)
+        .arg(package)
         .status()
         .expect("run npm (is Node.js installed?)");
-    assert!(
-        status.success(),
-        "npm install @openai/codex@{version} failed: {status}"
-    );
-    find_native(&dir).unwrap_or_else(|| panic!("no native codex binary under {}", dir.display()))
+    assert!(status.success(), "npm install {package} failed: {status}");
 }
 
 /// `node_modules/@openai/codex-<platform>/vendor/<triple>/bin/codex`.

@@ -10,6 +10,7 @@
 //! | `ESCALATE: cmd` | the same with `sandbox_permissions: "require_escalated"` (asks for approval under `on-request`) |
 //! | `SLEEP: n` | `tick0 tick1 …` deltas every 0.5 s for `n` seconds, then `slept n` |
 //! | `WAIT: n` | nothing at all for `n` seconds (not even headers), then `waited n` |
+//! | `MANY: n` | a message of about `n` KiB ([`many`]), streamed in deltas of about 1 KiB |
 //! | `HTTP400: text` | HTTP 400 with `text` in an error body |
 //! | `HTTP500: text` | HTTP 500 |
 //! | `FAILSTREAM: text` | a `response.failed` event |
@@ -116,6 +117,23 @@ async fn respond(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) ->
         "RUN" => sse(exec_call(&arg, false)),
         "ESCALATE" => sse(exec_call(&arg, true)),
         "SLEEP" => slow(arg.parse::<f64>().unwrap_or(1.0)),
+        "MANY" => {
+            let text = many(arg.parse().unwrap_or(1));
+            let mut chunks = vec![created(), message_added()];
+            let mut piece = String::new();
+            for c in text.chars() {
+                piece.push(c);
+                if piece.len() >= 1024 {
+                    chunks.push(delta(&std::mem::take(&mut piece)));
+                }
+            }
+            if !piece.is_empty() {
+                chunks.push(delta(&piece));
+            }
+            chunks.push(message_done(&text));
+            chunks.push(completed());
+            sse(chunks)
+        }
         "WAIT" => {
             let seconds = arg.parse::<f64>().unwrap_or(1.0);
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
@@ -136,6 +154,20 @@ async fn respond(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) ->
         ]),
         _ => sse(message("hello")),
     }
+}
+
+/// The text `MANY: kib` answers: about `kib` KiB of numbered lines with characters a JSON writer
+/// must escape (quotes, backslashes, tabs) and some that take several bytes.
+pub fn many(kib: usize) -> String {
+    let mut text = String::new();
+    let mut line = 0;
+    while text.len() < kib * 1024 {
+        line += 1;
+        text.push_str(&format!(
+            "line {line:05}: \"quoted\" back\\slash\ttab — été ✓ 🦀 end\n"
+        ));
+    }
+    text
 }
 
 fn event(data: Value) -> String {

@@ -8,6 +8,8 @@ Scenarios print one JSON document on stdout:
     call TOOL JSON_ARGS     the tool's structured content, or {"error": text} when isError
     lifecycle CWD           start, wait, events, reply, wait, a second job cancelled, list
     wait-forever JOB_ID     job_wait with a long timeout; meant to be killed mid-wait
+    read-whole JOB_ID       the job's final message through job_result pages, its deltas through
+                            job_events pages, and the largest structuredContent seen
 """
 
 import asyncio
@@ -61,6 +63,28 @@ async def lifecycle(session, cwd):
     return out
 
 
+async def read_whole(session, job_id):
+    largest = 0
+    text, offset = "", 0
+    while True:
+        page = await call(session, "job_result", {"job_id": job_id, "offset": offset})
+        largest = max(largest, len(json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode()))
+        text += page["text"]
+        if "next_offset" not in page:
+            break
+        offset = page["next_offset"]
+    deltas, cursor = "", 0
+    while True:
+        page = await call(session, "job_events", {"job_id": job_id, "cursor": cursor, "limit": 1000,
+                                                  "event_types": ["agent_message_delta"]})
+        largest = max(largest, len(json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode()))
+        deltas += "".join(e["data"]["delta"] for e in page["events"])
+        cursor = page["cursor"]
+        if not page["has_more"]:
+            break
+    return {"text": text, "deltas": deltas, "largest": largest}
+
+
 async def main():
     url, transport, scenario, *args = sys.argv[1:]
     async with connect(url, transport) as streams:
@@ -71,6 +95,8 @@ async def main():
                 result = await call(session, args[0], json.loads(args[1]))
             elif scenario == "lifecycle":
                 result = await lifecycle(session, args[0])
+            elif scenario == "read-whole":
+                result = await read_whole(session, args[0])
             elif scenario == "wait-forever":
                 print(json.dumps({"waiting": True}), flush=True)
                 result = await call(session, "job_wait", {"job_id": args[0], "timeout_seconds": 300})
