@@ -76,9 +76,9 @@ async def read_whole(session, job_id):
     deltas, cursor = "", 0
     while True:
         page = await call(session, "job_events", {"job_id": job_id, "cursor": cursor, "limit": 1000,
-                                                  "event_types": ["agent_message_delta"]})
+                                                  "include_deltas": True})
         largest = max(largest, len(json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode()))
-        deltas += "".join(e["data"]["delta"] for e in page["events"])
+        deltas += "".join(e["data"]["delta"] for e in page["events"] if e["type"] == "agent_message_delta")
         cursor = page["cursor"]
         if not page["has_more"]:
             break
