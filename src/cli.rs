@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::codex::{ApprovalAnswer, BackendKind, CodexSettings};
-use crate::jobs::EngineSettings;
+use crate::codex::{BackendKind, CodexSettings};
+use crate::jobs::{Approvals, Decision, EngineSettings};
 use crate::server::ServerSettings;
 use crate::server::http::{HttpSettings, HttpTransport};
 
@@ -68,9 +68,26 @@ pub struct Cli {
     #[arg(long = "codex-config", value_name = "KEY=VALUE", value_parser = parse_override)]
     pub codex_config: Vec<String>,
 
-    /// How to answer Codex's requests to run a command or apply a patch.
-    #[arg(long, value_enum, default_value_t = ApprovalAnswer::Decline)]
-    pub approvals: ApprovalAnswer,
+    /// Who answers Codex's requests (run a command, apply a patch, grant permissions, answer a
+    /// question) for jobs that do not say: `relay` them to clients (job_respond), or `decline` or
+    /// `approve` them all.
+    #[arg(long, value_enum, default_value_t = Approvals::Relay)]
+    pub approvals: Approvals,
+
+    /// How long a relayed request waits for an answer (e.g. 10m, 90s); then it gets
+    /// --approval-timeout-decision. Cannot be turned off: a turn never waits forever.
+    #[arg(long, default_value = "10m", value_parser = parse_approval_timeout)]
+    pub approval_timeout: Duration,
+
+    /// What a request nobody answered in time gets: decline (the turn carries on without it),
+    /// cancel (the turn ends as cancelled) or accept (a question is declined instead).
+    #[arg(long, default_value = "decline", value_parser = parse_timeout_decision)]
+    pub approval_timeout_decision: Decision,
+
+    /// The longest a turn may run, in seconds, for turns that do not say (`max_turn_seconds`);
+    /// time spent waiting for answers to Codex's requests does not count. 0: no limit.
+    #[arg(long, default_value_t = 0)]
+    pub max_turn_seconds: u64,
 
     /// Turns running in Codex at once; more wait as `queued`.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
@@ -103,6 +120,25 @@ pub struct Cli {
     /// Settled jobs not updated for this long are deleted with their events (e.g. 7d, 12h, 30m).
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
+}
+
+fn parse_approval_timeout(value: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(value)?;
+    if timeout.is_zero() || timeout > Duration::from_secs(7 * 24 * 3600) {
+        return Err(format!(
+            "{value:?} is out of range; write a duration from 1s to 7d, e.g. 10m"
+        ));
+    }
+    Ok(timeout)
+}
+
+fn parse_timeout_decision(value: &str) -> Result<Decision, String> {
+    match value {
+        "decline" => Ok(Decision::Decline),
+        "cancel" => Ok(Decision::Cancel),
+        "accept" => Ok(Decision::Accept),
+        _ => Err(format!("{value:?} is not one of decline, cancel, accept")),
+    }
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -144,7 +180,6 @@ impl Cli {
         CodexSettings {
             bin: self.codex_bin.clone(),
             config_overrides: self.codex_config.clone(),
-            approvals: self.approvals,
             stop_grace: Duration::from_millis(self.cancel_grace_ms),
         }
     }
@@ -155,6 +190,11 @@ impl Cli {
             cancel_grace: Duration::from_millis(self.cancel_grace_ms),
             default_cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             retention: self.retention,
+            approvals: self.approvals,
+            approval_timeout: self.approval_timeout,
+            approval_timeout_decision: self.approval_timeout_decision,
+            max_turn: (self.max_turn_seconds > 0)
+                .then(|| Duration::from_secs(self.max_turn_seconds)),
         }
     }
 

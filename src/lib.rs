@@ -21,15 +21,14 @@
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! use codex_async_mcp::codex::{self, ApprovalAnswer, BackendKind, CodexSettings};
-//! use codex_async_mcp::jobs::{EngineSettings, JobManager, StartRequest};
+//! use codex_async_mcp::codex::{self, BackendKind, CodexSettings};
+//! use codex_async_mcp::jobs::{Approvals, Decision, EngineSettings, JobManager, StartRequest};
 //! use codex_async_mcp::store::SqliteStore;
 //!
 //! let (reports_tx, reports_rx) = codex::event_channel();
 //! let settings = CodexSettings {
 //!     bin: "codex".into(),
 //!     config_overrides: Vec::new(),
-//!     approvals: ApprovalAnswer::Decline,
 //!     stop_grace: std::time::Duration::from_secs(5),
 //! };
 //! let backend = codex::start_backend(settings, BackendKind::Auto, reports_tx).await?;
@@ -39,6 +38,11 @@
 //!     cancel_grace: std::time::Duration::from_secs(5),
 //!     default_cwd: std::env::current_dir()?,
 //!     retention: std::time::Duration::from_secs(7 * 86_400),
+//!     // No client is there to answer Codex's requests: refuse them.
+//!     approvals: Approvals::Decline,
+//!     approval_timeout: std::time::Duration::from_secs(600),
+//!     approval_timeout_decision: Decision::Decline,
+//!     max_turn: None,
 //! }, reports_rx)?;
 //! let job = engine.start(StartRequest { prompt: "Say hello".into(), ..Default::default() }).await?;
 //! let cancelled = tokio_util::sync::CancellationToken::new();

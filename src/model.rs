@@ -164,9 +164,10 @@ pub enum EventKind {
     Warning,
     /// An error Codex reported: `message`.
     Error,
-    /// Codex asked for permission: `approval_id`, `kind`, `command`, `cwd`, `reason`.
+    /// Codex asked something: `request_id`, `kind`, `summary`, `decisions`, and what is asked
+    /// (`command`, `cwd`, `reason`, `changes`, `permissions`, `questions`, `message`).
     ApprovalRequested,
-    /// The approval was answered: `approval_id`, `decision`, `decided_by`.
+    /// A request was answered: `request_id`, `decision`, `decided_by`, `answers`, `note`.
     ApprovalResolved,
     /// The turn finished: `result`.
     TurnCompleted,
@@ -295,6 +296,132 @@ pub struct Notification {
     pub result_chars: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request that made the job `input_required`: answer it with job_respond.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<PendingRequest>,
+}
+
+/// Who answers Codex's requests (run a command, apply a patch, grant permissions, call an MCP
+/// tool, answer a question) for a job.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Approvals {
+    /// The job waits as `input_required` until a client answers with `job_respond` (or the
+    /// approval timeout does).
+    #[default]
+    Relay,
+    /// Refuse every request; the turn carries on without it.
+    Decline,
+    /// Allow every request (questions stay unanswered: nobody is there to answer them).
+    Approve,
+}
+
+/// An answer to one of Codex's requests.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Allow it (with `answers`, for a question).
+    Accept,
+    /// Allow it, and the same again for the rest of the thread.
+    AcceptForSession,
+    /// Refuse it; the turn carries on without it.
+    Decline,
+    /// Refuse it and end the turn as cancelled.
+    Cancel,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Accept => "accept",
+            Decision::AcceptForSession => "accept_for_session",
+            Decision::Decline => "decline",
+            Decision::Cancel => "cancel",
+        }
+    }
+}
+
+/// What kind of thing Codex asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    Command,
+    FileChange,
+    Permissions,
+    McpTool,
+    Question,
+}
+
+/// Who decided a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// A client: `job_respond`, an answered elicitation, or `job_cancel`.
+    Client,
+    /// The job's `approvals` (`decline` or `approve`).
+    Policy,
+    /// Nobody answered within the approval timeout, or the turn ran out of time.
+    Timeout,
+}
+
+/// One question of a `question` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Question {
+    /// The key to answer it under in `answers`.
+    pub id: String,
+    pub question: String,
+    /// The choices offered; any other text is an answer too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// One of Codex's requests, as a backend read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodexRequest {
+    pub kind: RequestKind,
+    /// One line saying what is asked.
+    pub summary: String,
+    /// What is asked, in our fields (`command`, `cwd`, `reason`, `changes`, `permissions`,
+    /// `message`), recorded with the request.
+    pub details: serde_json::Map<String, Value>,
+    pub questions: Vec<Question>,
+    /// The decisions this request takes.
+    pub decisions: Vec<Decision>,
+    /// Codex's request as it came.
+    pub raw: Value,
+}
+
+/// What answers a request: a decision, and for a question (or an MCP tool's form) the answers
+/// by question id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    pub decision: Decision,
+    pub answers: Option<serde_json::Map<String, Value>>,
+}
+
+impl Answer {
+    pub fn just(decision: Decision) -> Self {
+        Self {
+            decision,
+            answers: None,
+        }
+    }
+}
+
+/// A request waiting for an answer, as clients see it listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingRequest {
+    /// Pass it to job_respond.
+    pub request_id: String,
+    pub kind: RequestKind,
+    pub summary: String,
+    pub decisions: Vec<Decision>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questions: Vec<Question>,
 }
 
 /// How Codex should run a new thread. Every field is optional; Codex's own config decides the rest.
@@ -326,6 +453,9 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// The seq of the job's newest event (0 before the first).
     pub last_seq: u64,
+    /// Who answers Codex's requests (older saved jobs relay).
+    #[serde(default)]
+    pub approvals: Approvals,
 }
 
 /// Which events of a job to read.

@@ -209,6 +209,7 @@ async fn every_tool_declares_its_input_and_output_schema() {
             "job_list",
             "job_notifications",
             "job_reply",
+            "job_respond",
             "job_result",
             "job_start",
             "job_wait"
@@ -276,7 +277,7 @@ fn approval_answers() -> Vec<(&'static str, Value, Value)> {
             "item/permissions/requestApproval",
             (
                 json!({"permissions": {}}),
-                json!({"permissions": {"network": {"enabled": true}}}),
+                json!({"permissions": {"network": {"enabled": true}}, "scope": "turn"}),
             ),
         ),
         (
@@ -300,7 +301,7 @@ async fn every_request_app_server_sends_gets_an_answer_by_the_approval_policy() 
     for (method, declined, _) in approval_answers() {
         let (answer, decision) = app_server_answer(method, "decline").await;
         assert_eq!(answer["result"], declined, "{method}");
-        assert_eq!(decision, Some(json!("declined")), "{method}");
+        assert_eq!(decision, Some(json!("decline")), "{method}");
     }
     // Questions get no answers either way: no person is here.
     let (answer, _) = app_server_answer("item/tool/requestUserInput", "approve").await;
@@ -312,7 +313,7 @@ async fn with_approvals_approve_every_request_app_server_sends_is_granted() {
     for (method, _, granted) in approval_answers() {
         let (answer, decision) = app_server_answer(method, "approve").await;
         assert_eq!(answer["result"], granted, "{method}");
-        assert_eq!(decision, Some(json!("approved")), "{method}");
+        assert_eq!(decision, Some(json!("accept")), "{method}");
     }
 }
 

@@ -524,8 +524,8 @@ mod cases {
         );
     }
 
-    pub async fn an_approval_request_is_declined_by_default_and_the_turn_finishes(f: Flavor) {
-        let t = setup(f, &[]).await;
+    pub async fn with_approvals_decline_the_command_is_refused_and_the_turn_finishes(f: Flavor) {
+        let t = setup(f, &["--approvals", "decline"]).await;
         let events = t.escalated_job("touch declined.txt").await;
         let requested = events
             .iter()
@@ -537,10 +537,11 @@ mod cases {
             .iter()
             .find(|e| e["type"] == "approval_resolved")
             .expect("approval_resolved");
-        assert_eq!(resolved["data"]["decision"], "declined");
+        assert_eq!(resolved["data"]["decision"], "decline");
+        assert_eq!(resolved["data"]["decided_by"], "policy");
         assert_eq!(
-            resolved["data"]["approval_id"],
-            requested["data"]["approval_id"]
+            resolved["data"]["request_id"],
+            requested["data"]["request_id"]
         );
         assert!(!t.sandbox.work().join("declined.txt").exists());
     }
@@ -552,7 +553,7 @@ mod cases {
             .iter()
             .find(|e| e["type"] == "approval_resolved")
             .expect("approval_resolved");
-        assert_eq!(resolved["data"]["decision"], "approved");
+        assert_eq!(resolved["data"]["decision"], "accept");
         assert!(t.sandbox.work().join("approved.txt").exists());
     }
 
@@ -949,7 +950,7 @@ suite!(
     [mcp_server_0_153 = MCP_SERVER, app_server_0_169 = APP_SERVER],
     [
         deltas_are_hidden_unless_asked_for_and_filters_and_truncation_apply,
-        an_approval_request_is_declined_by_default_and_the_turn_finishes,
+        with_approvals_decline_the_command_is_refused_and_the_turn_finishes,
         with_approvals_approve_the_command_runs
     ]
 );

@@ -9,7 +9,8 @@
 //! that turn's, not its successor's. One task reads the child's stdout and reports in order; the
 //! answers to `thread/start` and `turn/start` are routed through it too, so a thread's route and a
 //! turn's id are filed before the first notification about them is read. Every request the child
-//! sends is answered: approvals by the server's policy, anything else with an error.
+//! sends is answered: its requests by what the engine decides ([`super::approvals`]), anything
+//! else with an error.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,23 +21,27 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::approvals::{self, Approval};
+use super::approvals;
 use super::mapping::Mapped;
 use super::rpc::{Incoming, RpcError, RpcReader, ignore_garbage};
 use super::session::{self, ChildSlot, Handshake};
 use super::turns::JobTurns;
 use super::{
-    ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
-    ThreadRef, TurnInput, Update, app_events, check_approval_policy, detect, refuse_profile,
-    thread_fields,
+    Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox, ThreadRef, TurnInput,
+    Update, app_events, check_approval_policy, detect, refuse_profile, thread_fields,
 };
-use crate::model::{JobId, JobTurn, ThreadOptions};
+use crate::model::{
+    Answer, CodexRequest, Decision, JobId, JobTurn, Question, RequestKind, ThreadOptions,
+};
 
 /// How long app-server may take to answer `thread/start`, `thread/resume`, `turn/start` or
 /// `turn/interrupt` (an interrupt is bounded by the cancel grace on top of this).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The approval policies `thread/start` accepts.
 const APPROVAL_POLICIES: [&str; 3] = ["untrusted", "on-request", "never"];
+/// How many proposed patches (`fileChange` items not completed yet) are kept for the summaries
+/// of their approval requests.
+const PATCHES_KEPT: usize = 64;
 
 pub struct AppServerBackend {
     version: detect::Version,
@@ -55,6 +60,9 @@ struct Routes {
     jobs: HashMap<JobId, JobTurns<Option<String>>>,
     /// Requests whose answers the reader files before passing them on.
     calls: HashMap<i64, Call>,
+    /// The files each proposed patch changes (`(kind, path)`), by item id, until it completes:
+    /// its approval request names only the item.
+    patches: HashMap<String, Vec<(String, String)>>,
 }
 
 impl Routes {
@@ -113,10 +121,10 @@ impl AppServerBackend {
             }),
             initialized: "initialized",
         };
-        let (events, approvals) = (self.events.clone(), self.child.settings().approvals);
+        let events = self.events.clone();
         self.child
             .session(&handshake, move |session, reader| {
-                read_loop(session, reader, events, approvals)
+                read_loop(session, reader, events)
             })
             .await
     }
@@ -227,6 +235,11 @@ impl Backend for AppServerBackend {
         check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
     }
 
+    fn approval_policy_per_turn(&self) -> bool {
+        // `turn/start` takes `approvalPolicy`.
+        true
+    }
+
     fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
         async move {
             let session = self.session().await?;
@@ -248,13 +261,14 @@ impl Backend for AppServerBackend {
                     running.state = Some(thread_id.clone());
                 }
             }
+            let mut params =
+                json!({"threadId": thread_id, "input": [{"type": "text", "text": input.prompt}]});
+            // A reply may change the policy the thread started with.
+            if let Some(policy) = &input.options.approval_policy {
+                params["approvalPolicy"] = json!(policy);
+            }
             let started = session
-                .routed_call(
-                    turn,
-                    CallKind::StartTurn,
-                    "turn/start",
-                    json!({"threadId": thread_id, "input": [{"type": "text", "text": input.prompt}]}),
-                )
+                .routed_call(turn, CallKind::StartTurn, "turn/start", params)
                 .await;
             if let Err(e) = started {
                 session.routes().turns(&turn.job).end(turn.turn);
@@ -329,7 +343,6 @@ async fn read_loop(
     session: Arc<Session>,
     mut reader: RpcReader,
     events: mpsc::Sender<BackendEvent>,
-    approvals: ApprovalAnswer,
 ) {
     let out = Outbox::new(events);
     while let Some(message) = reader.next().await {
@@ -338,7 +351,7 @@ async fn read_loop(
                 on_notification(&session, &out, &method, params).await;
             }
             Incoming::Request { id, method, params } => {
-                on_request(&session, &out, id, &method, params, approvals).await;
+                on_request(&session, &out, id, &method, params).await;
             }
             Incoming::Response { id, outcome } => on_answer(&session, id, outcome),
             Incoming::Garbage(line) => ignore_garbage("codex app-server", &line),
@@ -397,6 +410,7 @@ async fn on_notification(session: &Session, out: &Outbox, method: &str, params: 
     let mapped = app_events::map(method, &params);
     let report = {
         let mut routes = session.routes();
+        file_patch(&mut routes, method, &params);
         let Some(turn) = turn_of(&mut routes, &params) else {
             tracing::debug!(%method, "notification for no turn we know; ignored");
             return;
@@ -417,74 +431,228 @@ async fn on_notification(session: &Session, out: &Outbox, method: &str, params: 
     }
 }
 
-/// The answer to an approval-like request under the server's policy, or `None` for a request we
-/// do not handle.
-fn approval(id: &Value, method: &str, params: Value, approve: bool) -> Option<Approval> {
-    let pick = |yes: Value, no: Value| if approve { yes } else { no };
-    let decision = |yes: &str, no: &str| pick(json!({"decision": yes}), json!({"decision": no}));
-    let (kind, answer) = match method {
-        "item/commandExecution/requestApproval" => ("command", decision("accept", "decline")),
-        "item/fileChange/requestApproval" => ("file_change", decision("accept", "decline")),
-        "execCommandApproval" => ("command", decision("approved", "denied")),
-        "applyPatchApproval" => ("file_change", decision("approved", "denied")),
-        // Grant what was asked, or nothing.
-        "item/permissions/requestApproval" => (
-            "permissions",
-            pick(
-                json!({"permissions": params.get("permissions").cloned().unwrap_or(json!({}))}),
-                json!({"permissions": {}}),
-            ),
-        ),
-        "mcpServer/elicitation/request" => (
-            "mcp_elicitation",
-            pick(
-                json!({"action": "accept", "content": {}}),
-                json!({"action": "decline"}),
-            ),
-        ),
-        // No person is here to answer questions: answer none of them.
-        "item/tool/requestUserInput" => ("user_input", json!({"answers": {}})),
-        _ => return None,
+/// Keeps the files a proposed patch changes until the patch completes: an approval request for it
+/// names only its item.
+fn file_patch(routes: &mut Routes, method: &str, params: &Value) {
+    let Some(item) = params.get("item").filter(|i| i["type"] == "fileChange") else {
+        return;
     };
-    let approved = approve && kind != "user_input";
-    let field = |name: &str| params.get(name).cloned().unwrap_or(Value::Null);
-    Some(Approval {
-        id: params
-            .get("itemId")
-            .or_else(|| params.get("callId"))
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("request-{id}"), str::to_owned),
-        kind,
-        command: field("command"),
-        cwd: field("cwd"),
-        reason: field("reason"),
-        answer,
-        decision: if approved { "approved" } else { "declined" },
-        request: json!({"method": method, "params": params}),
-    })
+    let Some(id) = item.get("id").and_then(Value::as_str) else {
+        return;
+    };
+    match method {
+        "item/started" => {
+            if routes.patches.len() >= PATCHES_KEPT {
+                routes.patches.clear();
+            }
+            let changes = item
+                .get("changes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let kind = c.pointer("/kind/type").and_then(Value::as_str);
+                    let path = c.get("path").and_then(Value::as_str);
+                    (
+                        kind.unwrap_or("change").to_owned(),
+                        path.unwrap_or("?").to_owned(),
+                    )
+                })
+                .collect();
+            routes.patches.insert(id.to_owned(), changes);
+        }
+        "item/completed" => {
+            routes.patches.remove(id);
+        }
+        _ => {}
+    }
 }
 
-async fn on_request(
-    session: &Session,
-    out: &Outbox,
-    id: Value,
-    method: &str,
-    params: Value,
-    policy: ApprovalAnswer,
-) {
-    let turn = {
+/// How an answer is written back for a request of app-server's.
+type Encode = Box<dyn FnOnce(&Answer) -> Value + Send>;
+
+/// `{"decision": ...}` in app-server's words (`accept`, `acceptForSession`, `decline`, `cancel`).
+fn decision_v2(answer: &Answer) -> Value {
+    let decision = match answer.decision {
+        Decision::Accept => "accept",
+        Decision::AcceptForSession => "acceptForSession",
+        Decision::Decline => "decline",
+        Decision::Cancel => "cancel",
+    };
+    json!({ "decision": decision })
+}
+
+/// A request of app-server's read into ours, with how its answer is written; `None` for a
+/// request we do not handle.
+fn read_request(routes: &Routes, method: &str, params: &Value) -> Option<(CodexRequest, Encode)> {
+    let field = |name: &str| params.get(name).cloned().unwrap_or(Value::Null);
+    let raw = json!({"method": method, "params": params});
+    let (request, encode): (CodexRequest, Encode) = match method {
+        "item/commandExecution/requestApproval" | "execCommandApproval" => {
+            // The legacy request has the command as an argv.
+            let command = match field("command") {
+                Value::Array(argv) => super::mapping::command_line(&Value::Array(argv)),
+                command => command,
+            };
+            let (cwd, reason) = (field("cwd"), field("reason"));
+            let summary = approvals::command_summary(&command, &cwd, &reason);
+            let details = [("command", command), ("cwd", cwd), ("reason", reason)];
+            let request =
+                approvals::request(RequestKind::Command, summary, details, Vec::new(), raw);
+            let encode: Encode = if method == "execCommandApproval" {
+                Box::new(|a: &Answer| approvals::decision_v1(a))
+            } else {
+                Box::new(|a: &Answer| decision_v2(a))
+            };
+            (request, encode)
+        }
+        "item/fileChange/requestApproval" | "applyPatchApproval" => {
+            let changes = match params.get("fileChanges").and_then(Value::as_object) {
+                // The legacy request carries the patch: path -> {add | delete | update: ...}.
+                Some(files) => files
+                    .iter()
+                    .map(|(path, change)| {
+                        let kind = change
+                            .as_object()
+                            .and_then(|c| c.keys().next().cloned())
+                            .or_else(|| {
+                                change
+                                    .get("type")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_owned)
+                            })
+                            .unwrap_or_else(|| "change".to_owned());
+                        (kind, path.clone())
+                    })
+                    .collect(),
+                None => params
+                    .get("itemId")
+                    .and_then(Value::as_str)
+                    .and_then(|item| routes.patches.get(item))
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            let reason = field("reason");
+            let summary = approvals::patch_summary(&changes, &reason);
+            let details = [
+                ("changes", approvals::changes_value(&changes)),
+                ("reason", reason),
+                ("grant_root", field("grantRoot")),
+            ];
+            let request =
+                approvals::request(RequestKind::FileChange, summary, details, Vec::new(), raw);
+            let encode: Encode = if method == "applyPatchApproval" {
+                Box::new(|a: &Answer| approvals::decision_v1(a))
+            } else {
+                Box::new(|a: &Answer| decision_v2(a))
+            };
+            (request, encode)
+        }
+        "item/permissions/requestApproval" => {
+            let (permissions, reason) = (field("permissions"), field("reason"));
+            let summary = approvals::permissions_summary(&permissions, &reason);
+            let details = [
+                ("permissions", permissions.clone()),
+                ("cwd", field("cwd")),
+                ("reason", reason),
+            ];
+            let request =
+                approvals::request(RequestKind::Permissions, summary, details, Vec::new(), raw);
+            // Grant what was asked, for the turn or the thread, or nothing.
+            let encode: Encode = Box::new(move |a: &Answer| match a.decision {
+                Decision::Accept => json!({"permissions": permissions, "scope": "turn"}),
+                Decision::AcceptForSession => {
+                    json!({"permissions": permissions, "scope": "session"})
+                }
+                Decision::Decline | Decision::Cancel => json!({"permissions": {}}),
+            });
+            (request, encode)
+        }
+        "item/tool/requestUserInput" => {
+            let questions: Vec<Question> = params
+                .get("questions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|q| {
+                    Some(Question {
+                        id: q.get("id")?.as_str()?.to_owned(),
+                        question: q.get("question")?.as_str()?.to_owned(),
+                        options: q
+                            .get("options")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|o| o.get("label")?.as_str().map(str::to_owned))
+                            .collect(),
+                    })
+                })
+                .collect();
+            let summary = approvals::questions_summary(&questions);
+            let request = approvals::request(RequestKind::Question, summary, [], questions, raw);
+            // `{"answers": {id: {"answers": [text, ...]}}}`; a refusal answers nothing.
+            let encode: Encode = Box::new(|a: &Answer| {
+                let answers: serde_json::Map<String, Value> = match (&a.decision, &a.answers) {
+                    (Decision::Accept | Decision::AcceptForSession, Some(answers)) => answers
+                        .iter()
+                        .map(|(id, given)| {
+                            let texts = match given {
+                                Value::Array(texts) => Value::Array(texts.clone()),
+                                text => Value::Array(vec![text.clone()]),
+                            };
+                            (id.clone(), json!({ "answers": texts }))
+                        })
+                        .collect(),
+                    _ => serde_json::Map::new(),
+                };
+                json!({ "answers": answers })
+            });
+            (request, encode)
+        }
+        "mcpServer/elicitation/request" => {
+            let (server, message) = (field("serverName"), field("message"));
+            let summary = format!(
+                "{}: {}",
+                server.as_str().unwrap_or("an MCP server"),
+                crate::text::shorten(message.as_str().unwrap_or("asks for input"), 300)
+            );
+            let details = [
+                ("server", server),
+                ("message", message),
+                ("schema", field("requestedSchema")),
+            ];
+            let request =
+                approvals::request(RequestKind::McpTool, summary, details, Vec::new(), raw);
+            let encode: Encode = Box::new(|a: &Answer| match a.decision {
+                Decision::Accept | Decision::AcceptForSession => json!({
+                    "action": "accept",
+                    "content": a.answers.clone().unwrap_or_default(),
+                }),
+                Decision::Decline => json!({"action": "decline"}),
+                Decision::Cancel => json!({"action": "cancel"}),
+            });
+            (request, encode)
+        }
+        _ => return None,
+    };
+    Some((request, encode))
+}
+
+async fn on_request(session: &Arc<Session>, out: &Outbox, id: Value, method: &str, params: Value) {
+    let (turn, read) = {
         let mut routes = session.routes();
-        turn_of(&mut routes, &params).filter(|t| {
+        let turn = turn_of(&mut routes, &params).filter(|t| {
             routes
                 .jobs
                 .get_mut(&t.job)
                 .is_some_and(|turns| turns.running(t.turn).is_some())
-        })
+        });
+        (turn, read_request(&routes, method, &params))
     };
-    // A request for no running turn of ours is refused.
-    let approve = turn.is_some() && policy == ApprovalAnswer::Approve;
-    match approval(&id, method, params, approve) {
-        Some(approval) => approvals::answer(&session.rpc, out, turn, id, approval).await,
-        None => approvals::refuse(&session.rpc, id, method).await,
+    match read {
+        Some((request, encode)) => {
+            approvals::relay(session, out, turn, id, request, encode).await;
+        }
+        None => approvals::refuse(session, id, method).await,
     }
 }

@@ -215,6 +215,11 @@ impl Backend for ExecBackend {
         check_approval_policy(&self.info(), options, &["never"])
     }
 
+    fn approval_policy_per_turn(&self) -> bool {
+        // Every turn is a new process, started with the job's options.
+        true
+    }
+
     fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
         async move {
             if self.processes.closed.load(Ordering::Relaxed) {

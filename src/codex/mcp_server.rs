@@ -28,18 +28,17 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::approvals::{self, Approval};
+use super::approvals;
 use super::mapping::{Mapped, command_line};
 use super::mcp_events;
 use super::rpc::{Incoming, RpcError, RpcReader, ignore_garbage};
 use super::session::{self, ChildSlot, Handshake};
 use super::turns::JobTurns;
 use super::{
-    ApprovalAnswer, Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox,
-    ThreadRef, TurnEnd, TurnInput, Update, check_approval_policy, detect, refuse_profile,
-    thread_fields,
+    Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox, ThreadRef, TurnEnd,
+    TurnInput, Update, check_approval_policy, detect, refuse_profile, thread_fields,
 };
-use crate::model::{JobId, JobTurn, ThreadOptions};
+use crate::model::{Answer, JobId, JobTurn, RequestKind, ThreadOptions};
 
 /// How long `start_turn` waits for Codex to name a new thread.
 const THREAD_NAMING_WAIT: Duration = Duration::from_secs(5);
@@ -163,10 +162,10 @@ impl McpServerBackend {
             }),
             initialized: "notifications/initialized",
         };
-        let (events, approvals) = (self.events.clone(), self.child.settings().approvals);
+        let events = self.events.clone();
         self.child
             .session(&handshake, move |session, reader| {
-                read_loop(session, reader, events, approvals)
+                read_loop(session, reader, events)
             })
             .await
     }
@@ -197,6 +196,11 @@ impl Backend for McpServerBackend {
     fn validate(&self, options: &ThreadOptions) -> Result<(), String> {
         refuse_profile(&self.info(), options)?;
         check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
+    }
+
+    fn approval_policy_per_turn(&self) -> bool {
+        // `codex-reply` takes only the prompt: the thread keeps the policy it started with.
+        false
     }
 
     fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
@@ -342,7 +346,6 @@ async fn read_loop(
     session: Arc<Session>,
     mut reader: RpcReader,
     events: mpsc::Sender<BackendEvent>,
-    approvals: ApprovalAnswer,
 ) {
     let out = Outbox::new(events);
     while let Some(message) = reader.next().await {
@@ -356,10 +359,10 @@ async fn read_loop(
             Incoming::Request { id, method, params }
                 if method == "elicitation/create" && params.get("codex_elicitation").is_some() =>
             {
-                on_approval(&session, &out, id, params, approvals).await;
+                on_approval(&session, &out, id, params).await;
             }
             Incoming::Request { id, method, .. } => {
-                approvals::refuse(&session.rpc, id, &method).await;
+                approvals::refuse(&session, id, &method).await;
             }
             Incoming::Response { id, outcome } => on_turn_answer(&session, &out, id, outcome).await,
             Incoming::Garbage(line) => ignore_garbage("codex mcp-server", &line),
@@ -521,14 +524,8 @@ async fn on_turn_answer(
     out.send(turn, Update::TurnEnded(end)).await;
 }
 
-/// Answers an approval request by the server's policy, recording the request and the answer.
-async fn on_approval(
-    session: &Session,
-    out: &Outbox,
-    id: Value,
-    params: Value,
-    policy: ApprovalAnswer,
-) {
+/// Relays an approval request (`elicitation/create` with `codex_*` fields) to the engine.
+async fn on_approval(session: &Arc<Session>, out: &Outbox, id: Value, params: Value) {
     let call_id = params
         .get("codex_mcp_tool_call_id")
         .and_then(Value::as_str)
@@ -547,31 +544,50 @@ async fn on_approval(
                 .then(|| JobTurn::new(job, turn))
         })
     };
-    // A request for no running turn of ours is refused.
-    let approve = turn.is_some() && policy == ApprovalAnswer::Approve;
-    let (answer, decision) = if approve {
-        ("approved", "approved")
-    } else {
-        ("denied", "declined")
-    };
-    let approval = Approval {
-        id: params
-            .get("codex_call_id")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("request-{id}"), str::to_owned),
-        kind: match params.get("codex_elicitation").and_then(Value::as_str) {
-            Some("patch-approval") => "file_change",
-            _ => "command",
-        },
-        command: params
-            .get("codex_command")
-            .map(command_line)
-            .unwrap_or(Value::Null),
-        cwd: params.get("codex_cwd").cloned().unwrap_or(Value::Null),
-        reason: params.get("message").cloned().unwrap_or(Value::Null),
-        answer: json!({"decision": answer}),
-        decision,
-        request: params,
-    };
-    approvals::answer(&session.rpc, out, turn, id, approval).await;
+    let field = |name: &str| params.get(name).cloned().unwrap_or(Value::Null);
+    let reason = field("codex_reason");
+    let request =
+        if params.get("codex_elicitation").and_then(Value::as_str) == Some("patch-approval") {
+            // path -> {"add": ...} | {"delete": ...} | {"update": ...}
+            let changes: Vec<(String, String)> = params
+                .get("codex_changes")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(path, change)| {
+                    let kind = change
+                        .as_object()
+                        .and_then(|c| c.keys().next().cloned())
+                        .unwrap_or_else(|| "change".to_owned());
+                    (kind, path.clone())
+                })
+                .collect();
+            let summary = approvals::patch_summary(&changes, &reason);
+            let details = [
+                ("changes", approvals::changes_value(&changes)),
+                ("reason", reason),
+                ("grant_root", field("codex_grant_root")),
+            ];
+            approvals::request(
+                RequestKind::FileChange,
+                summary,
+                details,
+                Vec::new(),
+                params,
+            )
+        } else {
+            let command = params
+                .get("codex_command")
+                .map(command_line)
+                .unwrap_or(Value::Null);
+            let cwd = field("codex_cwd");
+            let summary = approvals::command_summary(&command, &cwd, &reason);
+            let details = [("command", command), ("cwd", cwd), ("reason", reason)];
+            approvals::request(RequestKind::Command, summary, details, Vec::new(), params)
+        };
+    // Only `{"decision": ...}` is read (an MCP `action` counts as a denial).
+    approvals::relay(session, out, turn, id, request, |a: &Answer| {
+        approvals::decision_v1(a)
+    })
+    .await;
 }

@@ -25,7 +25,8 @@
 //! - `rpc`: a JSON-RPC 2.0 peer over a child's stdio (ids, pending calls, exit and stderr).
 //! - `detect`: which Codex a binary is; `locate`: the native binary behind npm's shim.
 //! - `session`: the child of a long-lived backend, its restarts and its end; `turns`: which of
-//!   our turns a message names; `approvals`: Codex's requests for permission, answered.
+//!   our turns a message names; `approvals`: Codex's requests, relayed to the engine and
+//!   answered with what it decides.
 //! - `mcp_server`: the backend for `codex mcp-server` (Codex up to 0.153), with `mcp_events`
 //!   mapping its `codex/event` messages onto our event vocabulary (`mapping` holds what the
 //!   mappings share).
@@ -55,17 +56,16 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::model::{EventKind, JobId, JobTurn, ThreadOptions};
+use crate::model::{Answer, CodexRequest, EventKind, JobId, JobTurn, ThreadOptions};
 
-/// How to start Codex: the binary, `-c` overrides, and how to answer approval requests.
+/// How to start Codex: the binary and its `-c` overrides.
 #[derive(Clone, Debug)]
 pub struct CodexSettings {
     pub bin: String,
     /// Passed to every Codex child as `-c KEY=VALUE`.
     pub config_overrides: Vec<String>,
-    pub approvals: ApprovalAnswer,
     /// How long a Codex process asked to stop (SIGTERM) gets before it is killed.
     pub stop_grace: Duration,
 }
@@ -131,15 +131,6 @@ pub async fn start_backend(
     Ok(backend)
 }
 
-/// How the server answers Codex's approval requests on the user's behalf.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ApprovalAnswer {
-    /// Refuse: Codex tells the model the command was rejected and the turn carries on.
-    Decline,
-    /// Allow the command or patch.
-    Approve,
-}
-
 /// What a backend reports about a turn. Sent in the order Codex produced it.
 #[derive(Debug)]
 pub struct BackendEvent {
@@ -153,6 +144,13 @@ pub enum Update {
     Event { kind: EventKind, data: Value },
     /// Codex created the job's thread; recorded as `thread_started`.
     Thread { thread_id: String, data: Value },
+    /// Codex asks something (run a command, apply a patch, ...) and waits for the answer. Codex
+    /// gets what is sent on `reply`; if it is dropped unanswered (the turn ended, the engine is
+    /// gone), Codex gets a refusal: every request is answered.
+    Request {
+        request: CodexRequest,
+        reply: oneshot::Sender<Answer>,
+    },
     /// The turn ended.
     TurnEnded(TurnEnd),
 }
@@ -312,6 +310,8 @@ pub trait Backend: Send + Sync + 'static {
     fn info(&self) -> BackendInfo;
     /// Checks options against what this backend can do, before a job is accepted.
     fn validate(&self, options: &ThreadOptions) -> Result<(), String>;
+    /// Whether a turn can run under another approval policy than its thread started with.
+    fn approval_policy_per_turn(&self) -> bool;
     /// Hands a turn to Codex and returns once Codex has it, with the thread's id when Codex
     /// named it in time; progress arrives as reports naming `input.turn`.
     fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>>;

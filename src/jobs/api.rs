@@ -7,7 +7,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::{Event, JobId, JobStatus, Notification};
+use crate::model::{
+    Answer, Approvals, Decision, Event, JobId, JobStatus, JobTurn, Notification, PendingRequest,
+};
 
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
@@ -20,6 +22,14 @@ pub struct EngineSettings {
     pub default_cwd: PathBuf,
     /// Settled jobs not updated for this long are deleted, with their events.
     pub retention: Duration,
+    /// Who answers Codex's requests for jobs that do not say.
+    pub approvals: Approvals,
+    /// How long a request relayed to clients waits for an answer ...
+    pub approval_timeout: Duration,
+    /// ... before it gets this one (`accept` stays unanswered for a question: `decline`).
+    pub approval_timeout_decision: Decision,
+    /// The time limit of turns that do not say (`None`: none).
+    pub max_turn: Option<Duration>,
 }
 
 /// What `job_start` asks for.
@@ -35,6 +45,36 @@ pub struct StartRequest {
     pub base_instructions: Option<String>,
     pub developer_instructions: Option<String>,
     pub client_request_id: Option<String>,
+    /// Who answers Codex's requests (default: the server's).
+    pub approvals: Option<Approvals>,
+    /// The first turn's time limit in seconds (default: the server's; 0: none).
+    pub max_turn_seconds: Option<u64>,
+}
+
+/// What `job_reply` asks for. The approval settings, when given, hold for later turns too.
+#[derive(Clone, Debug, Default)]
+pub struct ReplyRequest {
+    pub prompt: String,
+    pub approval_policy: Option<String>,
+    pub approvals: Option<Approvals>,
+    /// This turn's time limit in seconds (default: the server's; 0: none).
+    pub max_turn_seconds: Option<u64>,
+}
+
+/// What `job_respond` answers.
+#[derive(Clone, Debug)]
+pub struct RespondRequest {
+    pub request_id: String,
+    pub answer: Answer,
+    /// Why, for the record.
+    pub note: Option<String>,
+}
+
+/// A request of Codex's that now waits for a client.
+#[derive(Clone, Debug)]
+pub struct Relayed {
+    pub turn: JobTurn,
+    pub request: PendingRequest,
 }
 
 /// A job as `job_start`, `job_reply` and `job_cancel` report it.
@@ -54,6 +94,9 @@ pub struct JobSnapshot {
     pub result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Codex's requests waiting for an answer (job_respond).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<PendingRequest>,
 }
 
 /// A job as `job_list` shows it.

@@ -72,6 +72,41 @@ pub enum JobError {
          read job {job} with job_events"
     )]
     RequestIdReused { key: String, job: JobId },
+    /// An answer to a request that does not wait (the engine refines it into one below).
+    #[error("request {request_id:?} of job {job} does not wait for an answer")]
+    NoSuchRequest { job: JobId, request_id: String },
+    /// `job_respond` to a request answered before.
+    #[error(
+        "request {request_id} of job {job} was answered already ({decision}, decided by \
+         {decided_by}); {waiting}"
+    )]
+    AlreadyAnswered {
+        job: JobId,
+        request_id: String,
+        decision: String,
+        decided_by: String,
+        waiting: String,
+    },
+    /// `job_respond` to a request whose turn ended before anyone answered it.
+    #[error(
+        "request {request_id} of job {job} takes no answer any more: its turn ended first; \
+         {waiting}"
+    )]
+    RequestOver {
+        job: JobId,
+        request_id: String,
+        waiting: String,
+    },
+    /// `job_respond` to a request Codex never made.
+    #[error(
+        "job {job} has no request {request_id:?}; {waiting}. The ids are in the job's \
+         approval_requested events and in job_wait's answers"
+    )]
+    UnknownRequest {
+        job: JobId,
+        request_id: String,
+        waiting: String,
+    },
     /// A call made while the server shuts down.
     #[error("the server is shutting down and takes no new turns")]
     ShuttingDown,

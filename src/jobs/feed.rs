@@ -144,7 +144,7 @@ impl JobManager {
     /// or until `cancelled` (the caller left).
     ///
     /// Without a cursor it waits for the next entry from now, except that a job that is already
-    /// settled answers at once with its latest entry.
+    /// settled, or waits for an answer to Codex's request, answers at once with its latest entry.
     pub async fn wait(
         &self,
         cursor: Option<u64>,
@@ -166,8 +166,12 @@ impl JobManager {
                     return Err(JobError::FeedCursorOutOfRange { cursor, last });
                 }
                 (Some(cursor), job) => (cursor, job.map(|j| j.record.id.clone())),
+                // A job that waits for an answer is news now too.
                 (None, Some(j)) => match j.last_notification {
-                    Some(seq) if j.record.status.is_settled() => {
+                    Some(seq)
+                        if j.record.status.is_settled()
+                            || j.record.status == JobStatus::InputRequired =>
+                    {
                         (seq - 1, Some(j.record.id.clone()))
                     }
                     _ => (last, Some(j.record.id.clone())),

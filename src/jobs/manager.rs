@@ -13,17 +13,19 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::api::{EngineSettings, JobSnapshot, JobSummary, StartRequest};
-use super::state::{AfterCommit, Announce, JobState, State, Tx};
+use super::api::{EngineSettings, JobSnapshot, JobSummary, Relayed, ReplyRequest, StartRequest};
+use super::state::{AfterCommit, Announce, JobState, State, Stop, Tx};
 use super::status::Outcome;
 use super::{JobError, reports};
 use crate::codex::{Backend, BackendError, BackendEvent, BackendInfo, ThreadRef, TurnInput};
-use crate::model::{EventKind, JobId, JobRecord, JobStatus, JobTurn, ThreadOptions};
+use crate::model::{
+    Answer, Decision, EventKind, JobId, JobRecord, JobStatus, JobTurn, ThreadOptions,
+};
 use crate::store::Store;
 use crate::text;
 use crate::time::now_rfc3339;
@@ -34,6 +36,9 @@ const LIST_TEXT_CHARS: usize = 200;
 const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(3);
 /// How deeply `config` may nest: it is saved with the job and must read back.
 const MAX_CONFIG_DEPTH: usize = 16;
+/// How many relayed requests a slow listener may fall behind by (it then misses some; they
+/// still wait for job_respond).
+const RELAYED_BACKLOG: usize = 256;
 
 /// The engine. A cheap handle: clones share one engine.
 #[derive(Clone)]
@@ -48,6 +53,10 @@ pub(super) struct Inner {
     pub(super) settings: EngineSettings,
     /// The seq of the newest notification; waiters watch it. It only moves forward.
     pub(super) feed: watch::Sender<u64>,
+    /// Requests that start waiting for a client.
+    pub(super) relayed: broadcast::Sender<Relayed>,
+    /// Moves whenever a turn ends or a request starts or stops waiting: turn clocks look again.
+    pub(super) turns_changed: watch::Sender<u64>,
     /// Every task the engine spawns: the report loop, retention, hand-overs, interrupts.
     pub(super) tasks: TaskTracker,
     /// Cancelled when shutdown begins: retention stops and no more turns go to Codex.
@@ -87,6 +96,8 @@ impl JobManager {
                 backend,
                 settings,
                 feed,
+                relayed: broadcast::channel(RELAYED_BACKLOG).0,
+                turns_changed: watch::channel(0).0,
                 tasks: TaskTracker::new(),
                 stopping: CancellationToken::new(),
                 drained: CancellationToken::new(),
@@ -98,10 +109,7 @@ impl JobManager {
             }),
         };
         let after = manager.transact(|tx| {
-            tx.interrupt_open_turns(
-                "the server stopped while this turn was running (it was restarted or it \
-                 crashed), so Codex may not have finished it",
-            )
+            tx.interrupt_open_turns("the server stopped (it was restarted or it crashed)")
         })?;
         manager.publish(after);
         manager.purge_expired()?;
@@ -140,6 +148,11 @@ impl JobManager {
         });
     }
 
+    /// How long a request relayed to clients waits for an answer.
+    pub fn approval_timeout(&self) -> Duration {
+        self.inner.settings.approval_timeout
+    }
+
     pub fn backend_info(&self) -> BackendInfo {
         self.inner.backend.info()
     }
@@ -160,8 +173,16 @@ impl JobManager {
         tx.commit(&*self.inner.store)
     }
 
-    /// Wakes waiters; returns the turns to hand to Codex.
+    /// Wakes waiters, answers Codex's requests, relays those that wait for a client; returns the
+    /// turns to hand to Codex.
     pub(super) fn publish(&self, after: AfterCommit) -> Vec<TurnInput> {
+        for (reply, answer) in after.replies {
+            reply.send(answer);
+        }
+        self.relay(after.relayed);
+        if after.turns_changed {
+            self.inner.turns_changed.send_modify(|n| *n += 1);
+        }
         if let Some(seq) = after.notified {
             // Two publishers may finish in either order: the feed never moves back.
             self.inner.feed.send_if_modified(|newest| {
@@ -194,6 +215,7 @@ impl JobManager {
         if let Some(config) = &request.config {
             check_depth(config)?;
         }
+        let limit = self.turn_limit(request.max_turn_seconds);
         let options = ThreadOptions {
             cwd: self.resolve_cwd(request.cwd.as_deref())?,
             model: request.model,
@@ -229,6 +251,7 @@ impl JobManager {
             last_message: None,
             error: None,
             last_seq: 0,
+            approvals: request.approvals.unwrap_or(self.inner.settings.approvals),
         };
         let mut existing = None;
         let after = self.transact(|tx| {
@@ -242,7 +265,10 @@ impl JobManager {
                 .and_then(|id| tx.state().jobs.get(id));
             if let Some(first) = first {
                 let first = &first.record;
-                if first.prompt != record.prompt || first.options != record.options {
+                if first.prompt != record.prompt
+                    || first.options != record.options
+                    || first.approvals != record.approvals
+                {
                     return Err(JobError::RequestIdReused {
                         key: record.client_request_id.clone().unwrap_or_default(),
                         job: first.id.clone(),
@@ -252,7 +278,7 @@ impl JobManager {
                 return Ok(());
             }
             tx.create(JobState::new(record, None));
-            tx.enqueue_turn(input)
+            tx.enqueue_turn(input, limit)
         })?;
         if let Some(existing) = existing {
             return self.inner.lock().snapshot(&existing);
@@ -262,18 +288,45 @@ impl JobManager {
         self.inner.lock().snapshot(&id)
     }
 
-    /// Starts a new turn in the job's Codex thread.
-    pub async fn reply(&self, job: &str, prompt: String) -> Result<JobSnapshot, JobError> {
-        if prompt.trim().is_empty() {
+    /// Starts a new turn in the job's Codex thread, under the approval settings given (which
+    /// hold for later turns too).
+    pub async fn reply(&self, job: &str, request: ReplyRequest) -> Result<JobSnapshot, JobError> {
+        if request.prompt.trim().is_empty() {
             return Err(JobError::MissingPrompt);
         }
         let id = JobId::from(job);
-        let thread_id = self.inner.lock().job(&id)?.record.thread_id.clone();
+        let (thread_id, mut options) = {
+            let state = self.inner.lock();
+            let record = &state.job(&id)?.record;
+            (record.thread_id.clone(), record.options.clone())
+        };
+        if let Some(policy) = request.approval_policy {
+            let backend = &self.inner.backend;
+            let changed = options.approval_policy.as_ref() != Some(&policy);
+            if changed && !backend.approval_policy_per_turn() {
+                let info = backend.info();
+                return Err(JobError::InvalidArgument(format!(
+                    "codex {} {} keeps the approval policy a thread started with ({}); start a \
+                     new job with approval_policy {policy:?}",
+                    info.name,
+                    info.codex_version,
+                    options
+                        .approval_policy
+                        .as_deref()
+                        .unwrap_or("Codex's default")
+                )));
+            }
+            options.approval_policy = Some(policy);
+            backend
+                .validate(&options)
+                .map_err(JobError::InvalidArgument)?;
+        }
         if let Some(thread_id) = thread_id
             && let Err(reason) = self.inner.backend.can_continue(&thread_id).await
         {
             return Err(JobError::CannotContinue { job: id, reason });
         }
+        let limit = self.turn_limit(request.max_turn_seconds);
         let after = self.transact(|tx| {
             if !tx.accepting() {
                 return Err(JobError::ShuttingDown);
@@ -291,32 +344,59 @@ impl JobManager {
                 return Err(JobError::NoThread { job: id.clone() });
             };
             entry.record.turns += 1;
+            entry.record.options = options;
+            if let Some(approvals) = request.approvals {
+                entry.record.approvals = approvals;
+            }
             let input = TurnInput {
                 turn: entry.turn(),
-                prompt,
+                prompt: request.prompt,
                 thread: ThreadRef::Existing(thread_id),
                 options: entry.record.options.clone(),
             };
-            tx.enqueue_turn(input)
+            tx.enqueue_turn(input, limit)
         })?;
         let dispatch = self.publish(after);
         self.hand_over(dispatch).await;
         self.inner.lock().snapshot(&id)
     }
 
+    /// A turn's time limit: `seconds` if given (0: none), else the server's.
+    fn turn_limit(&self, seconds: Option<u64>) -> Option<Duration> {
+        match seconds {
+            Some(0) => None,
+            Some(seconds) => Some(Duration::from_secs(seconds)),
+            None => self.inner.settings.max_turn,
+        }
+    }
+
     /// Stops the job's queued or running turn and returns the job settled as `cancelled`, within
     /// the cancel grace in all: asking Codex (which must not take longer) and waiting for its word.
     pub async fn cancel(&self, job: &str) -> Result<JobSnapshot, JobError> {
+        let stop = Stop::Cancel("cancelled with job_cancel".to_owned());
+        self.stop_turn(&JobId::from(job), None, stop).await
+    }
+
+    /// Stops the job's queued or running turn (`turn`, when named) for `stop`: its waiting
+    /// requests get `cancel`, Codex is asked to stop it, and it is settled as the stop says once
+    /// Codex confirms, or when the cancel grace runs out. A turn stopped already keeps its first
+    /// stop.
+    pub(super) async fn stop_turn(
+        &self,
+        id: &JobId,
+        turn: Option<u32>,
+        stop: Stop,
+    ) -> Result<JobSnapshot, JobError> {
         let grace = self.inner.settings.cancel_grace;
         let deadline = tokio::time::Instant::now() + grace;
-        let id = JobId::from(job);
-        let mut turn = None;
+        let mut target = None;
         let mut queued = false;
         let mut interrupt_now = false;
+        let mut first_stop = None;
         let after = self.transact(|tx| {
-            let entry = tx.job(&id)?;
+            let entry = tx.job(id)?;
             let status = entry.record.status;
-            if status.is_settled() {
+            if status.is_settled() || turn.is_some_and(|t| t != entry.record.turns) {
                 return Err(JobError::AlreadySettled {
                     job: id.clone(),
                     status,
@@ -324,23 +404,33 @@ impl JobManager {
             }
             let open = entry.turn();
             queued = entry.facts.queued;
-            turn = Some(open.clone());
+            target = Some(open.clone());
             if queued {
                 // In the same transaction as the check, so the queue cannot hand it over first.
-                let reason = "cancelled with job_cancel before the turn started".to_owned();
-                tx.settle(&open, Outcome::Cancelled, EventKind::TurnCancelled, reason)
-                    .map(drop)
+                let (outcome, kind) = stop.outcome();
+                let reason = format!("{} before the turn started", stop.reason());
+                tx.settle(&open, outcome, kind, reason).map(drop)
             } else {
                 // Whoever sees the other's mark tells Codex: this call if Codex has the turn
                 // already, else the hand-over once Codex has it.
-                entry.facts.cancel_requested = true;
+                let stop = entry.stop.get_or_insert_with(|| stop.clone()).clone();
                 interrupt_now = entry.facts.handed_over;
+                let waiting: Vec<String> = entry
+                    .pending
+                    .iter()
+                    .map(|p| p.request.request_id.clone())
+                    .collect();
+                for request_id in waiting {
+                    let answer = Answer::just(Decision::Cancel);
+                    tx.resolve(id, &request_id, answer, stop.decided_by(), None)?;
+                }
+                first_stop = Some(stop);
                 Ok(())
             }
         })?;
         self.publish_and_dispatch(after);
-        let Some(turn) = turn.filter(|_| !queued) else {
-            return self.inner.lock().snapshot(&id);
+        let Some(turn) = target.filter(|_| !queued) else {
+            return self.inner.lock().snapshot(id);
         };
         let seconds = grace.as_secs_f32();
         let asked = if interrupt_now {
@@ -348,28 +438,27 @@ impl JobManager {
         } else {
             Ok(Ok(()))
         };
+        let stop = first_stop.unwrap_or(stop);
+        let why = stop.reason();
+        // Codex confirms with the turn's end, which settles it as the stop says; its word may
+        // come even when the interrupt failed (a `cancel` answer stops a turn too).
         let reason = match asked {
-            // Codex confirms with the turn's end, which settles it as cancelled. A turn that is
-            // not running any more may be ending right now: its end is on its way too.
             Ok(Ok(()) | Err(BackendError::NoRunningTurn)) => {
                 self.until_ended(&turn, deadline).await;
-                format!("cancelled with job_cancel; Codex did not confirm within {seconds} s")
+                format!("{why}; Codex did not confirm within {seconds} s")
             }
             Ok(Err(e)) => {
                 tracing::warn!(%turn, error = %e, "could not interrupt the turn in codex");
-                format!("cancelled with job_cancel; Codex could not be told: {e}")
+                self.until_ended(&turn, deadline).await;
+                format!("{why}; Codex could not be told: {e}")
             }
-            Err(_) => format!(
-                "cancelled with job_cancel; Codex did not answer the interrupt within {seconds} s"
-            ),
+            Err(_) => format!("{why}; Codex did not answer the interrupt within {seconds} s"),
         };
         // Does nothing when Codex's confirmation ended the turn already.
-        let after = self.transact(|tx| {
-            tx.settle(&turn, Outcome::Cancelled, EventKind::TurnCancelled, reason)
-                .map(drop)
-        })?;
+        let (outcome, kind) = stop.outcome();
+        let after = self.transact(|tx| tx.settle(&turn, outcome, kind, reason).map(drop))?;
         self.publish_and_dispatch(after);
-        self.inner.lock().snapshot(&id)
+        self.inner.lock().snapshot(id)
     }
 
     /// Waits until `turn` has ended, or `deadline`.
@@ -455,9 +544,7 @@ impl JobManager {
                 tracing::warn!("Codex's last reports did not arrive in time");
             }
         }
-        let settled = self.transact(|tx| {
-            tx.interrupt_open_turns("the server shut down while the turn was running")
-        });
+        let settled = self.transact(|tx| tx.interrupt_open_turns("the server shut down"));
         match settled {
             Ok(after) => drop(self.publish(after)),
             Err(e) => tracing::error!(error = %e, "could not save the interrupted jobs"),
@@ -555,6 +642,7 @@ impl JobManager {
         if !still_open || self.inner.stopping.is_cancelled() {
             return;
         }
+        self.watch_clock(turn.clone());
         let handed = self.inner.backend.start_turn(input).await;
         let mut stop = false;
         let saved = match handed {

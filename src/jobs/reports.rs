@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobError;
 use super::manager::{Inner, JobManager};
-use super::state::{Announce, Tx};
+use super::requests;
+use super::state::{Announce, Reply, Stop, Tx};
 use super::status::Outcome;
 use crate::codex::{BackendEvent, TurnEnd, Update};
 use crate::model::{EventKind, JobTurn};
@@ -167,19 +168,24 @@ fn apply_one(tx: &mut Tx<'_>, turn: &JobTurn, update: Update) -> Result<(), JobE
             tx.name_thread(job, thread_id)?;
             tx.record(job, EventKind::ThreadStarted, data)
         }
+        Update::Request { request, reply } => {
+            let approvals = tx.job(job)?.record.approvals;
+            let answer_now = requests::policy_answer(&request, approvals);
+            tx.request(turn, request, Reply::new(reply), answer_now)
+        }
         Update::TurnEnded(end) => {
-            let cancelled = tx.job(job)?.facts.cancel_requested;
-            let (outcome, kind, data, announce) = closing(end, cancelled);
+            let stop = tx.job(job)?.stop.clone();
+            let (outcome, kind, data, announce) = closing(end, stop.as_ref());
             tx.end_turn(turn, outcome, kind, data, announce).map(drop)
         }
     }
 }
 
 /// How a turn Codex ended is recorded: its outcome, closing event and announcement. An
-/// interruption is a cancel when `job_cancel` asked for it.
-fn closing(end: TurnEnd, cancel_requested: bool) -> (Outcome, EventKind, Value, Announce) {
-    match end {
-        TurnEnd::Completed { result, data } => (
+/// interruption we asked for ends the way the stop says (cancelled, or failed on its time limit).
+fn closing(end: TurnEnd, stop: Option<&Stop>) -> (Outcome, EventKind, Value, Announce) {
+    match (end, stop) {
+        (TurnEnd::Completed { result, data }, _) => (
             Outcome::Completed,
             EventKind::TurnCompleted,
             merge(json!({"result": result}), data),
@@ -188,7 +194,7 @@ fn closing(end: TurnEnd, cancel_requested: bool) -> (Outcome, EventKind, Value, 
                 error: None,
             },
         ),
-        TurnEnd::Failed { error, data } => (
+        (TurnEnd::Failed { error, data }, _) => (
             Outcome::Failed,
             EventKind::TurnFailed,
             merge(json!({"error": error}), data),
@@ -197,19 +203,21 @@ fn closing(end: TurnEnd, cancel_requested: bool) -> (Outcome, EventKind, Value, 
                 error: Some(error),
             },
         ),
-        TurnEnd::Interrupted { reason, data } if cancel_requested => (
-            Outcome::Cancelled,
-            EventKind::TurnCancelled,
-            merge(
-                json!({"reason": format!("cancelled with job_cancel; Codex: {reason}")}),
-                data,
-            ),
-            Announce {
-                result: None,
-                error: None,
-            },
-        ),
-        TurnEnd::Interrupted { reason, data } => {
+        (TurnEnd::Interrupted { reason, data }, Some(stop)) => {
+            let (outcome, kind) = stop.outcome();
+            let reason = format!("{}; Codex: {reason}", stop.reason());
+            let error = (outcome != Outcome::Cancelled).then(|| reason.clone());
+            (
+                outcome,
+                kind,
+                merge(json!({"reason": reason}), data),
+                Announce {
+                    result: None,
+                    error,
+                },
+            )
+        }
+        (TurnEnd::Interrupted { reason, data }, None) => {
             let reason = format!("Codex stopped the turn: {reason}");
             (
                 Outcome::Interrupted,
@@ -240,18 +248,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_interruption_is_a_cancel_only_when_job_cancel_asked_for_it() {
+    fn an_interruption_is_a_cancel_only_when_a_cancel_asked_for_it() {
         let end = || TurnEnd::Interrupted {
             reason: "interrupted".into(),
             data: json!({}),
         };
-        let (outcome, kind, _, announce) = closing(end(), true);
+        let stop = Stop::Cancel("cancelled with job_cancel".into());
+        let (outcome, kind, _, announce) = closing(end(), Some(&stop));
         assert_eq!(
             (outcome, kind),
             (Outcome::Cancelled, EventKind::TurnCancelled)
         );
         assert!(announce.error.is_none());
-        let (outcome, kind, data, announce) = closing(end(), false);
+        let (outcome, kind, data, announce) = closing(end(), None);
         assert_eq!(
             (outcome, kind),
             (Outcome::Interrupted, EventKind::TurnInterrupted)
@@ -264,12 +273,25 @@ mod tests {
     }
 
     #[test]
+    fn an_interruption_for_the_time_limit_is_a_failure_that_says_so() {
+        let end = TurnEnd::Interrupted {
+            reason: "interrupted".into(),
+            data: json!({}),
+        };
+        let stop = Stop::TimeLimit(std::time::Duration::from_secs(60));
+        let (outcome, kind, _, announce) = closing(end, Some(&stop));
+        assert_eq!((outcome, kind), (Outcome::Failed, EventKind::TurnFailed));
+        let error = announce.error.unwrap_or_default();
+        assert!(error.contains("max_turn_seconds (60 s"), "{error}");
+    }
+
+    #[test]
     fn a_completed_turn_announces_its_result_and_keeps_codex_fields() {
         let end = TurnEnd::Completed {
             result: Some("done".into()),
             data: json!({"codex": {"x": 1}}),
         };
-        let (outcome, kind, data, announce) = closing(end, false);
+        let (outcome, kind, data, announce) = closing(end, None);
         assert_eq!(
             (outcome, kind),
             (Outcome::Completed, EventKind::TurnCompleted)

@@ -6,15 +6,26 @@
 //! and a failed save leaves the state as it was. Statuses are derived from facts in one place,
 //! [`Tx::commit_status`], and a turn ends in one place, [`Tx::end_turn`], which ends only the
 //! turn it is told about, and only while that turn is open.
+//!
+//! Codex's requests wait in their job's `pending` list with the [`Reply`] Codex waits on; a turn
+//! that ends drops them, and a dropped reply is a refusal (see [`crate::codex::Update`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
+use super::api::Relayed;
 use super::status::{self, Facts, Outcome};
 use super::{JobError, JobSnapshot};
 use crate::codex::TurnInput;
-use crate::model::{Event, EventKind, JobId, JobRecord, JobStatus, JobTurn, Notification};
+use crate::model::{
+    Answer, DecidedBy, Event, EventKind, JobId, JobRecord, JobStatus, JobTurn, Notification,
+    PendingRequest,
+};
 use crate::store::{Loaded, Store, Write};
 use crate::time::now_rfc3339;
 
@@ -44,6 +55,120 @@ pub(super) struct JobState {
     /// Kept in memory only (nothing can be saved); the turn is settled once a save succeeds, and
     /// Codex's reports about it are dropped meanwhile.
     pub unsaved_failure: Option<String>,
+    /// Codex's requests of the running turn that wait for an answer, oldest first.
+    pub pending: Vec<Pending>,
+    /// Why the running turn is being stopped, once it is.
+    pub stop: Option<Stop>,
+    /// The time limit of the queued turn, taken by its clock when it runs.
+    pub next_limit: Option<Duration>,
+    /// The running turn's time limit and how much of it is used.
+    pub clock: Option<TurnClock>,
+}
+
+/// A request of Codex's that waits for an answer.
+#[derive(Clone)]
+pub(super) struct Pending {
+    pub request: PendingRequest,
+    pub reply: Reply,
+}
+
+/// Where the answer to one of Codex's requests goes. The copies a [`Tx`] makes share it; it is
+/// used once, and when the last copy is dropped unused Codex is refused.
+#[derive(Clone)]
+pub(super) struct Reply(Arc<Mutex<Option<oneshot::Sender<Answer>>>>);
+
+impl Reply {
+    pub fn new(sender: oneshot::Sender<Answer>) -> Self {
+        Self(Arc::new(Mutex::new(Some(sender))))
+    }
+
+    pub fn send(&self, answer: Answer) {
+        let sender = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(sender) = sender
+            && sender.send(answer).is_err()
+        {
+            tracing::debug!("codex's request was answered after its reader left");
+        }
+    }
+}
+
+/// Why a running turn is being stopped; its end, when Codex confirms it, is recorded so.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Stop {
+    /// Cancelled, as said (by `job_cancel`, by a `cancel` answer, or by the approval timeout's).
+    Cancel(String),
+    /// The turn ran out of its time limit.
+    TimeLimit(Duration),
+}
+
+impl Stop {
+    /// How the stopped turn ends.
+    pub fn outcome(&self) -> (Outcome, EventKind) {
+        match self {
+            Stop::Cancel(_) => (Outcome::Cancelled, EventKind::TurnCancelled),
+            Stop::TimeLimit(_) => (Outcome::Failed, EventKind::TurnFailed),
+        }
+    }
+
+    pub fn reason(&self) -> String {
+        match self {
+            Stop::Cancel(how) => how.clone(),
+            Stop::TimeLimit(limit) => format!(
+                "the turn ran longer than its max_turn_seconds ({} s, not counting time spent \
+                 waiting for answers to Codex's requests) and was stopped",
+                limit.as_secs()
+            ),
+        }
+    }
+
+    /// Who decided the requests the stop answers.
+    pub fn decided_by(&self) -> DecidedBy {
+        match self {
+            Stop::Cancel(_) => DecidedBy::Client,
+            Stop::TimeLimit(_) => DecidedBy::Timeout,
+        }
+    }
+}
+
+/// A running turn's time limit. It runs while the turn runs and no request of Codex's waits for
+/// an answer.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TurnClock {
+    pub limit: Duration,
+    used: Duration,
+    since: Option<Instant>,
+}
+
+impl TurnClock {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            used: Duration::ZERO,
+            since: None,
+        }
+    }
+
+    /// Starts or stops the clock.
+    fn run(&mut self, running: bool) {
+        match (running, self.since) {
+            (true, None) => self.since = Some(Instant::now()),
+            (false, Some(since)) => {
+                self.used += since.elapsed();
+                self.since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// When the limit runs out, if the clock runs.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.since
+            .map(|since| since + self.limit.saturating_sub(self.used))
+    }
 }
 
 impl JobState {
@@ -54,7 +179,16 @@ impl JobState {
             queued_turn: None,
             last_notification,
             unsaved_failure: None,
+            pending: Vec::new(),
+            stop: None,
+            next_limit: None,
+            clock: None,
         }
+    }
+
+    /// The requests waiting for an answer, as clients see them.
+    pub fn requests(&self) -> Vec<PendingRequest> {
+        self.pending.iter().map(|p| p.request.clone()).collect()
     }
 
     /// The job's current (or latest) turn.
@@ -87,6 +221,13 @@ pub(super) struct AfterCommit {
     pub notified: Option<u64>,
     /// Turns that got a slot and go to Codex now.
     pub dispatch: Vec<TurnInput>,
+    /// Answers to Codex's requests, to send.
+    pub replies: Vec<(Reply, Answer)>,
+    /// Requests that now wait for a client: their timers start, and clients asked to answer
+    /// them hear of them.
+    pub relayed: Vec<Relayed>,
+    /// Whether a turn ended or a request started or stopped waiting: turn clocks look again.
+    pub turns_changed: bool,
 }
 
 impl State {
@@ -138,6 +279,7 @@ impl State {
             thread_id: record.thread_id.clone(),
             turn: record.turns,
             cursor: record.last_seq,
+            requests: entry.requests(),
             result: (record.status == JobStatus::Completed)
                 .then(|| record.last_message.clone())
                 .flatten(),
@@ -296,9 +438,15 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Derives the job's status from its facts and saves the record.
+    /// Derives the job's status from its facts and saves the record; the turn's clock runs only
+    /// while the turn runs and no request waits.
     pub fn commit_status(&mut self, id: &JobId) -> Result<(), JobError> {
         let entry = self.job(id)?;
+        entry.facts.approvals_waiting = u32::try_from(entry.pending.len()).unwrap_or(u32::MAX);
+        let runs = entry.facts.turn_running && entry.pending.is_empty();
+        if let Some(clock) = &mut entry.clock {
+            clock.run(runs);
+        }
         entry.record.status = status::derive(&entry.facts);
         entry.record.updated_at = now_rfc3339();
         let record = entry.record.clone();
@@ -306,13 +454,19 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Queues the job's next turn, and takes it out again if a slot is free.
-    pub fn enqueue_turn(&mut self, input: TurnInput) -> Result<(), JobError> {
+    /// Queues the job's next turn (with its time limit), and takes it out again if a slot is
+    /// free.
+    pub fn enqueue_turn(
+        &mut self,
+        input: TurnInput,
+        limit: Option<Duration>,
+    ) -> Result<(), JobError> {
         let id = input.turn.job.clone();
         let entry = self.job(&id)?;
         entry.queued_turn = Some(input);
+        entry.next_limit = limit;
         entry.facts.queued = true;
-        entry.facts.cancel_requested = false;
+        entry.stop = None;
         self.commit_status(&id)?;
         self.queue.push_back(id);
         self.fill_slots()
@@ -336,6 +490,7 @@ impl<'a> Tx<'a> {
             entry.facts.queued = false;
             entry.facts.turn_running = true;
             entry.facts.handed_over = false;
+            entry.clock = entry.next_limit.take().map(TurnClock::new);
             self.commit_status(&id)?;
             self.running += 1;
             self.after.dispatch.push(input);
@@ -351,7 +506,7 @@ impl<'a> Tx<'a> {
             return Ok(true);
         }
         entry.facts.handed_over = true;
-        Ok(entry.facts.cancel_requested)
+        Ok(entry.stop.is_some())
     }
 
     /// Ends `turn` with its closing event, the new status and the notification, and frees its
@@ -371,36 +526,25 @@ impl<'a> Tx<'a> {
             return Ok(false);
         }
         self.record(id, kind, data)?;
-        let seq = self.last_notification + 1;
         let entry = self.job(id)?;
         let held_slot = entry.facts.turn_running;
         entry.facts.queued = false;
         entry.facts.turn_running = false;
         entry.facts.handed_over = false;
-        entry.facts.cancel_requested = false;
         entry.facts.outcome = Some(outcome);
         entry.queued_turn = None;
         entry.unsaved_failure = None;
+        entry.stop = None;
+        entry.clock = None;
+        // Dropped unanswered: Codex is refused (its turn is over anyway).
+        entry.pending.clear();
         if let Some(result) = &announce.result {
             entry.record.last_message = Some(result.clone());
         }
         entry.record.error = announce.error.clone();
-        entry.last_notification = Some(seq);
+        self.after.turns_changed = true;
         self.commit_status(id)?;
-        let entry = self.job(id)?;
-        let notification = Notification {
-            seq,
-            job_id: id.clone(),
-            turn: entry.record.turns,
-            status: entry.record.status,
-            at: now_rfc3339(),
-            result: announce.result,
-            result_chars: None,
-            error: announce.error,
-        };
-        self.writes.push(Write::Notification(notification));
-        self.last_notification = seq;
-        self.after.notified = Some(seq);
+        self.notify(id, announce.result, announce.error, None)?;
         self.queue.retain(|queued| queued != id);
         if held_slot {
             self.running = self.running.saturating_sub(1);
@@ -409,25 +553,161 @@ impl<'a> Tx<'a> {
         Ok(true)
     }
 
-    /// Ends every open turn as `interrupted` with `reason` (at start-up, the turns the last server
-    /// left open; at shutdown, those still running or queued).
-    pub fn interrupt_open_turns(&mut self, reason: &str) -> Result<(), JobError> {
-        let open: Vec<JobTurn> = self
+    /// Posts a feed entry for the job's current turn and status.
+    fn notify(
+        &mut self,
+        id: &JobId,
+        result: Option<String>,
+        error: Option<String>,
+        request: Option<PendingRequest>,
+    ) -> Result<(), JobError> {
+        let seq = self.last_notification + 1;
+        let entry = self.job(id)?;
+        entry.last_notification = Some(seq);
+        let notification = Notification {
+            seq,
+            job_id: id.clone(),
+            turn: entry.record.turns,
+            status: entry.record.status,
+            at: now_rfc3339(),
+            result,
+            result_chars: None,
+            error,
+            request,
+        };
+        self.writes.push(Write::Notification(notification));
+        self.last_notification = seq;
+        self.after.notified = Some(seq);
+        Ok(())
+    }
+
+    /// Ends every open turn as `interrupted` with `while` (at start-up, the turns the last
+    /// server left open; at shutdown, those still running or queued). A turn that waited for an
+    /// answer to Codex's request says so: the request was lost with the Codex process.
+    pub fn interrupt_open_turns(&mut self, what_happened: &str) -> Result<(), JobError> {
+        let open: Vec<(JobTurn, bool)> = self
             .state
             .jobs
             .values()
             .filter(|j| j.is_open(j.record.turns))
-            .map(JobState::turn)
+            .map(|j| (j.turn(), j.record.status == JobStatus::InputRequired))
             .collect();
-        for turn in &open {
+        for (turn, waited) in &open {
+            let reason = if *waited {
+                format!(
+                    "{what_happened} while the turn waited for an answer to Codex's request; the \
+                     request was lost with that Codex process, which keeps requests in memory \
+                     only. job_reply continues the thread"
+                )
+            } else {
+                format!(
+                    "{what_happened} while the turn was running, so Codex may not have finished it"
+                )
+            };
             self.settle(
                 turn,
                 Outcome::Interrupted,
                 EventKind::TurnInterrupted,
-                reason.to_owned(),
+                reason,
             )?;
         }
         Ok(())
+    }
+
+    /// Records one of Codex's requests for `turn`, and how it waits: for a client (the job
+    /// becomes `input_required`, and the feed says so), or for nothing (the policy's answer).
+    pub fn request(
+        &mut self,
+        turn: &JobTurn,
+        request: crate::model::CodexRequest,
+        reply: Reply,
+        answer_now: Option<Answer>,
+    ) -> Result<(), JobError> {
+        let id = &turn.job;
+        let request_id = format!("r{}", self.job(id)?.record.last_seq + 1);
+        let pending = PendingRequest {
+            request_id: request_id.clone(),
+            kind: request.kind,
+            summary: request.summary,
+            decisions: request.decisions,
+            questions: request.questions,
+        };
+        let mut data = serde_json::to_value(&pending).unwrap_or_else(|_| json!({}));
+        if let Value::Object(fields) = &mut data {
+            fields.extend(request.details);
+            fields.insert("codex".into(), request.raw);
+        }
+        self.record(id, EventKind::ApprovalRequested, data)?;
+        match answer_now {
+            Some(answer) => {
+                let entry = self.job(id)?;
+                entry.pending.push(Pending {
+                    request: pending,
+                    reply,
+                });
+                self.resolve(id, &request_id, answer, DecidedBy::Policy, None)?;
+            }
+            None => {
+                self.job(id)?.pending.push(Pending {
+                    request: pending.clone(),
+                    reply,
+                });
+                self.commit_status(id)?;
+                self.notify(id, None, None, Some(pending.clone()))?;
+                self.after.relayed.push(Relayed {
+                    turn: turn.clone(),
+                    request: pending,
+                });
+                self.after.turns_changed = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The job's pending request `request_id`, if it waits.
+    pub fn pending(&mut self, id: &JobId, request_id: &str) -> Result<Option<&Pending>, JobError> {
+        Ok(self
+            .job(id)?
+            .pending
+            .iter()
+            .find(|p| p.request.request_id == request_id))
+    }
+
+    /// Answers the job's pending request `request_id`, recording who decided; does nothing when
+    /// it does not wait (any more). The status follows.
+    pub fn resolve(
+        &mut self,
+        id: &JobId,
+        request_id: &str,
+        answer: Answer,
+        decided_by: DecidedBy,
+        note: Option<String>,
+    ) -> Result<bool, JobError> {
+        let entry = self.job(id)?;
+        let Some(at) = entry
+            .pending
+            .iter()
+            .position(|p| p.request.request_id == request_id)
+        else {
+            return Ok(false);
+        };
+        let pending = entry.pending.remove(at);
+        let mut data = json!({
+            "request_id": request_id,
+            "decision": answer.decision,
+            "decided_by": decided_by,
+        });
+        if let Some(answers) = &answer.answers {
+            data["answers"] = Value::Object(answers.clone());
+        }
+        if let Some(note) = note {
+            data["note"] = Value::String(note);
+        }
+        self.record(id, EventKind::ApprovalResolved, data)?;
+        self.commit_status(id)?;
+        self.after.replies.push((pending.reply, answer));
+        self.after.turns_changed = true;
+        Ok(true)
     }
 
     /// Ends `turn` without Codex's word (cancel, restart, shutdown, a store failure), with

@@ -20,10 +20,8 @@ pub(crate) struct Facts {
     pub turn_running: bool,
     /// Codex has taken the running turn (`start_turn` returned): an interrupt can reach it.
     pub handed_over: bool,
-    /// Approval requests of the running turn that wait for a person.
+    /// Requests of Codex's in the running turn that wait for an answer.
     pub approvals_waiting: u32,
-    /// `job_cancel` was called for the running turn.
-    pub cancel_requested: bool,
     /// How the latest finished turn ended.
     pub outcome: Option<Outcome>,
 }

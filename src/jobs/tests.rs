@@ -50,6 +50,10 @@ impl Backend for Scripted {
         Ok(())
     }
 
+    fn approval_policy_per_turn(&self) -> bool {
+        true
+    }
+
     fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
         async move {
             self.entered.send_modify(|n| *n += 1);
@@ -165,6 +169,7 @@ struct Engine {
 }
 
 const GRACE: Duration = Duration::from_millis(200);
+const APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn engine(
     max_concurrent_jobs: usize,
@@ -183,6 +188,16 @@ fn engine_in(
     max_concurrent_jobs: usize,
     script: impl FnOnce(&mut Scripted, &mpsc::Sender<BackendEvent>),
 ) -> Engine {
+    engine_tuned(dir, max_concurrent_jobs, |_| {}, script)
+}
+
+/// An engine with settings of its own.
+fn engine_tuned(
+    dir: Arc<tempfile::TempDir>,
+    max_concurrent_jobs: usize,
+    tune: impl FnOnce(&mut EngineSettings),
+    script: impl FnOnce(&mut Scripted, &mpsc::Sender<BackendEvent>),
+) -> Engine {
     let (events, rx) = crate::codex::event_channel();
     let mut backend = Scripted::default();
     script(&mut backend, &events);
@@ -192,7 +207,13 @@ fn engine_in(
         cancel_grace: GRACE,
         default_cwd: std::env::temp_dir(),
         retention: Duration::from_secs(3600),
+        approvals: Approvals::Relay,
+        approval_timeout: APPROVAL_TIMEOUT,
+        approval_timeout_decision: Decision::Decline,
+        max_turn: None,
     };
+    let mut settings = settings;
+    tune(&mut settings);
     let store = Arc::new(FlakyStore {
         inner: SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap(),
         failures: AtomicUsize::new(0),
@@ -213,6 +234,13 @@ fn start(prompt: &str) -> StartRequest {
     StartRequest {
         prompt: prompt.into(),
         ..StartRequest::default()
+    }
+}
+
+fn reply(prompt: &str) -> ReplyRequest {
+    ReplyRequest {
+        prompt: prompt.into(),
+        ..ReplyRequest::default()
     }
 }
 
@@ -386,7 +414,7 @@ async fn a_late_end_of_a_cancelled_turn_does_not_end_the_next_turn() {
     e.manager.cancel(job.job_id.as_str()).await.unwrap();
     let replied = e
         .manager
-        .reply(job.job_id.as_str(), "two".into())
+        .reply(job.job_id.as_str(), reply("two"))
         .await
         .unwrap();
     assert_eq!(replied.turn, 2);
@@ -417,7 +445,7 @@ async fn a_late_event_of_an_ended_turn_is_not_recorded_in_any_turn() {
     e.report(turn(&job.job_id, 1), message("after the end"))
         .await;
     e.manager
-        .reply(job.job_id.as_str(), "two".into())
+        .reply(job.job_id.as_str(), reply("two"))
         .await
         .unwrap();
     e.report(turn(&job.job_id, 1), message("during turn 2"))
@@ -530,7 +558,7 @@ async fn reply_uses_the_thread_codex_named_and_counts_the_turn() {
     e.report(turn(&job.job_id, 1), completed("done")).await;
     let replied = e
         .manager
-        .reply(job.job_id.as_str(), "two".into())
+        .reply(job.job_id.as_str(), reply("two"))
         .await
         .unwrap();
     assert_eq!(replied.turn, 2);
@@ -544,7 +572,7 @@ async fn reply_to_a_job_codex_never_gave_a_thread_is_refused() {
     let e = engine(4, |_, _| {});
     let job = e.manager.start(start("one")).await.unwrap();
     e.report(turn(&job.job_id, 1), completed("done")).await;
-    let refused = e.manager.reply(job.job_id.as_str(), "two".into()).await;
+    let refused = e.manager.reply(job.job_id.as_str(), reply("two")).await;
     assert!(matches!(refused, Err(JobError::NoThread { .. })));
 }
 
@@ -605,6 +633,7 @@ async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
         result: None,
         result_chars: None,
         error: None,
+        request: None,
     };
     *e.store.before_next_read.lock().unwrap() = Some(vec![Write::Notification(late)]);
     let (page, cursor) = e.manager.notifications(0, None, 100).unwrap();
@@ -618,7 +647,7 @@ async fn the_feed_never_moves_back_when_publishers_finish_out_of_order() {
     let mut feed = e.manager.inner.feed.subscribe();
     let published = |seq| super::state::AfterCommit {
         notified: Some(seq),
-        dispatch: Vec::new(),
+        ..Default::default()
     };
     e.manager.publish(published(5));
     e.manager.publish(published(3));
@@ -850,4 +879,362 @@ async fn a_config_nested_too_deep_to_read_back_is_refused() {
         panic!("taken")
     };
     assert!(why.contains("config nests"), "{why}");
+}
+
+/// A command approval request, and where Codex would read its answer.
+fn ask() -> (Update, tokio::sync::oneshot::Receiver<Answer>) {
+    ask_kind(crate::model::RequestKind::Command, Vec::new())
+}
+
+fn ask_kind(
+    kind: crate::model::RequestKind,
+    questions: Vec<crate::model::Question>,
+) -> (Update, tokio::sync::oneshot::Receiver<Answer>) {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = crate::model::CodexRequest {
+        kind,
+        summary: "run `touch x` in /w".into(),
+        details: serde_json::Map::from_iter([("command".to_owned(), json!("touch x"))]),
+        questions,
+        decisions: vec![
+            Decision::Accept,
+            Decision::AcceptForSession,
+            Decision::Decline,
+            Decision::Cancel,
+        ],
+        raw: json!({"method": "item/commandExecution/requestApproval"}),
+    };
+    (Update::Request { request, reply }, answer)
+}
+
+fn respond(request_id: &str, decision: Decision) -> RespondRequest {
+    RespondRequest {
+        request_id: request_id.into(),
+        answer: Answer::just(decision),
+        note: None,
+    }
+}
+
+impl Engine {
+    /// The ids of the job's waiting requests.
+    fn waiting(&self, job: &JobId) -> Vec<String> {
+        let state = self.manager.inner.lock();
+        let pending = &state.job(job).unwrap().pending;
+        pending
+            .iter()
+            .map(|p| p.request.request_id.clone())
+            .collect()
+    }
+
+    /// The data of the job's events of `kind`.
+    fn data_of(&self, job: &JobId, kind: EventKind) -> Vec<serde_json::Value> {
+        let events = self.events(job).into_iter();
+        events.filter(|e| e.kind == kind).map(|e| e.data).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_relayed_request_makes_the_job_wait_for_input_and_the_feed_says_what_to_answer() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("run")).await.unwrap();
+    let (request, _answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+
+    assert_eq!(e.status(&job.job_id), JobStatus::InputRequired);
+    let entry = e.feed().pop().unwrap();
+    assert_eq!(entry.status, JobStatus::InputRequired);
+    let asked = entry.request.expect("the request is in the feed entry");
+    assert_eq!(asked.summary, "run `touch x` in /w");
+    let requested = &e.data_of(&job.job_id, EventKind::ApprovalRequested)[0];
+    assert_eq!(requested["request_id"], asked.request_id.as_str());
+    assert_eq!(requested["command"], "touch x");
+    // A wait on the job answers at once: it needs an answer now, not later.
+    let cancelled = CancellationToken::new();
+    let wait = e
+        .manager
+        .wait(None, Some(job.job_id.as_str()), Duration::ZERO, &cancelled);
+    let waited = wait.await.unwrap();
+    assert!(!waited.timed_out);
+    assert_eq!(waited.notifications[0].status, JobStatus::InputRequired);
+}
+
+#[tokio::test]
+async fn an_answer_reaches_codex_and_the_job_runs_again() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("run")).await.unwrap();
+    let (request, answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+    let id = e.waiting(&job.job_id).remove(0);
+
+    let mut accept = respond(&id, Decision::AcceptForSession);
+    accept.note = Some("looks safe".into());
+    let after = e
+        .manager
+        .respond(job.job_id.as_str(), accept)
+        .await
+        .unwrap();
+    assert_eq!(after.status, JobStatus::Running);
+    assert!(after.requests.is_empty());
+    assert_eq!(
+        answer.await.unwrap(),
+        Answer::just(Decision::AcceptForSession)
+    );
+    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+    assert_eq!(
+        (
+            &resolved["request_id"],
+            &resolved["decision"],
+            &resolved["decided_by"]
+        ),
+        (&json!(id), &json!("accept_for_session"), &json!("client"))
+    );
+    assert_eq!(resolved["note"], "looks safe");
+}
+
+#[tokio::test]
+async fn a_second_answer_and_an_answer_to_no_request_are_errors_that_say_so() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("run")).await.unwrap();
+    let (request, _answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+    let id = e.waiting(&job.job_id).remove(0);
+    let job_id = job.job_id.as_str();
+    e.manager
+        .respond(job_id, respond(&id, Decision::Decline))
+        .await
+        .unwrap();
+
+    let again = e
+        .manager
+        .respond(job_id, respond(&id, Decision::Accept))
+        .await;
+    let again = again.unwrap_err().to_string();
+    assert!(
+        again.contains("answered already (decline, decided by client)"),
+        "{again}"
+    );
+    let unknown = e
+        .manager
+        .respond(job_id, respond("r999", Decision::Accept))
+        .await;
+    let unknown = unknown.unwrap_err().to_string();
+    assert!(unknown.contains("has no request \"r999\""), "{unknown}");
+    assert!(
+        unknown.contains("no request of this job waits"),
+        "{unknown}"
+    );
+}
+
+#[tokio::test]
+async fn requests_pending_at_once_are_answered_each_on_its_own_in_any_order() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("run")).await.unwrap();
+    let (first, first_answer) = ask();
+    let (second, second_answer) = ask();
+    e.report(turn(&job.job_id, 1), first).await;
+    e.report(turn(&job.job_id, 1), second).await;
+    let ids = e.waiting(&job.job_id);
+    assert_eq!(ids.len(), 2);
+    let job_id = job.job_id.as_str();
+
+    let after = e
+        .manager
+        .respond(job_id, respond(&ids[1], Decision::Decline))
+        .await;
+    let after = after.unwrap();
+    assert_eq!(after.status, JobStatus::InputRequired, "one still waits");
+    assert_eq!(after.requests.len(), 1);
+    assert_eq!(after.requests[0].request_id, ids[0]);
+    assert_eq!(
+        second_answer.await.unwrap(),
+        Answer::just(Decision::Decline)
+    );
+    let after = e
+        .manager
+        .respond(job_id, respond(&ids[0], Decision::Accept))
+        .await;
+    assert_eq!(after.unwrap().status, JobStatus::Running);
+    assert_eq!(first_answer.await.unwrap(), Answer::just(Decision::Accept));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_nobody_answers_gets_the_timeout_decision() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("run")).await.unwrap();
+    let (request, answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+
+    // Paused time runs ahead to the approval timeout.
+    assert_eq!(answer.await.unwrap(), Answer::just(Decision::Decline));
+    assert_eq!(e.status(&job.job_id), JobStatus::Running);
+    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+    assert_eq!(resolved["decided_by"], "timeout");
+    assert!(resolved["note"].as_str().unwrap().contains("600 s"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_that_cancels_ends_the_turn_as_cancelled() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let tune = |s: &mut EngineSettings| s.approval_timeout_decision = Decision::Cancel;
+    let e = engine_tuned(dir, 4, tune, |backend, events| {
+        backend.confirm_interrupts = Some(events.clone());
+    });
+    let job = e.manager.start(start("run")).await.unwrap();
+    let (request, answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+
+    assert_eq!(answer.await.unwrap(), Answer::just(Decision::Cancel));
+    let mut feed = e.manager.inner.feed.subscribe();
+    feed.wait_for(|_| e.status(&job.job_id) == JobStatus::Cancelled)
+        .await
+        .unwrap();
+    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled)[0]["reason"];
+    assert!(
+        reason.as_str().unwrap().contains("nobody answered request"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_job_answers_its_waiting_requests_at_once() {
+    let e = engine(4, |backend, events| {
+        backend.confirm_interrupts = Some(events.clone());
+    });
+    let job = e.manager.start(start("run")).await.unwrap();
+    let (request, answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+
+    let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!(answer.await.unwrap(), Answer::just(Decision::Cancel));
+    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+    assert_eq!(
+        (&resolved["decision"], &resolved["decided_by"]),
+        (&json!("cancel"), &json!("client"))
+    );
+}
+
+#[tokio::test]
+async fn answering_cancel_ends_the_turn_as_cancelled() {
+    let e = engine(4, |backend, events| {
+        backend.confirm_interrupts = Some(events.clone());
+    });
+    let job = e.manager.start(start("run")).await.unwrap();
+    let (request, answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+    let id = e.waiting(&job.job_id).remove(0);
+
+    let after = e
+        .manager
+        .respond(job.job_id.as_str(), respond(&id, Decision::Cancel))
+        .await;
+    assert_eq!(after.unwrap().status, JobStatus::Cancelled);
+    assert_eq!(answer.await.unwrap(), Answer::just(Decision::Cancel));
+    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled)[0]["reason"];
+    assert!(
+        reason
+            .as_str()
+            .unwrap()
+            .contains(&format!("`cancel` to request {id}")),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_declines_or_approves_answers_at_once_and_never_waits() {
+    for (approvals, decision) in [
+        (Approvals::Decline, Decision::Decline),
+        (Approvals::Approve, Decision::Accept),
+    ] {
+        let e = engine(4, |_, _| {});
+        let request = StartRequest {
+            approvals: Some(approvals),
+            ..start("run")
+        };
+        let job = e.manager.start(request).await.unwrap();
+        let (request, answer) = ask();
+        e.report(turn(&job.job_id, 1), request).await;
+        assert_eq!(answer.await.unwrap(), Answer::just(decision));
+        assert_eq!(e.status(&job.job_id), JobStatus::Running);
+        let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+        assert_eq!(resolved["decided_by"], "policy");
+        assert!(e.feed().is_empty(), "nothing to tell anyone");
+    }
+}
+
+#[tokio::test]
+async fn a_request_left_when_its_turn_ends_is_refused_and_takes_no_answer() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("run")).await.unwrap();
+    let (request, answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+    let id = e.waiting(&job.job_id).remove(0);
+    e.report(turn(&job.job_id, 1), completed("done anyway"))
+        .await;
+
+    assert!(answer.await.is_err(), "dropped: the backend refuses Codex");
+    let late = e
+        .manager
+        .respond(job.job_id.as_str(), respond(&id, Decision::Accept))
+        .await;
+    let late = late.unwrap_err().to_string();
+    assert!(late.contains("its turn ended first"), "{late}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_out_of_time_is_stopped_and_fails_saying_so_and_waits_do_not_count() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let tune = |s: &mut EngineSettings| s.max_turn = Some(Duration::from_secs(60));
+    let e = engine_tuned(dir, 4, tune, |backend, events| {
+        backend.confirm_interrupts = Some(events.clone());
+    });
+    let job = e.manager.start(start("run")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    let (request, _answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+    // Minutes waiting for an answer do not count against the turn.
+    tokio::time::sleep(APPROVAL_TIMEOUT - Duration::from_secs(1)).await;
+    assert_eq!(e.status(&job.job_id), JobStatus::InputRequired);
+    let id = e.waiting(&job.job_id).remove(0);
+    e.manager
+        .respond(job.job_id.as_str(), respond(&id, Decision::Accept))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        e.status(&job.job_id),
+        JobStatus::Running,
+        "50 + 5 s of 60 used"
+    );
+    assert!(e.backend.interrupted.lock().unwrap().is_empty());
+
+    let mut feed = e.manager.inner.feed.subscribe();
+    feed.wait_for(|_| e.status(&job.job_id) == JobStatus::Failed)
+        .await
+        .unwrap();
+    assert_eq!(e.backend.interrupted.lock().unwrap().len(), 1);
+    let error = e.data_of(&job.job_id, EventKind::TurnFailed)[0]["reason"].clone();
+    assert!(
+        error.as_str().unwrap().contains("max_turn_seconds (60 s"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn after_a_restart_a_turn_that_waited_for_an_answer_says_its_request_was_lost() {
+    let first = engine(4, |_, _| {});
+    let job = first.manager.start(start("run")).await.unwrap();
+    let (request, _answer) = ask();
+    first.report(turn(&job.job_id, 1), request).await;
+    let dir = first.dir.clone();
+    drop(first);
+
+    let second = engine_in(dir, 4, |_, _| {});
+    assert_eq!(second.status(&job.job_id), JobStatus::Interrupted);
+    let error = second.feed().pop().unwrap().error.unwrap();
+    assert!(
+        error.contains("waited for an answer to Codex's request"),
+        "{error}"
+    );
+    assert!(error.contains("lost with that Codex process"), "{error}");
 }

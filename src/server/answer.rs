@@ -386,6 +386,7 @@ mod tests {
             result: Some("r".repeat(10_000)),
             result_chars: None,
             error: None,
+            request: None,
         };
         let mut entries = vec![entry(1), entry(2)];
         let left = Budget(4000).feed(&mut entries, |n| size_of(&n));

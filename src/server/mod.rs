@@ -8,6 +8,7 @@
 //! value a client sends can panic a handler (a panic would leave its request unanswered).
 
 mod answer;
+mod elicit;
 pub(crate) mod http;
 mod jsonrpc;
 mod respond;
@@ -34,7 +35,10 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use answer::Budget;
 use serde_json::json;
 
-use crate::jobs::{Event, EventKind, EventQuery, JobError, JobManager, JobSnapshot, StartRequest};
+use crate::jobs::{
+    Answer, Event, EventKind, EventQuery, JobError, JobManager, JobSnapshot, ReplyRequest,
+    RespondRequest, StartRequest,
+};
 use crate::text;
 use tools::*;
 
@@ -55,6 +59,8 @@ pub struct ServerSettings {
 pub struct JobServer {
     manager: JobManager,
     settings: ServerSettings,
+    /// The jobs whose requests this session is asked about (`ask_client`).
+    relays: elicit::Relays,
     tool_router: ToolRouter<Self>,
 }
 
@@ -103,8 +109,23 @@ impl JobServer {
         Self {
             manager,
             settings,
+            relays: elicit::Relays::default(),
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// Refuses `ask_client` for a session that cannot be asked.
+    fn check_ask_client(ask_client: bool, peer: &Peer<RoleServer>) -> Result<(), String> {
+        if ask_client && !elicit::can_ask(peer) {
+            return Err(
+                "ask_client needs a client that declared the elicitation capability in \
+                        an initialize handshake, and this session did not (Claude Code on the \
+                        newer handshake cannot receive it). Leave ask_client out and answer \
+                        Codex's requests with job_respond"
+                    .to_owned(),
+            );
+        }
+        Ok(())
     }
 
     fn budget(&self, asked: Option<usize>) -> Result<Budget, String> {
@@ -120,8 +141,12 @@ impl JobServer {
     async fn job_start(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        peer: Peer<RoleServer>,
     ) -> Result<CallToolResult, String> {
         let args: StartArgs = parse("job_start", args)?;
+        Self::check_ask_client(args.ask_client, &peer)?;
+        // Subscribed first: Codex may ask before job_start answers.
+        let requests = args.ask_client.then(|| self.manager.subscribe_requests());
         let job = self
             .manager
             .start(StartRequest {
@@ -135,9 +160,16 @@ impl JobServer {
                 base_instructions: args.base_instructions,
                 developer_instructions: args.developer_instructions,
                 client_request_id: args.client_request_id,
+                approvals: args.approvals,
+                max_turn_seconds: args.max_turn_seconds,
             })
             .await
             .map_err(user_error)?;
+        if let Some(requests) = requests {
+            let job_id = job.job_id.clone();
+            self.relays
+                .start(self.manager.clone(), peer, job_id, requests);
+        }
         let backend = self.manager.backend_info();
         self.settings.answer_budget.answer(&StartOut {
             job,
@@ -219,6 +251,7 @@ impl JobServer {
             has_more: page.has_more,
             result,
             error: snapshot.error,
+            requests: snapshot.requests,
         };
         // The frame may take half the budget; the events take what is left.
         let mut frame = json!({"result": out.result, "error": out.error});
@@ -285,18 +318,65 @@ impl JobServer {
     async fn job_reply(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        peer: Peer<RoleServer>,
     ) -> Result<CallToolResult, String> {
         let args: ReplyArgs = parse("job_reply", args)?;
+        Self::check_ask_client(args.ask_client, &peer)?;
+        let requests = args.ask_client.then(|| self.manager.subscribe_requests());
+        let reply = ReplyRequest {
+            prompt: args.prompt,
+            approval_policy: args.approval_policy,
+            approvals: args.approvals,
+            max_turn_seconds: args.max_turn_seconds,
+        };
         let job = self
             .manager
-            .reply(&args.job_id, args.prompt)
+            .reply(&args.job_id, reply)
             .await
             .map_err(user_error)?;
+        if let Some(requests) = requests {
+            let job_id = job.job_id.clone();
+            self.relays
+                .start(self.manager.clone(), peer, job_id, requests);
+        }
         self.settings.answer_budget.answer(&ReplyOut {
             job_id: job.job_id,
             status: job.status,
             turn: job.turn,
             cursor: job.cursor,
+        })
+    }
+
+    #[tool(
+        description = "Answer a request Codex made (status input_required): accept, \
+                       accept_for_session, decline, or cancel (ends the turn); a question takes \
+                       answers by question id.",
+        input_schema = schema::input::<RespondArgs>(),
+        output_schema = schema::output::<RespondOut>()
+    )]
+    async fn job_respond(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, String> {
+        let args: RespondArgs = parse("job_respond", args)?;
+        let respond = RespondRequest {
+            request_id: args.request_id,
+            answer: Answer {
+                decision: args.decision,
+                answers: args.answers,
+            },
+            note: args.note,
+        };
+        let job = self
+            .manager
+            .respond(&args.job_id, respond)
+            .await
+            .map_err(user_error)?;
+        self.settings.answer_budget.answer(&RespondOut {
+            job_id: job.job_id,
+            status: job.status,
+            turn: job.turn,
+            requests: job.requests,
         })
     }
 
@@ -336,9 +416,10 @@ impl JobServer {
     }
 
     #[tool(
-        description = "Wait until a job settles (job_id) or the feed has news past cursor, up to \
-                       timeout_seconds. Each entry has the result or error; a cut result has \
-                       result_chars: job_result reads it whole.",
+        description = "Wait until a job settles or needs an answer (job_id), or the feed has news \
+                       past cursor, up to timeout_seconds. Each entry has the result, the error, \
+                       or the request to answer with job_respond; a cut result has result_chars: \
+                       job_result reads it whole.",
         input_schema = schema::input::<WaitArgs>(),
         output_schema = schema::output::<WaitOut>()
     )]
@@ -453,7 +534,8 @@ impl ServerHandler for JobServer {
             ))
             .with_instructions(format!(
                 "Runs Codex {} ({}) coding tasks as background jobs. job_start answers at once; \
-                 job_wait waits until the job settles and gives its result; job_result reads a \
+                 job_wait waits until the job settles and gives its result, or until Codex asks \
+                 something (status input_required): answer with job_respond. job_result reads a \
                  long final message whole; job_events shows the steps.",
                 backend.codex_version, backend.name
             ))

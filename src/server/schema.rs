@@ -7,7 +7,8 @@
 //!   answers leave out what they do not have rather than write `null`;
 //! - an enum is `{"type": "string", "enum": [...]}`, not a `oneOf` of documented constants;
 //! - sub-schemas are inlined (no `$defs`/`$ref`), and only a tool's own fields keep their
-//!   description (the nouns' doc comments are written for this crate's readers);
+//!   description, and only their own doc (the nouns' doc comments are written for this crate's
+//!   readers);
 //! - no `format` or `minimum: 0` on numbers, no `title`, and no top-level `description` (the
 //!   tool's own description says it).
 
@@ -23,16 +24,55 @@ pub(crate) fn input<T: JsonSchema>() -> Arc<JsonObject> {
     lean::<T>(SchemaSettings::draft2020_12())
 }
 
-/// The schema of a tool's answer (`structuredContent`), as the server writes it.
+/// The schema of a tool's answer (`structuredContent`), as the server writes it. Objects nested
+/// deeper than [`OUTPUT_DEPTH`] are just objects: their shape is the README's, and spelling it
+/// out in every tool that returns one would cost more than it tells.
 pub(crate) fn output<T: JsonSchema>() -> Arc<JsonObject> {
-    lean::<T>(SchemaSettings::draft2020_12().for_serialize())
+    let mut schema = lean::<T>(SchemaSettings::draft2020_12().for_serialize());
+    let root = Arc::make_mut(&mut schema);
+    if let Some(Value::Object(fields)) = root.get_mut("properties") {
+        fields.values_mut().for_each(|f| flatten_below(f, 1));
+    }
+    schema
 }
 
-fn lean<T: JsonSchema>(mut settings: SchemaSettings) -> Arc<JsonObject> {
-    settings.inline_subschemas = true;
+/// How deep an answer's schema spells out objects: the answer's own fields only; the objects in
+/// them or in their lists (events, feed entries, jobs, requests) are just objects.
+const OUTPUT_DEPTH: usize = 1;
+
+/// Replaces the object schemas below [`OUTPUT_DEPTH`] in `schema` (at `depth`) with
+/// `{"type": "object"}`.
+fn flatten_below(schema: &mut Value, depth: usize) {
+    let Value::Object(object) = schema else {
+        return;
+    };
+    if let Some(items) = object.get_mut("items") {
+        flatten_below(items, depth + 1);
+        return;
+    }
+    if !object.contains_key("properties") {
+        return;
+    }
+    if depth > OUTPUT_DEPTH {
+        *schema = serde_json::json!({"type": "object"});
+        return;
+    }
+    if let Some(Value::Object(fields)) = object.get_mut("properties") {
+        fields
+            .values_mut()
+            .for_each(|f| flatten_below(f, depth + 1));
+    }
+}
+
+fn lean<T: JsonSchema>(settings: SchemaSettings) -> Arc<JsonObject> {
     let schema = settings.into_generator().into_root_schema_for::<T>();
     let mut value = serde_json::to_value(schema).unwrap_or_default();
     if let Value::Object(root) = &mut value {
+        let defs = match root.remove("$defs") {
+            Some(Value::Object(defs)) => defs,
+            _ => Map::new(),
+        };
+        root.values_mut().for_each(|v| inline(v, &defs, 0));
         for noise in ["$schema", "title", "description"] {
             root.remove(noise);
         }
@@ -49,6 +89,41 @@ fn lean<T: JsonSchema>(mut settings: SchemaSettings) -> Arc<JsonObject> {
     match value {
         Value::Object(object) => Arc::new(object),
         _ => Arc::new(Map::new()),
+    }
+}
+
+/// How deeply definitions may refer to one another (a recursive type stops being spelled out).
+const MAX_INLINE_DEPTH: usize = 8;
+
+/// Replaces every `{"$ref": "#/$defs/X", ...}` in `value` with X's schema, without X's own
+/// description: a type's doc comment is written for this crate's readers, while a field's doc
+/// (next to the `$ref`) is for the tool's.
+fn inline(value: &mut Value, defs: &Map<String, Value>, depth: usize) {
+    match value {
+        Value::Object(object) => {
+            let target = object
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/$defs/"))
+                .and_then(|name| defs.get(name));
+            if let Some(Value::Object(target)) = target {
+                object.remove("$ref");
+                if depth < MAX_INLINE_DEPTH {
+                    for (key, schema) in target {
+                        if key != "description" {
+                            object.entry(key.clone()).or_insert_with(|| schema.clone());
+                        }
+                    }
+                } else {
+                    object.insert("type".into(), Value::String("object".into()));
+                }
+                object.values_mut().for_each(|v| inline(v, defs, depth + 1));
+            } else {
+                object.values_mut().for_each(|v| inline(v, defs, depth));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| inline(v, defs, depth)),
+        _ => {}
     }
 }
 
@@ -163,5 +238,41 @@ mod tests {
         assert_eq!(kind["enum"], json!(["One", "Two"]), "{schema}");
         assert_eq!(kind["type"], "string");
         assert!(!text.contains("$ref") && !text.contains("One."), "{text}");
+    }
+
+    /// Written for this crate's readers.
+    #[derive(JsonSchema, serde::Serialize)]
+    #[allow(dead_code)]
+    struct Noun {
+        inner: Vec<Inner>,
+    }
+
+    #[derive(JsonSchema, serde::Serialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        deep: u32,
+    }
+
+    #[derive(JsonSchema, serde::Serialize)]
+    #[allow(dead_code)]
+    struct Answer {
+        /// For the tool's reader.
+        described: Noun,
+        plain: Noun,
+        list: Vec<Noun>,
+    }
+
+    #[test]
+    fn a_field_keeps_only_its_own_doc_and_nested_objects_are_just_objects() {
+        let schema = Value::Object(output::<Answer>().as_ref().clone());
+        let fields = &schema["properties"];
+        assert_eq!(fields["described"]["description"], "For the tool's reader.");
+        assert!(fields["plain"].get("description").is_none(), "{schema}");
+        assert_eq!(
+            fields["plain"]["properties"]["inner"]["items"],
+            json!({"type": "object"})
+        );
+        assert_eq!(fields["list"]["items"], json!({"type": "object"}));
+        assert!(!schema.to_string().contains("crate's readers"), "{schema}");
     }
 }

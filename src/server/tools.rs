@@ -5,7 +5,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::jobs::{Event, JobId, JobSnapshot, JobStatus, JobSummary, Notification};
+use crate::jobs::{
+    Approvals, Decision, Event, JobId, JobSnapshot, JobStatus, JobSummary, Notification,
+    PendingRequest,
+};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -18,8 +21,15 @@ pub struct StartArgs {
     pub model: Option<String>,
     /// Codex profile `$CODEX_HOME/<name>.config.toml` (exec backend only).
     pub profile: Option<String>,
-    /// untrusted | on-request | never (per backend).
+    /// When Codex asks: untrusted | on-request | never (per backend).
     pub approval_policy: Option<String>,
+    /// Who answers Codex's requests: relay (job_respond; the default), decline, approve.
+    pub approvals: Option<Approvals>,
+    /// Send each request to this client as a form too (needs elicitation).
+    #[serde(default)]
+    pub ask_client: bool,
+    /// This turn's time limit, not counting waits for answers (0: none).
+    pub max_turn_seconds: Option<u64>,
     pub sandbox: Option<Sandbox>,
     /// Codex config overrides, as in config.toml.
     pub config: Option<serde_json::Map<String, Value>>,
@@ -94,6 +104,9 @@ pub struct EventsOut {
     pub result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Codex's requests waiting for job_respond.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<PendingRequest>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -128,6 +141,38 @@ pub struct ReplyArgs {
     pub job_id: String,
     /// The next message for Codex, in the same thread.
     pub prompt: String,
+    /// Change the job's approval_policy (where the backend allows).
+    pub approval_policy: Option<String>,
+    /// Change who answers Codex's requests.
+    pub approvals: Option<Approvals>,
+    /// Send each request to this client as a form too.
+    #[serde(default)]
+    pub ask_client: bool,
+    pub max_turn_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RespondArgs {
+    pub job_id: String,
+    /// From approval_requested or job_wait.
+    pub request_id: String,
+    /// cancel also ends the turn.
+    pub decision: Decision,
+    /// For a question: {question_id: answer}.
+    pub answers: Option<serde_json::Map<String, Value>>,
+    /// Why, for the record.
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RespondOut {
+    pub job_id: JobId,
+    pub status: JobStatus,
+    pub turn: u32,
+    /// Requests still waiting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<PendingRequest>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

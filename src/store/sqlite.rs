@@ -485,6 +485,7 @@ mod tests {
             last_message: Some("m".into()),
             error: None,
             last_seq: 0,
+            approvals: crate::model::Approvals::Relay,
         }
     }
 
@@ -508,6 +509,7 @@ mod tests {
             result: Some("m".into()),
             result_chars: None,
             error: None,
+            request: None,
         }
     }
 
