@@ -507,24 +507,9 @@ fn read_request(routes: &Routes, method: &str, params: &Value) -> Option<(CodexR
             (request, encode)
         }
         "item/fileChange/requestApproval" | "applyPatchApproval" => {
-            let changes = match params.get("fileChanges").and_then(Value::as_object) {
-                // The legacy request carries the patch: path -> {add | delete | update: ...}.
-                Some(files) => files
-                    .iter()
-                    .map(|(path, change)| {
-                        let kind = change
-                            .as_object()
-                            .and_then(|c| c.keys().next().cloned())
-                            .or_else(|| {
-                                change
-                                    .get("type")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_owned)
-                            })
-                            .unwrap_or_else(|| "change".to_owned());
-                        (kind, path.clone())
-                    })
-                    .collect(),
+            // The legacy request carries the patch; the current one names only its item.
+            let changes = match params.get("fileChanges") {
+                Some(files) => approvals::patch_files(Some(files)),
                 None => params
                     .get("itemId")
                     .and_then(Value::as_str)

@@ -158,6 +158,23 @@ pub(crate) fn patch_summary(changes: &[(String, String)], reason: &Value) -> Str
     with_reason(text, reason)
 }
 
+/// The files a patch changes, `(kind, path)`, from Codex's map of path to change: a change is
+/// `{"type": "add", ...}` (0.153) or `{"add": {...}}` (older).
+pub(crate) fn patch_files(changes: Option<&Value>) -> Vec<(String, String)> {
+    let files = changes.and_then(Value::as_object).into_iter().flatten();
+    files
+        .map(|(path, change)| {
+            let kind = change
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| change.as_object().and_then(|c| c.keys().next().cloned()))
+                .unwrap_or_else(|| "change".to_owned());
+            (kind, path.clone())
+        })
+        .collect()
+}
+
 /// `changes` as `[{kind, path}]`, for the record.
 pub(crate) fn changes_value(changes: &[(String, String)]) -> Value {
     changes
@@ -220,6 +237,18 @@ mod tests {
         assert_eq!(
             permissions_summary(&permissions, &json!("")),
             "grant write /o, network"
+        );
+    }
+
+    #[test]
+    fn a_patch_names_its_files_whichever_way_codex_tags_a_change() {
+        let changes = json!({"/w/a": {"type": "add", "content": "x"}, "/w/b": {"update": {}}});
+        assert_eq!(
+            patch_files(Some(&changes)),
+            [
+                ("add".into(), "/w/a".into()),
+                ("update".into(), "/w/b".into())
+            ]
         );
     }
 

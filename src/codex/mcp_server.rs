@@ -548,20 +548,7 @@ async fn on_approval(session: &Arc<Session>, out: &Outbox, id: Value, params: Va
     let reason = field("codex_reason");
     let request =
         if params.get("codex_elicitation").and_then(Value::as_str) == Some("patch-approval") {
-            // path -> {"add": ...} | {"delete": ...} | {"update": ...}
-            let changes: Vec<(String, String)> = params
-                .get("codex_changes")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .map(|(path, change)| {
-                    let kind = change
-                        .as_object()
-                        .and_then(|c| c.keys().next().cloned())
-                        .unwrap_or_else(|| "change".to_owned());
-                    (kind, path.clone())
-                })
-                .collect();
+            let changes = approvals::patch_files(params.get("codex_changes"));
             let summary = approvals::patch_summary(&changes, &reason);
             let details = [
                 ("changes", approvals::changes_value(&changes)),

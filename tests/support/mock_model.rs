@@ -6,8 +6,12 @@
 //! | prompt | answer |
 //! |---|---|
 //! | `SAY: text` | the agent message `text` |
-//! | `RUN: cmd` | an `exec_command` call of `cmd`; once Codex sends its output, `done: <output>` |
+//! | `RUN: cmd` | an `exec_command` call of `cmd`; once Codex sends a tool's output, `done: <output>` |
 //! | `ESCALATE: cmd` | the same with `sandbox_permissions: "require_escalated"` (asks for approval under `on-request`) |
+//! | `ESCALATE2: cmd1 \|\| cmd2` | two such calls in one response (Codex asks for both at once) |
+//! | `PATCH: file text` | an `apply_patch` call adding `file` with the line `text` (asks under `read-only`) |
+//! | `PERMS: path` | a `request_permissions` call for write access to `path` (feature `request_permissions_tool`) |
+//! | `ASK: question` | a `request_user_input` call asking `question` (id `choice`, options `Red`, `Blue`; feature `default_mode_request_user_input`) |
 //! | `SLEEP: n` | `tick0 tick1 …` deltas every 0.5 s for `n` seconds, then `slept n` |
 //! | `WAIT: n` | nothing at all for `n` seconds (not even headers), then `waited n` |
 //! | `MANY: n` | a message of about `n` KiB ([`many`]), streamed in deltas of about 1 KiB |
@@ -78,7 +82,9 @@ enum LastInput {
 
 fn last_input(body: &Value) -> LastInput {
     let items = body["input"].as_array().cloned().unwrap_or_default();
-    if let Some(last) = items.last().filter(|l| l["type"] == "function_call_output") {
+    let tool_output =
+        |l: &&Value| l["type"] == "function_call_output" || l["type"] == "custom_tool_call_output";
+    if let Some(last) = items.last().filter(tool_output) {
         let output = match &last["output"] {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -116,6 +122,28 @@ async fn respond(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) ->
         "SAY" => sse(message(&arg)),
         "RUN" => sse(exec_call(&arg, false)),
         "ESCALATE" => sse(exec_call(&arg, true)),
+        "ESCALATE2" => {
+            let calls: Vec<Value> = arg
+                .split("||")
+                .map(|cmd| escalated_args(cmd.trim()))
+                .map(|args| json!(["exec_command", args]))
+                .collect();
+            sse(tool_calls(&calls))
+        }
+        "PATCH" => {
+            let (file, text) = arg.split_once(' ').unwrap_or((&arg, ""));
+            let patch = format!("*** Begin Patch\n*** Add File: {file}\n+{text}\n*** End Patch\n");
+            sse(tool_calls(&[json!(["apply_patch", patch])]))
+        }
+        "PERMS" => {
+            let args = json!({"permissions": {"file_system": {"write": [arg]}}, "reason": format!("mock wants to write {arg}")});
+            sse(tool_calls(&[json!(["request_permissions", args])]))
+        }
+        "ASK" => {
+            let args = json!({"questions": [{"id": "choice", "header": "Choice", "question": arg,
+                "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}]}]});
+            sse(tool_calls(&[json!(["request_user_input", args])]))
+        }
         "SLEEP" => slow(arg.parse::<f64>().unwrap_or(1.0)),
         "MANY" => {
             let text = many(arg.parse().unwrap_or(1));
@@ -222,21 +250,39 @@ fn message(text: &str) -> Vec<String> {
 }
 
 fn exec_call(cmd: &str, escalate: bool) -> Vec<String> {
-    let mut args = json!({"cmd": cmd});
-    if escalate {
-        args["sandbox_permissions"] = json!("require_escalated");
-        args["justification"] = json!(format!("mock wants to run: {cmd}"));
+    let args = if escalate {
+        escalated_args(cmd)
+    } else {
+        json!({"cmd": cmd})
+    };
+    tool_calls(&[json!(["exec_command", args])])
+}
+
+fn escalated_args(cmd: &str) -> Value {
+    json!({"cmd": cmd, "sandbox_permissions": "require_escalated",
+           "justification": format!("mock wants to run: {cmd}")})
+}
+
+/// A response of tool calls, each `[name, arguments]`: a JSON object makes a function call, a
+/// string a freeform (custom) tool call such as `apply_patch`.
+fn tool_calls(calls: &[Value]) -> Vec<String> {
+    let mut chunks = vec![created()];
+    for (index, call) in calls.iter().enumerate() {
+        let call_id = format!("call_{:x}", rand_id());
+        let item = match &call[1] {
+            Value::String(input) => {
+                json!({"type": "custom_tool_call", "id": format!("ct_{call_id}"),
+                "call_id": call_id, "name": call[0], "input": input})
+            }
+            args => json!({"type": "function_call", "id": format!("fc_{call_id}"),
+                "call_id": call_id, "name": call[0], "arguments": args.to_string()}),
+        };
+        chunks.push(event(
+            json!({"type": "response.output_item.done", "output_index": index, "item": item}),
+        ));
     }
-    let call_id = format!("call_{:x}", rand_id());
-    vec![
-        created(),
-        event(
-            json!({"type": "response.output_item.done", "output_index": 0, "item": {
-            "type": "function_call", "id": format!("fc_{call_id}"), "call_id": call_id,
-            "name": "exec_command", "arguments": args.to_string()}}),
-        ),
-        completed(),
-    ]
+    chunks.push(completed());
+    chunks
 }
 
 fn rand_id() -> u64 {

@@ -4,7 +4,8 @@ that is not our own code path.
     sdk_client.py URL http|sse SCENARIO [ARG...]        (env MCP_TOKEN: bearer token;
                                                         env MCP_READ_TIMEOUT: seconds)
 
-Scenarios print one JSON document on stdout:
+Scenarios print one JSON document on stdout (with SDK_ELICITATION=1 the client declares the
+elicitation capability and declines every form):
     call TOOL JSON_ARGS     the tool's structured content, or {"error": text} when isError
     lifecycle CWD           start, wait, events, reply, wait, a second job cancelled, list
     wait-forever JOB_ID     job_wait with a long timeout; meant to be killed mid-wait
@@ -18,7 +19,7 @@ import os
 import sys
 
 import httpx2
-from mcp import ClientSession
+from mcp import ClientSession, types
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -85,11 +86,18 @@ async def read_whole(session, job_id):
     return {"text": text, "deltas": deltas, "largest": largest}
 
 
+async def decline_form(context, params):
+    return types.ElicitResult(action="decline")
+
+
 async def main():
     url, transport, scenario, *args = sys.argv[1:]
     async with connect(url, transport) as streams:
         read, write = streams[0], streams[1]
-        async with ClientSession(read, write) as session:
+        # SDK_ELICITATION=1 declares the elicitation capability (and declines any form).
+        asks = os.environ.get("SDK_ELICITATION") == "1"
+        callback = decline_form if asks else None
+        async with ClientSession(read, write, elicitation_callback=callback) as session:
             await session.initialize()
             if scenario == "call":
                 result = await call(session, args[0], json.loads(args[1]))

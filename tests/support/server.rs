@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
-    ProgressNotificationParam, ProtocolVersion,
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
+    ElicitResult, ElicitationAction, ErrorData, Implementation, ProgressNotificationParam,
+    ProtocolVersion,
 };
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::service::{NotificationContext, RequestContext, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceExt as _};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -151,13 +152,43 @@ stream_max_retries = 0
     }
 }
 
-/// Collects what the server sends besides answers.
+/// How the test client answers elicitation forms; a client with none does not declare the
+/// capability.
+#[derive(Clone, Debug)]
+pub enum Forms {
+    /// Accept each form with this content.
+    Accept(Value),
+    /// Decline each form.
+    Decline,
+    /// Never answer.
+    Ignore,
+}
+
+/// Collects what the server sends besides answers, and answers its forms as told.
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    pub forms: Option<Forms>,
+    /// The forms the server sent.
+    pub asked: Arc<Mutex<Vec<ElicitRequestParams>>>,
 }
 
 impl ClientHandler for Recorder {
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        self.asked.lock().unwrap().push(request);
+        match &self.forms {
+            Some(Forms::Accept(content)) => {
+                Ok(ElicitResult::new(ElicitationAction::Accept).with_content(content.clone()))
+            }
+            Some(Forms::Decline) | None => Ok(ElicitResult::new(ElicitationAction::Decline)),
+            Some(Forms::Ignore) => std::future::pending().await,
+        }
+    }
+
     async fn on_progress(
         &self,
         params: ProgressNotificationParam,
@@ -167,8 +198,12 @@ impl ClientHandler for Recorder {
     }
 
     fn get_info(&self) -> ClientConfig {
+        let capabilities = match self.forms {
+            Some(_) => ClientCapabilities::builder().enable_elicitation().build(),
+            None => ClientCapabilities::default(),
+        };
         ClientConfig::new(
-            ClientCapabilities::default(),
+            capabilities,
             Implementation::new("codex-async-mcp-tests", "0"),
         )
         .with_protocol_version(ProtocolVersion::V_2025_06_18)
@@ -188,6 +223,8 @@ pub struct Launch<'a> {
     pub sandbox: &'a Sandbox,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// How the client answers forms (`None`: it declares no elicitation).
+    pub forms: Option<Forms>,
 }
 
 impl<'a> Launch<'a> {
@@ -197,7 +234,14 @@ impl<'a> Launch<'a> {
             sandbox,
             args: Vec::new(),
             env: Vec::new(),
+            forms: None,
         }
+    }
+
+    /// The client declares elicitation and answers forms so.
+    pub fn forms(mut self, forms: Forms) -> Self {
+        self.forms = Some(forms);
+        self
     }
 
     pub fn arg(mut self, arg: &str) -> Self {
@@ -260,7 +304,10 @@ impl<'a> Launch<'a> {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let recorder = Recorder::default();
+        let recorder = Recorder {
+            forms: self.forms.clone(),
+            ..Recorder::default()
+        };
         let client = match within("initialize", recorder.clone().serve((stdout, stdin))).await {
             Ok(client) => client,
             Err(e) => panic!(
@@ -336,8 +383,15 @@ impl Server {
         .await
     }
 
-    /// Waits until the job's current turn has settled and returns the notification.
+    /// Waits until the job's current turn has settled, or waits for an answer to a request of
+    /// Codex's, and returns the notification that says so.
     pub async fn settle(&self, job_id: &str) -> Value {
+        self.next_news(job_id, None).await
+    }
+
+    /// The job's next notification after `cursor` (`None`: the settled job's last, else the
+    /// next).
+    pub async fn next_news(&self, job_id: &str, cursor: Option<u64>) -> Value {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             assert!(
@@ -345,13 +399,25 @@ impl Server {
                 "job {job_id} did not settle\n{}",
                 self.stderr()
             );
-            let answer = self
-                .ok("job_wait", json!({"job_id": job_id, "timeout_seconds": 30}))
-                .await;
+            let mut args = json!({"job_id": job_id, "timeout_seconds": 30});
+            if let Some(cursor) = cursor {
+                args["cursor"] = json!(cursor);
+            }
+            let answer = self.ok("job_wait", args).await;
             if let Some(last) = answer["notifications"].as_array().and_then(|n| n.last()) {
                 return last.clone();
             }
         }
+    }
+
+    /// Waits until the job's turn has ended, past any requests it waits on meanwhile, and returns
+    /// the notification.
+    pub async fn turn_end(&self, job_id: &str) -> Value {
+        let mut news = self.settle(job_id).await;
+        while news["status"] == "input_required" {
+            news = self.next_news(job_id, news["seq"].as_u64()).await;
+        }
+        news
     }
 
     /// Waits until the job has an event of `kind`. No API waits for an event (job_wait waits for
