@@ -378,26 +378,7 @@ mod cases {
     }
 }
 
-/// One `#[tokio::test]` per case and flavor: `group::flavor_module::case`.
-macro_rules! suite {
-    ($group:ident, [$($module:ident = $flavor:ident),* $(,)?], $cases:tt) => {
-        mod $group {
-            $( suite!(@flavor $module, $flavor, $cases); )*
-        }
-    };
-    (@flavor $module:ident, $flavor:ident, [$($case:ident),* $(,)?]) => {
-        mod $module {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    crate::cases::$case(crate::$flavor).await
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+support::suite!(
     both_long_lived_backends,
     [
         mcp_server_0_153 = MCP_SERVER,
@@ -419,7 +400,7 @@ suite!(
 
 // Permissions and questions exist on app-server only; so do turns under another policy than
 // their thread's.
-suite!(
+support::suite!(
     app_server_only,
     [
         app_server_0_169 = APP_SERVER,

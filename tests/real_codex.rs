@@ -890,26 +890,7 @@ mod cases {
     }
 }
 
-/// One `#[tokio::test]` per case and flavor: `group::flavor_module::case`.
-macro_rules! suite {
-    ($group:ident, [$($module:ident = $flavor:ident),* $(,)?], $cases:tt) => {
-        mod $group {
-            $( suite!(@flavor $module, $flavor, $cases); )*
-        }
-    };
-    (@flavor $module:ident, $flavor:ident, [$($case:ident),* $(,)?]) => {
-        mod $module {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    crate::cases::$case(crate::$flavor).await
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+support::suite!(
     every_backend,
     [
         mcp_server_0_153 = MCP_SERVER,
@@ -945,7 +926,7 @@ suite!(
 );
 
 // exec streams no deltas and cannot ask for approvals (see the README).
-suite!(
+support::suite!(
     streaming_backends,
     [mcp_server_0_153 = MCP_SERVER, app_server_0_169 = APP_SERVER],
     [

@@ -482,6 +482,16 @@ fn decision_v2(answer: &Answer) -> Value {
     json!({ "decision": decision })
 }
 
+/// How a command or patch approval is answered: the legacy requests (`execCommandApproval`,
+/// `applyPatchApproval`) take mcp-server's words.
+fn decision_in(method: &str) -> Encode {
+    if matches!(method, "execCommandApproval" | "applyPatchApproval") {
+        Box::new(approvals::decision_v1)
+    } else {
+        Box::new(decision_v2)
+    }
+}
+
 /// A request of app-server's read into ours, with how its answer is written; `None` for a
 /// request we do not handle.
 fn read_request(routes: &Routes, method: &str, params: &Value) -> Option<(CodexRequest, Encode)> {
@@ -499,12 +509,7 @@ fn read_request(routes: &Routes, method: &str, params: &Value) -> Option<(CodexR
             let details = [("command", command), ("cwd", cwd), ("reason", reason)];
             let request =
                 approvals::request(RequestKind::Command, summary, details, Vec::new(), raw);
-            let encode: Encode = if method == "execCommandApproval" {
-                Box::new(|a: &Answer| approvals::decision_v1(a))
-            } else {
-                Box::new(|a: &Answer| decision_v2(a))
-            };
-            (request, encode)
+            (request, decision_in(method))
         }
         "item/fileChange/requestApproval" | "applyPatchApproval" => {
             // The legacy request carries the patch; the current one names only its item.
@@ -526,12 +531,7 @@ fn read_request(routes: &Routes, method: &str, params: &Value) -> Option<(CodexR
             ];
             let request =
                 approvals::request(RequestKind::FileChange, summary, details, Vec::new(), raw);
-            let encode: Encode = if method == "applyPatchApproval" {
-                Box::new(|a: &Answer| approvals::decision_v1(a))
-            } else {
-                Box::new(|a: &Answer| decision_v2(a))
-            };
-            (request, encode)
+            (request, decision_in(method))
         }
         "item/permissions/requestApproval" => {
             let (permissions, reason) = (field("permissions"), field("reason"));
