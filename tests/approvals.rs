@@ -194,6 +194,20 @@ mod cases {
         assert_eq!(t.ended(&job).await["result"], "still here");
     }
 
+    pub async fn job_cancel_answers_the_waiting_request_and_cancels_the_turn(f: Flavor) {
+        let t = setup(f, &[]).await;
+        let job = t.start("ESCALATE: touch never.txt", json!({})).await;
+        t.asked(&job).await;
+        let cancelled = t.server.ok("job_cancel", json!({"job_id": job})).await;
+        assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+        let resolved = &t.events(&job, "approval_resolved").await[0]["data"];
+        assert_eq!(resolved["decision"], "cancel");
+        assert!(!t.exists("never.txt"));
+        let reply = json!({"job_id": job, "prompt": "SAY: after the cancel"});
+        t.server.ok("job_reply", reply).await;
+        assert_eq!(t.ended(&job).await["result"], "after the cancel");
+    }
+
     pub async fn nobody_answering_gets_the_timeout_decision(f: Flavor) {
         let t = setup(f, &["--approval-timeout", "1s"]).await;
         let job = t.start("ESCALATE: touch late.txt", json!({})).await;
@@ -390,6 +404,7 @@ support::suite!(
         a_declined_command_does_not_run_and_the_turn_completes,
         accept_for_session_covers_the_same_command_again,
         cancel_ends_the_turn_as_cancelled_and_the_thread_goes_on,
+        job_cancel_answers_the_waiting_request_and_cancels_the_turn,
         nobody_answering_gets_the_timeout_decision,
         a_second_answer_and_an_unknown_request_are_errors_that_say_so,
         a_restart_while_a_request_waits_interrupts_the_turn_saying_why,

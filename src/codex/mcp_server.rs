@@ -38,7 +38,7 @@ use super::{
     Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox, ThreadRef, TurnEnd,
     TurnInput, Update, check_approval_policy, detect, refuse_profile, thread_fields,
 };
-use crate::model::{Answer, JobId, JobTurn, RequestKind, ThreadOptions};
+use crate::model::{JobId, JobTurn, RequestKind, ThreadOptions};
 
 /// How long `start_turn` waits for Codex to name a new thread.
 const THREAD_NAMING_WAIT: Duration = Duration::from_secs(5);
@@ -573,8 +573,5 @@ async fn on_approval(session: &Arc<Session>, out: &Outbox, id: Value, params: Va
             approvals::request(RequestKind::Command, summary, details, Vec::new(), params)
         };
     // Only `{"decision": ...}` is read (an MCP `action` counts as a denial).
-    approvals::relay(session, out, turn, id, request, |a: &Answer| {
-        approvals::decision_v1(a)
-    })
-    .await;
+    approvals::relay(session, out, turn, id, request, approvals::decision_v1).await;
 }

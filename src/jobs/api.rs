@@ -24,9 +24,11 @@ pub struct EngineSettings {
     pub retention: Duration,
     /// Who answers Codex's requests for jobs that do not say.
     pub approvals: Approvals,
-    /// How long a request relayed to clients waits for an answer ...
+    /// How long a request relayed to clients waits for an answer before it gets
+    /// `approval_timeout_decision`.
     pub approval_timeout: Duration,
-    /// ... before it gets this one (`accept` stays unanswered for a question: `decline`).
+    /// What a request nobody answered in time gets (a question cannot be accepted without
+    /// answers: it gets `decline` instead of `accept`).
     pub approval_timeout_decision: Decision,
     /// The time limit of turns that do not say (`None`: none).
     pub max_turn: Option<Duration>,

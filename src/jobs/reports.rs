@@ -19,7 +19,7 @@ use super::requests;
 use super::state::{Announce, Reply, Stop, Tx};
 use super::status::Outcome;
 use crate::codex::{BackendEvent, TurnEnd, Update};
-use crate::model::{EventKind, JobTurn};
+use crate::model::{Answer, DecidedBy, Decision, EventKind, JobTurn};
 
 /// How many backend reports are saved in one transaction at most.
 const APPLY_BATCH: usize = 256;
@@ -169,8 +169,13 @@ fn apply_one(tx: &mut Tx<'_>, turn: &JobTurn, update: Update) -> Result<(), JobE
             tx.record(job, EventKind::ThreadStarted, data)
         }
         Update::Request { request, reply } => {
-            let approvals = tx.job(job)?.record.approvals;
-            let answer_now = requests::policy_answer(&request, approvals);
+            let entry = tx.job(job)?;
+            // A turn being stopped asks nobody: the request is cancelled with it.
+            let answer_now = match &entry.stop {
+                Some(stop) => Some((Answer::just(Decision::Cancel), stop.decided_by())),
+                None => requests::policy_answer(&request, entry.record.approvals)
+                    .map(|answer| (answer, DecidedBy::Policy)),
+            };
             tx.request(turn, request, Reply::new(reply), answer_now)
         }
         Update::TurnEnded(end) => {

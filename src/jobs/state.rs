@@ -23,8 +23,8 @@ use super::status::{self, Facts, Outcome};
 use super::{JobError, JobSnapshot};
 use crate::codex::TurnInput;
 use crate::model::{
-    Answer, DecidedBy, Event, EventKind, JobId, JobRecord, JobStatus, JobTurn, Notification,
-    PendingRequest,
+    Answer, CodexRequest, DecidedBy, Event, EventKind, JobId, JobRecord, JobStatus, JobTurn,
+    Notification, PendingRequest,
 };
 use crate::store::{Loaded, Store, Write};
 use crate::time::now_rfc3339;
@@ -581,9 +581,10 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Ends every open turn as `interrupted` with `while` (at start-up, the turns the last
-    /// server left open; at shutdown, those still running or queued). A turn that waited for an
-    /// answer to Codex's request says so: the request was lost with the Codex process.
+    /// Ends every open turn as `interrupted`, saying `what_happened` (at start-up, to the turns
+    /// the last server left open; at shutdown, to those still running or queued). A turn that
+    /// waited for an answer to Codex's request says so: the request was lost with the Codex
+    /// process.
     pub fn interrupt_open_turns(&mut self, what_happened: &str) -> Result<(), JobError> {
         let open: Vec<(JobTurn, bool)> = self
             .state
@@ -597,7 +598,7 @@ impl<'a> Tx<'a> {
                 format!(
                     "{what_happened} while the turn waited for an answer to Codex's request; the \
                      request was lost with that Codex process, which keeps requests in memory \
-                     only. job_reply continues the thread"
+                     only"
                 )
             } else {
                 format!(
@@ -614,14 +615,15 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Records one of Codex's requests for `turn`, and how it waits: for a client (the job
-    /// becomes `input_required`, and the feed says so), or for nothing (the policy's answer).
+    /// Records one of Codex's requests for `turn`, and answers it at once when `answer_now` says
+    /// so (who decided, and how); else it waits for a client: the job becomes `input_required`,
+    /// and the feed says so.
     pub fn request(
         &mut self,
         turn: &JobTurn,
-        request: crate::model::CodexRequest,
+        request: CodexRequest,
         reply: Reply,
-        answer_now: Option<Answer>,
+        answer_now: Option<(Answer, DecidedBy)>,
     ) -> Result<(), JobError> {
         let id = &turn.job;
         let request_id = format!("r{}", self.job(id)?.record.last_seq + 1);
@@ -638,20 +640,15 @@ impl<'a> Tx<'a> {
             fields.insert("codex".into(), request.raw);
         }
         self.record(id, EventKind::ApprovalRequested, data)?;
+        self.job(id)?.pending.push(Pending {
+            request: pending.clone(),
+            reply,
+        });
         match answer_now {
-            Some(answer) => {
-                let entry = self.job(id)?;
-                entry.pending.push(Pending {
-                    request: pending,
-                    reply,
-                });
-                self.resolve(id, &request_id, answer, DecidedBy::Policy, None)?;
+            Some((answer, decided_by)) => {
+                self.resolve(id, &request_id, answer, decided_by, None)?;
             }
             None => {
-                self.job(id)?.pending.push(Pending {
-                    request: pending.clone(),
-                    reply,
-                });
                 self.commit_status(id)?;
                 self.notify(id, None, None, Some(pending.clone()))?;
                 self.after.relayed.push(Relayed {
@@ -682,14 +679,14 @@ impl<'a> Tx<'a> {
         answer: Answer,
         decided_by: DecidedBy,
         note: Option<String>,
-    ) -> Result<bool, JobError> {
+    ) -> Result<(), JobError> {
         let entry = self.job(id)?;
         let Some(at) = entry
             .pending
             .iter()
             .position(|p| p.request.request_id == request_id)
         else {
-            return Ok(false);
+            return Ok(());
         };
         let pending = entry.pending.remove(at);
         let mut data = json!({
@@ -707,7 +704,7 @@ impl<'a> Tx<'a> {
         self.commit_status(id)?;
         self.after.replies.push((pending.reply, answer));
         self.after.turns_changed = true;
-        Ok(true)
+        Ok(())
     }
 
     /// Ends `turn` without Codex's word (cancel, restart, shutdown, a store failure), with

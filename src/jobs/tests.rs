@@ -1238,3 +1238,22 @@ async fn after_a_restart_a_turn_that_waited_for_an_answer_says_its_request_was_l
     );
     assert!(error.contains("lost with that Codex process"), "{error}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_made_while_the_turn_is_being_cancelled_is_cancelled_at_once() {
+    let e = Arc::new(engine(4, |_, _| {}));
+    let job = e.manager.start(start("run")).await.unwrap();
+    let cancelling = {
+        let (e, id) = (e.clone(), job.job_id.clone());
+        tokio::spawn(async move { e.manager.cancel(id.as_str()).await })
+    };
+    let mut interrupts = e.backend.interrupts.subscribe();
+    interrupts.wait_for(|n| *n == 1).await.unwrap();
+
+    let (request, answer) = ask();
+    e.report(turn(&job.job_id, 1), request).await;
+    assert_eq!(answer.await.unwrap(), Answer::just(Decision::Cancel));
+    assert_ne!(e.status(&job.job_id), JobStatus::InputRequired);
+    let cancelled = cancelling.await.unwrap().unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+}

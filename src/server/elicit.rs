@@ -123,7 +123,10 @@ async fn ask(manager: &JobManager, peer: &Peer<RoleServer>, relayed: Relayed, wa
         Some(Value::Object(content)) => content,
         _ => Map::new(),
     };
-    let (answer, note) = answer_of(request, content);
+    let Some((answer, note)) = answer_of(request, content) else {
+        tracing::info!(request_id = %request.request_id, "the form came back without a decision this request takes; it waits for job_respond");
+        return;
+    };
     let note = match note {
         Some(note) => format!("answered in the client's form: {note}"),
         None => "answered in the client's form".to_owned(),
@@ -177,16 +180,16 @@ fn form(relayed: &Relayed) -> Result<ElicitRequestParams, serde_json::Error> {
 }
 
 /// The answer an accepted form gives: its decision, with the answers to a question's questions
-/// (or an MCP tool's form fields) when it accepts; and the note written in it.
+/// (or an MCP tool's form fields) when it accepts; and the note written in it. `None` when the
+/// form has no decision this request takes (the request then waits for job_respond).
 fn answer_of(
     request: &PendingRequest,
     mut content: Map<String, Value>,
-) -> (Answer, Option<String>) {
+) -> Option<(Answer, Option<String>)> {
     let decision = content
         .remove("decision")
         .and_then(|d| serde_json::from_value::<Decision>(d).ok())
-        .filter(|d| request.decisions.contains(d))
-        .unwrap_or(Decision::Accept);
+        .filter(|d| request.decisions.contains(d))?;
     let note = content
         .remove("note")
         .and_then(|n| n.as_str().map(str::to_owned))
@@ -194,5 +197,98 @@ fn answer_of(
     let accepts = matches!(decision, Decision::Accept | Decision::AcceptForSession);
     let takes_answers = !request.questions.is_empty() || request.kind == RequestKind::McpTool;
     let answers = (accepts && takes_answers).then_some(content);
-    (Answer { decision, answers }, note)
+    Some((Answer { decision, answers }, note))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{JobTurn, Question};
+
+    fn question() -> PendingRequest {
+        PendingRequest {
+            request_id: "r4".into(),
+            kind: RequestKind::Question,
+            summary: "answer: Which color?".into(),
+            decisions: vec![Decision::Accept, Decision::Decline, Decision::Cancel],
+            questions: vec![Question {
+                id: "color".into(),
+                question: "Which color?".into(),
+                options: vec!["Red".into(), "Blue".into()],
+            }],
+        }
+    }
+
+    fn content(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn an_accepted_form_answers_a_question_with_its_fields_and_a_declined_one_without() {
+        let (answer, _) = answer_of(
+            &question(),
+            content(json!({"decision": "accept", "color": "Blue"})),
+        )
+        .unwrap();
+        assert_eq!(answer.decision, Decision::Accept);
+        assert_eq!(answer.answers, Some(content(json!({"color": "Blue"}))));
+        let (answer, _) = answer_of(
+            &question(),
+            content(json!({"decision": "decline", "color": "Blue"})),
+        )
+        .unwrap();
+        assert_eq!(answer, Answer::just(Decision::Decline));
+    }
+
+    #[test]
+    fn a_form_for_a_command_takes_a_decision_it_allows_and_a_note_for_the_record() {
+        let mut command = question();
+        command.kind = RequestKind::Command;
+        command.questions.clear();
+        command.decisions.insert(1, Decision::AcceptForSession);
+        let (answer, note) = answer_of(
+            &command,
+            content(json!({"decision": "accept_for_session", "note": "ok once more"})),
+        )
+        .unwrap();
+        assert_eq!(answer, Answer::just(Decision::AcceptForSession));
+        assert_eq!(note.as_deref(), Some("ok once more"));
+        // No decision, or one the request does not take: not an answer.
+        assert_eq!(
+            answer_of(&command, content(json!({"decision": "maybe"}))),
+            None
+        );
+        assert_eq!(answer_of(&command, content(json!({"note": "?"}))), None);
+        assert_eq!(
+            answer_of(
+                &question(),
+                content(json!({"decision": "accept_for_session"}))
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_form_offers_the_request_decisions_and_a_field_per_question() {
+        let relayed = Relayed {
+            turn: JobTurn::new(JobId::from("job-1"), 2),
+            request: question(),
+        };
+        let ElicitRequestParams::FormElicitationParams {
+            message,
+            requested_schema,
+            ..
+        } = form(&relayed).unwrap()
+        else {
+            panic!("a form")
+        };
+        assert_eq!(
+            message,
+            "Codex (job job-1, turn 2) asks: answer: Which color?"
+        );
+        let schema = serde_json::to_value(&requested_schema).unwrap();
+        let decisions = &schema["properties"]["decision"]["enum"];
+        assert_eq!(decisions, &json!(["accept", "decline", "cancel"]));
+        assert_eq!(schema["properties"]["color"]["title"], "Which color?");
+    }
 }

@@ -166,9 +166,8 @@ impl JobServer {
             .await
             .map_err(user_error)?;
         if let Some(requests) = requests {
-            let job_id = job.job_id.clone();
             self.relays
-                .start(self.manager.clone(), peer, job_id, requests);
+                .start(self.manager.clone(), peer, job.job_id.clone(), requests);
         }
         let backend = self.manager.backend_info();
         self.settings.answer_budget.answer(&StartOut {
@@ -335,9 +334,8 @@ impl JobServer {
             .await
             .map_err(user_error)?;
         if let Some(requests) = requests {
-            let job_id = job.job_id.clone();
             self.relays
-                .start(self.manager.clone(), peer, job_id, requests);
+                .start(self.manager.clone(), peer, job.job_id.clone(), requests);
         }
         self.settings.answer_budget.answer(&ReplyOut {
             job_id: job.job_id,
