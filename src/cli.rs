@@ -102,6 +102,10 @@ pub struct Cli {
     #[arg(long, default_value_t = 24 * 1024, value_parser = clap::value_parser!(u64).range(1024..=262_144))]
     pub max_answer_bytes: u64,
 
+    /// How often a client with MCP tasks should poll a task (`pollIntervalMs`), in milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub task_poll_ms: u64,
+
     /// How often job_wait sends progress notifications while it waits, in milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub progress_interval_ms: u64,
@@ -243,6 +247,8 @@ impl Cli {
             answer_budget: crate::server::Budget(
                 usize::try_from(self.max_answer_bytes).unwrap_or(usize::MAX),
             ),
+            task_poll: Duration::from_millis(self.task_poll_ms),
+            task_ttl: self.retention,
         }
     }
 }

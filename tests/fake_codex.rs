@@ -204,6 +204,7 @@ async fn every_tool_declares_its_input_and_output_schema() {
     assert_eq!(
         names,
         [
+            "codex",
             "job_cancel",
             "job_events",
             "job_list",

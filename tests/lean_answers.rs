@@ -250,5 +250,5 @@ async fn the_mcp_inspector_finds_nothing_to_warn_about_in_the_tool_schemas() {
     assert!(findings.is_empty(), "{stderr}");
     assert!(output.status.success(), "{}\n{stderr}", output.status);
     let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(listed["tools"].as_array().unwrap().len(), 9);
+    assert_eq!(listed["tools"].as_array().unwrap().len(), 10);
 }

@@ -145,4 +145,6 @@ pub struct TurnText {
     pub status: JobStatus,
     /// The turn's result when it completed, else its last agent message so far ("" if none).
     pub text: String,
+    /// Why the turn ended, when it ended otherwise than completed.
+    pub error: Option<String>,
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::JobError;
-use super::api::{EventsAnswer, TurnText, WaitAnswer};
+use super::api::{EventsAnswer, JobSnapshot, TurnText, WaitAnswer};
 use super::manager::JobManager;
 use crate::model::{EventKind, EventQuery, JobId, JobStatus, Notification};
 
@@ -80,6 +80,12 @@ impl JobManager {
             // Not ended: the turn is the job's current one.
             None => status,
         };
+        // Why a turn that did not complete ended: its failure's error, else its reason.
+        let error = end
+            .as_ref()
+            .filter(|e| e.kind != EventKind::TurnCompleted)
+            .and_then(|e| e.data.get("error").or_else(|| e.data.get("reason")))
+            .and_then(|why| why.as_str().map(str::to_owned));
         let result = end
             .filter(|e| e.kind == EventKind::TurnCompleted)
             .and_then(|e| {
@@ -107,7 +113,13 @@ impl JobManager {
             turn,
             status,
             text,
+            error,
         })
+    }
+
+    /// The job as it stands now.
+    pub fn snapshot(&self, job: &str) -> Result<JobSnapshot, JobError> {
+        self.inner.lock().snapshot(&JobId::from(job))
     }
 
     /// Feed entries after `cursor`, for one job or all; never waits.

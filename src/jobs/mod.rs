@@ -30,7 +30,7 @@ pub use crate::model::{
 };
 pub use api::{
     EngineSettings, EventsAnswer, JobSnapshot, JobSummary, Relayed, ReplyRequest, RespondRequest,
-    StartRequest, WaitAnswer,
+    StartRequest, TurnText, WaitAnswer,
 };
 pub use error::JobError;
 pub use manager::JobManager;

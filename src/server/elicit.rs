@@ -98,7 +98,7 @@ async fn relay(
 /// Sends one request as a form and relays an accepted answer.
 async fn ask(manager: &JobManager, peer: &Peer<RoleServer>, relayed: Relayed, wait: Duration) {
     let request = &relayed.request;
-    let params = match form(&relayed) {
+    let params = match form(&relayed.turn.job, relayed.turn.turn, request) {
         Ok(params) => params,
         Err(e) => {
             tracing::warn!(error = %e, "could not build an elicitation form");
@@ -142,10 +142,13 @@ async fn ask(manager: &JobManager, peer: &Peer<RoleServer>, relayed: Relayed, wa
     }
 }
 
-/// The form for a request: a `decision` among those it takes, and for a question an answer to
-/// each of its questions.
-fn form(relayed: &Relayed) -> Result<ElicitRequestParams, serde_json::Error> {
-    let request = &relayed.request;
+/// The form for a request of turn `turn` of `job`: a `decision` among those it takes, a field
+/// for each of a question's questions, and a note.
+pub(super) fn form(
+    job: &JobId,
+    turn: u32,
+    request: &PendingRequest,
+) -> Result<ElicitRequestParams, serde_json::Error> {
     let decisions: Vec<&str> = request.decisions.iter().map(|d| d.as_str()).collect();
     let mut properties = Map::new();
     properties.insert(
@@ -171,10 +174,7 @@ fn form(relayed: &Relayed) -> Result<ElicitRequestParams, serde_json::Error> {
     schema.insert("required".into(), json!(["decision"]));
     Ok(ElicitRequestParams::FormElicitationParams {
         meta: None,
-        message: format!(
-            "Codex (job {}, turn {}) asks: {}",
-            relayed.turn.job, relayed.turn.turn, request.summary
-        ),
+        message: format!("Codex (job {job}, turn {turn}) asks: {}", request.summary),
         requested_schema: ElicitationSchema::from_json_schema(schema)?,
     })
 }
@@ -182,7 +182,7 @@ fn form(relayed: &Relayed) -> Result<ElicitRequestParams, serde_json::Error> {
 /// The answer an accepted form gives: its decision, with the answers to a question's questions
 /// (or an MCP tool's form fields) when it accepts; and the note written in it. `None` when the
 /// form has no decision this request takes (the request then waits for job_respond).
-fn answer_of(
+pub(super) fn answer_of(
     request: &PendingRequest,
     mut content: Map<String, Value>,
 ) -> Option<(Answer, Option<String>)> {
@@ -203,7 +203,7 @@ fn answer_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{JobTurn, Question};
+    use crate::model::Question;
 
     fn question() -> PendingRequest {
         PendingRequest {
@@ -270,15 +270,11 @@ mod tests {
 
     #[test]
     fn the_form_offers_the_request_decisions_and_a_field_per_question() {
-        let relayed = Relayed {
-            turn: JobTurn::new(JobId::from("job-1"), 2),
-            request: question(),
-        };
         let ElicitRequestParams::FormElicitationParams {
             message,
             requested_schema,
             ..
-        } = form(&relayed).unwrap()
+        } = form(&JobId::from("job-1"), 2, &question()).unwrap()
         else {
             panic!("a form")
         };

@@ -15,6 +15,7 @@ mod respond;
 mod schema;
 mod sse;
 mod stdio;
+mod tasks;
 mod tools;
 
 pub(crate) use stdio::serve_stdio;
@@ -23,12 +24,17 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, Implementation, JsonObject, ProgressNotificationParam, ProtocolVersion,
-    RequestMetaObject, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, GetTaskParams,
+    GetTaskResult, Implementation, JsonObject, ProgressNotificationParam, ProtocolVersion,
+    RequestMetaObject, ServerCapabilities, ServerConfig, SubscriptionFilter, UpdateTaskParams,
 };
-use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{
+    ErrorData as McpError, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router,
+};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +42,8 @@ pub(crate) use answer::Budget;
 use serde_json::json;
 
 use crate::jobs::{
-    Answer, Event, EventKind, EventQuery, JobError, JobManager, JobSnapshot, ReplyRequest,
-    RespondRequest, StartRequest,
+    Answer, Event, EventKind, EventQuery, JobError, JobManager, JobSnapshot, JobStatus,
+    ReplyRequest, RespondRequest, StartRequest, WaitAnswer,
 };
 use crate::text;
 use tools::*;
@@ -53,6 +59,10 @@ pub struct ServerSettings {
     pub progress_interval: Duration,
     /// What one answer's `structuredContent` may take when a call does not say (`max_bytes`).
     pub answer_budget: Budget,
+    /// How often a client should poll a task (MCP tasks).
+    pub task_poll: Duration,
+    /// How long a task is kept after it was created: as long as its job.
+    pub task_ttl: Duration,
 }
 
 #[derive(Clone)]
@@ -90,6 +100,20 @@ fn wait_timeout(seconds: f64, max: Duration) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::try_from_secs_f64(seconds).map_or(max, |asked| asked.min(max)))
+}
+
+/// What a caller holding `job` does next, in one line.
+fn next_step(job: &JobSnapshot) -> String {
+    let id = &job.job_id;
+    match job.status {
+        JobStatus::InputRequired => {
+            format!("Codex asks: answer with job_respond (job_id {id}), then job_wait")
+        }
+        JobStatus::Queued | JobStatus::Running => {
+            format!("still running: job_wait (job_id {id}) gives the answer")
+        }
+        _ => format!("job_reply (job_id {id}) continues this thread; job_events shows the steps"),
+    }
 }
 
 fn limit(requested: Option<usize>, default: usize) -> Result<usize, String> {
@@ -132,18 +156,12 @@ impl JobServer {
         Budget::asked(asked, self.settings.answer_budget)
     }
 
-    #[tool(
-        description = "Start a Codex job in the background; answers at once with its job_id. Then \
-                       job_wait until it settles.",
-        input_schema = schema::input::<StartArgs>(),
-        output_schema = schema::output::<StartOut>()
-    )]
-    async fn job_start(
+    /// Starts a job as `job_start` (and `codex`) asks.
+    pub(super) async fn start_job(
         &self,
-        Parameters(args): Parameters<JsonObject>,
+        args: StartArgs,
         peer: Peer<RoleServer>,
-    ) -> Result<CallToolResult, String> {
-        let args: StartArgs = parse("job_start", args)?;
+    ) -> Result<JobSnapshot, String> {
         Self::check_ask_client(args.ask_client, &peer)?;
         // Subscribed first: Codex may ask before job_start answers.
         let requests = args.ask_client.then(|| self.manager.subscribe_requests());
@@ -169,12 +187,139 @@ impl JobServer {
             self.relays
                 .start(self.manager.clone(), peer, job.job_id.clone(), requests);
         }
+        Ok(job)
+    }
+
+    /// Continues a job as `job_reply` asks.
+    pub(super) async fn reply_job(
+        &self,
+        args: ReplyArgs,
+        peer: Peer<RoleServer>,
+    ) -> Result<JobSnapshot, String> {
+        Self::check_ask_client(args.ask_client, &peer)?;
+        let requests = args.ask_client.then(|| self.manager.subscribe_requests());
+        let reply = ReplyRequest {
+            prompt: args.prompt,
+            approval_policy: args.approval_policy,
+            approvals: args.approvals,
+            max_turn_seconds: args.max_turn_seconds,
+        };
+        let job = self
+            .manager
+            .reply(&args.job_id, reply)
+            .await
+            .map_err(user_error)?;
+        if let Some(requests) = requests {
+            self.relays
+                .start(self.manager.clone(), peer, job.job_id.clone(), requests);
+        }
+        Ok(job)
+    }
+
+    /// Waits on the feed as `job_wait` does, sending `notifications/progress` while it waits when
+    /// the request carries a progress token; ends early when the caller leaves.
+    async fn wait_with_progress(
+        &self,
+        cursor: Option<u64>,
+        job_id: Option<&str>,
+        timeout: Duration,
+        meta: &RequestMetaObject,
+        peer: &Peer<RoleServer>,
+        cancelled: &CancellationToken,
+    ) -> Result<WaitAnswer, String> {
+        // Cancelled by `notifications/cancelled`, a closed HTTP stream or the session's end.
+        let wait = self.manager.wait(cursor, job_id, timeout, cancelled);
+        tokio::pin!(wait);
+        let progress_token = meta.get_progress_token();
+        let mut ticks = tokio::time::interval(self.settings.progress_interval);
+        ticks.tick().await;
+        let mut sent = 0u32;
+        loop {
+            tokio::select! {
+                answer = &mut wait => break answer,
+                _ = ticks.tick(), if progress_token.is_some() => {
+                    if let Some(token) = &progress_token {
+                        sent += 1;
+                        let note = ProgressNotificationParam::new(token.clone(), f64::from(sent))
+                            .with_message("waiting for a job notification");
+                        if let Err(e) = peer.notify_progress(note).await {
+                            tracing::debug!(error = %e, "could not send progress");
+                        }
+                    }
+                }
+            }
+        }
+        .inspect_err(|e| {
+            if matches!(e, JobError::Cancelled) {
+                tracing::debug!("job_wait: the client left; the wait ended");
+            }
+        })
+        .map_err(user_error)
+    }
+
+    /// `job_start`'s answer (and `codex`'s) for `job`, with what to do next.
+    pub(super) fn start_out(&self, job: JobSnapshot, next: Option<String>) -> StartOut {
         let backend = self.manager.backend_info();
-        self.settings.answer_budget.answer(&StartOut {
+        StartOut {
             job,
             backend: backend.name.to_owned(),
             codex_version: backend.codex_version,
-        })
+            next,
+        }
+    }
+
+    #[tool(
+        description = "Start a Codex job in the background; answers at once with its job_id. Then \
+                       job_wait until it settles.",
+        input_schema = schema::input::<StartArgs>(),
+        output_schema = schema::output::<StartOut>()
+    )]
+    async fn job_start(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+        peer: Peer<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        let args: StartArgs = parse("job_start", args)?;
+        let job = self.start_job(args, peer).await?;
+        self.settings
+            .answer_budget
+            .answer(&self.start_out(job, None))
+    }
+
+    #[tool(
+        description = "Run a task in Codex and answer with its final message: waits up to the \
+                       server's max wait (job_wait goes on from there); a client with MCP tasks \
+                       gets it as a background task. Takes job_start's arguments.",
+        input_schema = schema::input::<StartArgs>(),
+        output_schema = schema::output::<StartOut>()
+    )]
+    async fn codex(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+        cancelled: CancellationToken,
+    ) -> Result<CallToolResult, String> {
+        let args: StartArgs = parse("codex", args)?;
+        let job = self.start_job(args, peer.clone()).await?;
+        let id = job.job_id.as_str();
+        // Until the turn ends or asks something, or the longest wait.
+        self.wait_with_progress(
+            None,
+            Some(id),
+            self.settings.max_wait,
+            &meta,
+            &peer,
+            &cancelled,
+        )
+        .await?;
+        let job = self.manager.snapshot(id).map_err(user_error)?;
+        let next = next_step(&job);
+        let out = self.start_out(job, Some(next));
+        let failed = matches!(out.job.status, JobStatus::Failed | JobStatus::Interrupted);
+        let mut answer = self.settings.answer_budget.answer(&out)?;
+        answer.is_error = Some(failed);
+        Ok(answer)
     }
 
     #[tool(
@@ -320,29 +465,8 @@ impl JobServer {
         peer: Peer<RoleServer>,
     ) -> Result<CallToolResult, String> {
         let args: ReplyArgs = parse("job_reply", args)?;
-        Self::check_ask_client(args.ask_client, &peer)?;
-        let requests = args.ask_client.then(|| self.manager.subscribe_requests());
-        let reply = ReplyRequest {
-            prompt: args.prompt,
-            approval_policy: args.approval_policy,
-            approvals: args.approvals,
-            max_turn_seconds: args.max_turn_seconds,
-        };
-        let job = self
-            .manager
-            .reply(&args.job_id, reply)
-            .await
-            .map_err(user_error)?;
-        if let Some(requests) = requests {
-            self.relays
-                .start(self.manager.clone(), peer, job.job_id.clone(), requests);
-        }
-        self.settings.answer_budget.answer(&ReplyOut {
-            job_id: job.job_id,
-            status: job.status,
-            turn: job.turn,
-            cursor: job.cursor,
-        })
+        let job = self.reply_job(args, peer).await?;
+        self.settings.answer_budget.answer(&ReplyOut::from(job))
     }
 
     #[tool(
@@ -432,36 +556,16 @@ impl JobServer {
         let budget = self.budget(args.max_bytes)?;
         let timeout = wait_timeout(args.timeout_seconds.unwrap_or(30.0), self.settings.max_wait)?;
         tracing::debug!(job_id = ?args.job_id, ?timeout, "job_wait: waiting");
-        // Cancelled by `notifications/cancelled`, a closed HTTP stream or the session's end.
-        let wait = self
-            .manager
-            .wait(args.cursor, args.job_id.as_deref(), timeout, &cancelled);
-        tokio::pin!(wait);
-        let progress_token = meta.get_progress_token();
-        let mut ticks = tokio::time::interval(self.settings.progress_interval);
-        ticks.tick().await;
-        let mut sent = 0u32;
-        let answer = loop {
-            tokio::select! {
-                answer = &mut wait => break answer,
-                _ = ticks.tick(), if progress_token.is_some() => {
-                    if let Some(token) = &progress_token {
-                        sent += 1;
-                        let note = ProgressNotificationParam::new(token.clone(), f64::from(sent))
-                            .with_message("waiting for a job notification");
-                        if let Err(e) = peer.notify_progress(note).await {
-                            tracing::debug!(error = %e, "could not send progress");
-                        }
-                    }
-                }
-            }
-        }
-        .inspect_err(|e| {
-            if matches!(e, JobError::Cancelled) {
-                tracing::debug!("job_wait: the client left; the wait ended");
-            }
-        })
-        .map_err(user_error)?;
+        let answer = self
+            .wait_with_progress(
+                args.cursor,
+                args.job_id.as_deref(),
+                timeout,
+                &meta,
+                &peer,
+                &cancelled,
+            )
+            .await?;
         let mut out = WaitOut {
             notifications: answer.notifications,
             cursor: answer.cursor,
@@ -523,25 +627,81 @@ impl JobServer {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for JobServer {
+    /// A client that declared the MCP tasks extension gets `job_start`, `job_reply` and `codex`
+    /// as tasks; everything else goes to the tools as it is.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let tasks = context
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks());
+        if tasks && tasks::TASK_TOOLS.contains(&request.name.as_ref()) {
+            let args = request.arguments.unwrap_or_default();
+            let peer = context.peer.clone();
+            return Ok(self.start_task(&request.name, args, peer).await);
+        }
+        let call = ToolCallContext::new(self, request, context);
+        self.tool_router.call(call).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        self.get_task_state(request).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.update_task_input(request).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.cancel_task_turn(request).await
+    }
+
+    /// `subscriptions/listen` is acknowledged (Claude Code waits for that before it goes on);
+    /// the server sends no list-changed notifications.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
     fn get_info(&self) -> ServerConfig {
         let backend = self.manager.backend_info();
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                "codex-async-mcp",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(format!(
-                "Runs Codex {} ({}) coding tasks as background jobs. job_start answers at once; \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "codex-async-mcp",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(format!(
+            "Runs Codex {} ({}) coding tasks as background jobs. job_start answers at once; \
                  job_wait waits until the job settles and gives its result, or until Codex asks \
                  something (status input_required): answer with job_respond. job_result reads a \
                  long final message whole; job_events shows the steps.",
-                backend.codex_version, backend.name
-            ))
+            backend.codex_version, backend.name
+        ))
     }
 
-    // 2026-07-28 is initialize-less and brings behaviour we do not serve.
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2026_07_28))
     }
 }
 

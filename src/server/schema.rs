@@ -24,14 +24,17 @@ pub(crate) fn input<T: JsonSchema>() -> Arc<JsonObject> {
     lean::<T>(SchemaSettings::draft2020_12())
 }
 
-/// The schema of a tool's answer (`structuredContent`), as the server writes it. Objects nested
-/// deeper than [`OUTPUT_DEPTH`] are just objects: their shape is the README's, and spelling it
-/// out in every tool that returns one would cost more than it tells.
+/// The schema of a tool's answer (`structuredContent`), as the server writes it, without
+/// descriptions. Objects nested deeper than [`OUTPUT_DEPTH`] are just objects: their shape is the
+/// README's, and spelling it out in every tool that returns one would cost more than it tells.
 pub(crate) fn output<T: JsonSchema>() -> Arc<JsonObject> {
     let mut schema = lean::<T>(SchemaSettings::draft2020_12().for_serialize());
     let root = Arc::make_mut(&mut schema);
     if let Some(Value::Object(fields)) = root.get_mut("properties") {
         fields.values_mut().for_each(|f| flatten_below(f, 1));
+        // Clients validate answers with it; nobody reads its prose (the tool's description and
+        // the answer's own fields say what it means).
+        fields.values_mut().for_each(undescribe);
     }
     schema
 }
@@ -263,16 +266,25 @@ mod tests {
     }
 
     #[test]
-    fn a_field_keeps_only_its_own_doc_and_nested_objects_are_just_objects() {
+    fn an_answer_schema_has_no_prose_and_nested_objects_are_just_objects() {
         let schema = Value::Object(output::<Answer>().as_ref().clone());
         let fields = &schema["properties"];
-        assert_eq!(fields["described"]["description"], "For the tool's reader.");
+        assert!(fields["described"].get("description").is_none(), "{schema}");
         assert!(fields["plain"].get("description").is_none(), "{schema}");
         assert_eq!(
             fields["plain"]["properties"]["inner"]["items"],
             json!({"type": "object"})
         );
         assert_eq!(fields["list"]["items"], json!({"type": "object"}));
+        assert!(!schema.to_string().contains("crate's readers"), "{schema}");
+    }
+
+    #[test]
+    fn an_argument_keeps_its_own_doc_but_not_its_type_doc() {
+        let schema = Value::Object(input::<Answer>().as_ref().clone());
+        let fields = &schema["properties"];
+        assert_eq!(fields["described"]["description"], "For the tool's reader.");
+        assert!(fields["plain"].get("description").is_none(), "{schema}");
         assert!(!schema.to_string().contains("crate's readers"), "{schema}");
     }
 }

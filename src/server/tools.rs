@@ -66,6 +66,9 @@ pub struct StartOut {
     /// How Codex is driven: mcp-server, app-server or exec.
     pub backend: String,
     pub codex_version: String,
+    /// What to do next, once there is an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -182,6 +185,28 @@ pub struct ReplyOut {
     pub turn: u32,
     /// job_events from here shows the new turn.
     pub cursor: u64,
+    /// The turn's final message, once it completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What to do next, once there is an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl From<JobSnapshot> for ReplyOut {
+    fn from(job: JobSnapshot) -> Self {
+        Self {
+            job_id: job.job_id,
+            status: job.status,
+            turn: job.turn,
+            cursor: job.cursor,
+            result: None,
+            error: None,
+            next: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

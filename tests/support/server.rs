@@ -10,8 +10,10 @@ use rmcp::model::{
     ElicitResult, ElicitationAction, ErrorData, Implementation, ProgressNotificationParam,
     ProtocolVersion,
 };
-use rmcp::service::{NotificationContext, RequestContext, RunningService};
-use rmcp::{ClientHandler, RoleClient, ServiceExt as _};
+use rmcp::service::{
+    ClientLifecycleMode, ClientServiceExt as _, NotificationContext, RequestContext, RunningService,
+};
+use rmcp::{ClientHandler, RoleClient};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::AsyncReadExt as _;
@@ -169,6 +171,8 @@ pub enum Forms {
 pub struct Recorder {
     pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
     pub forms: Option<Forms>,
+    /// Declares the MCP tasks extension (and connects with `server/discover`, as Claude Code).
+    pub tasks: bool,
     /// The forms the server sent.
     pub asked: Arc<Mutex<Vec<ElicitRequestParams>>>,
 }
@@ -198,9 +202,14 @@ impl ClientHandler for Recorder {
     }
 
     fn get_info(&self) -> ClientConfig {
-        let capabilities = match self.forms {
-            Some(_) => ClientCapabilities::builder().enable_elicitation().build(),
-            None => ClientCapabilities::default(),
+        let capabilities = match (&self.forms, self.tasks) {
+            (Some(_), true) => ClientCapabilities::builder()
+                .enable_elicitation()
+                .enable_tasks()
+                .build(),
+            (Some(_), false) => ClientCapabilities::builder().enable_elicitation().build(),
+            (None, true) => ClientCapabilities::builder().enable_tasks().build(),
+            (None, false) => ClientCapabilities::default(),
         };
         ClientConfig::new(
             capabilities,
@@ -225,6 +234,9 @@ pub struct Launch<'a> {
     pub env: Vec<(String, String)>,
     /// How the client answers forms (`None`: it declares no elicitation).
     pub forms: Option<Forms>,
+    /// The client connects with `server/discover` (2026-07-28) and declares the MCP tasks
+    /// extension, as interactive Claude Code does.
+    pub tasks: bool,
 }
 
 impl<'a> Launch<'a> {
@@ -235,7 +247,14 @@ impl<'a> Launch<'a> {
             args: Vec::new(),
             env: Vec::new(),
             forms: None,
+            tasks: false,
         }
+    }
+
+    /// The client speaks the 2026-07-28 handshake and declares the MCP tasks extension.
+    pub fn with_tasks(mut self) -> Self {
+        self.tasks = true;
+        self
     }
 
     /// The client declares elicitation and answers forms so.
@@ -306,9 +325,20 @@ impl<'a> Launch<'a> {
         });
         let recorder = Recorder {
             forms: self.forms.clone(),
+            tasks: self.tasks,
             ..Recorder::default()
         };
-        let client = match within("initialize", recorder.clone().serve((stdout, stdin))).await {
+        let lifecycle = if self.tasks {
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            }
+        } else {
+            ClientLifecycleMode::Initialize
+        };
+        let handshake = recorder
+            .clone()
+            .serve_with_lifecycle((stdout, stdin), lifecycle);
+        let client = match within("initialize", handshake).await {
             Ok(client) => client,
             Err(e) => panic!(
                 "MCP handshake failed: {e}\nserver stderr:\n{}",
