@@ -49,6 +49,20 @@ pub fn inspector(version: &str) -> PathBuf {
     bin
 }
 
+/// Claude Code's CLI (`claude`) at `version`, installed from npm on first use.
+pub fn claude_code(version: &str) -> PathBuf {
+    let dir = target_dir().join("claude-cache").join(version);
+    std::fs::create_dir_all(&dir).expect("create the claude cache");
+    let lock = File::create(dir.join(".lock")).expect("create the install lock");
+    lock.lock().expect("take the install lock");
+    let bin = dir.join("node_modules/.bin/claude");
+    if bin.exists() {
+        return bin;
+    }
+    npm_install(&dir, &format!("@anthropic-ai/claude-code@{version}"));
+    bin
+}
+
 /// Installs `package` (`name@version`) under `dir` without touching any package.json.
 fn npm_install(dir: &Path, package: &str) {
     let status = Command::new("npm")
