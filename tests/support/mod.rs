@@ -6,6 +6,7 @@
     clippy::print_stdout
 )]
 
+pub mod bench;
 pub mod codex_install;
 pub mod http;
 pub mod mock_model;

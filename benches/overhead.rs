@@ -1,0 +1,29 @@
+//! `cargo bench`: what this server costs beside Codex, measured on the release binary against
+//! the fake Codex (see `tests/support/bench.rs`). Prints a table and writes the same figures as
+//! JSON to `target/bench.json` (or the path in `BENCH_JSON`).
+
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, dead_code)] // a report, not a library
+
+#[path = "../tests/support/bench.rs"]
+mod bench;
+
+use std::path::{Path, PathBuf};
+
+#[tokio::main]
+async fn main() {
+    let server = Path::new(env!("CARGO_BIN_EXE_codex-async-mcp"));
+    let figures = bench::run(server, bench::Sizes::full()).await;
+    println!("{}", bench::table(&figures));
+    let json: Vec<_> = figures.iter().map(bench::Figure::to_json).collect();
+    let out = std::env::var_os("BENCH_JSON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.json"),
+        PathBuf::from,
+    );
+    let machine = serde_json::json!({
+        "cpus": std::thread::available_parallelism().map_or(0, usize::from),
+        "os": std::env::consts::OS,
+    });
+    let report = serde_json::json!({"machine": machine, "figures": json});
+    std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("written to {}", out.display());
+}
