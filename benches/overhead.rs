@@ -2,7 +2,12 @@
 //! the fake Codex (see `tests/support/bench.rs`). Prints a table and writes the same figures as
 //! JSON to `target/bench.json` (or the path in `BENCH_JSON`).
 
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, dead_code)] // a report, not a library
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code
+)] // a report, not a library
 
 #[path = "../tests/support/bench.rs"]
 mod bench;

@@ -68,7 +68,6 @@ pub use cli::Cli;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the server on the transport the command line names until the client closes stdin (on
@@ -86,9 +85,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let state_dir = store::state_dir::StateDir::open(&cli.state_dir()?)?;
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&state_dir.database())?);
     let (events_tx, events_rx) = codex::event_channel();
-    let backend = codex::start_backend(cli.codex_settings(), cli.backend, events_tx)
-        .await
-        .context("could not start Codex")?;
+    // Clients are answered at once; Codex comes up meanwhile (and what needs it waits for it).
+    let backend = Arc::new(codex::StartingBackend::spawn(
+        cli.codex_settings(),
+        cli.backend,
+        events_tx,
+    ));
     let manager = jobs::JobManager::open(store, backend, cli.engine_settings(), events_rx)?;
 
     // The first signal stops serving and drains; the second hurries the drain.

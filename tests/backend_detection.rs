@@ -68,12 +68,14 @@ async fn a_codex_with_neither_mcp_server_nor_app_server_is_driven_through_exec()
 }
 
 #[tokio::test]
-async fn a_binary_that_is_not_codex_is_refused_with_what_to_do() {
+async fn a_binary_that_is_not_codex_is_reported_with_what_to_do() {
     let sandbox = Sandbox::new();
     let not_codex = std::path::PathBuf::from("/bin/echo");
-    let stderr = Launch::new(&not_codex, &sandbox).refused().await;
+    let server = Launch::new(&not_codex, &sandbox).start().await;
+    let args = serde_json::json!({"prompt": "hi", "cwd": sandbox.work()});
+    let answer = server.err("job_start", args).await;
     assert!(
-        stderr.contains("not a Codex version") && stderr.contains("--codex-bin"),
-        "{stderr}"
+        answer.contains("not a Codex version") && answer.contains("--codex-bin"),
+        "{answer}"
     );
 }

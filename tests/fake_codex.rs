@@ -28,8 +28,19 @@ async fn job(server: &Server, sandbox: &Sandbox, prompt: &str) -> String {
     started["job_id"].as_str().unwrap().to_owned()
 }
 
-/// Runs the server with this environment and expects it to exit at once with an error.
-async fn start_up_error(env: &[(&str, &str)], codex_bin: &str) -> String {
+/// Runs the server with this environment, whose Codex is not usable: the server answers its
+/// client anyway, and `job_start` says what is wrong (as the log does). Returns that answer.
+async fn codex_problem(launch: Launch<'_>) -> String {
+    let server = launch.start().await;
+    let args = json!({"prompt": "hi", "cwd": std::env::temp_dir()});
+    let answer = server.err("job_start", args).await;
+    assert!(answer.contains("Codex is not usable"), "{answer}");
+    server.until_logged("Codex is not usable").await;
+    answer
+}
+
+/// [`codex_problem`] for a server with this environment and Codex binary.
+async fn codex_problem_with(env: &[(&str, &str)], codex_bin: &str) -> String {
     let sandbox = Sandbox::new();
     let bin = std::path::PathBuf::from(codex_bin);
     let launch = env
@@ -37,7 +48,7 @@ async fn start_up_error(env: &[(&str, &str)], codex_bin: &str) -> String {
         .fold(Launch::new(&bin, &sandbox), |launch, (k, v)| {
             launch.env(k, v)
         });
-    launch.refused().await
+    codex_problem(launch).await
 }
 
 #[tokio::test]
@@ -127,8 +138,8 @@ async fn a_request_from_codex_we_do_not_know_gets_an_error_answer() {
 }
 
 #[tokio::test]
-async fn a_missing_codex_binary_stops_start_up_with_how_to_install_it() {
-    let stderr = start_up_error(&[], "/no/such/codex").await;
+async fn a_missing_codex_binary_is_reported_with_how_to_install_it() {
+    let stderr = codex_problem_with(&[], "/no/such/codex").await;
     assert!(
         stderr.contains("not found") && stderr.contains("npm install"),
         "{stderr}"
@@ -136,14 +147,14 @@ async fn a_missing_codex_binary_stops_start_up_with_how_to_install_it() {
 }
 
 #[tokio::test]
-async fn asking_for_mcp_server_of_a_codex_without_it_stops_start_up_with_what_to_do() {
+async fn asking_for_mcp_server_of_a_codex_without_it_is_reported_with_what_to_do() {
     let sandbox = Sandbox::new();
     let bin = fake_codex();
     let launch = Launch::new(&bin, &sandbox)
         .env("FAKE_CODEX_VERSION", "0.169.0")
         .arg("--backend")
         .arg("mcp-server");
-    let stderr = launch.refused().await;
+    let stderr = codex_problem(launch).await;
     assert!(
         stderr.contains("0.169.0") && stderr.contains("removed in Codex 0.154"),
         "{stderr}"
@@ -152,9 +163,9 @@ async fn asking_for_mcp_server_of_a_codex_without_it_stops_start_up_with_what_to
 }
 
 #[tokio::test]
-async fn a_binary_that_is_not_codex_stops_start_up() {
+async fn a_binary_that_is_not_codex_is_reported_and_the_server_stays_up() {
     let bin = fake_codex();
-    let stderr = start_up_error(
+    let stderr = codex_problem_with(
         &[("FAKE_CODEX_BANNER", "Python 3.11.7")],
         bin.to_str().unwrap(),
     )
@@ -163,9 +174,10 @@ async fn a_binary_that_is_not_codex_stops_start_up() {
 }
 
 #[tokio::test]
-async fn a_codex_that_fails_the_handshake_stops_start_up_with_its_stderr() {
+async fn a_codex_that_fails_the_handshake_is_reported_with_its_stderr() {
     let bin = fake_codex();
-    let stderr = start_up_error(&[("FAKE_CODEX_HANDSHAKE", "exit")], bin.to_str().unwrap()).await;
+    let stderr =
+        codex_problem_with(&[("FAKE_CODEX_HANDSHAKE", "exit")], bin.to_str().unwrap()).await;
     assert!(
         stderr.contains("handshake") && stderr.contains("refusing the handshake"),
         "{stderr}"
@@ -548,4 +560,27 @@ async fn a_codex_restart_that_takes_long_does_not_hold_up_calls_about_other_jobs
         _ = restarting => panic!("the restart was not slow"),
         () = meanwhile => {}
     }
+}
+
+#[tokio::test]
+async fn the_server_answers_its_client_before_codex_is_up_and_runs_jobs_once_it_is() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let gate = sandbox.home().join("codex may answer");
+    let server = Launch::new(&bin, &sandbox)
+        .env("FAKE_CODEX_GATE", gate.to_str().unwrap())
+        .start()
+        .await;
+    // Codex has not answered its handshake, yet the client is served.
+    let listed = server.ok("job_list", json!({})).await;
+    assert_eq!(listed["jobs"], json!([]));
+    std::fs::write(&gate, b"").unwrap();
+    let args = json!({"prompt": "after the gate", "cwd": sandbox.work()});
+    let started = server.ok("job_start", args).await;
+    assert_eq!(started["backend"], "mcp-server", "{started}");
+    let job_id = started["job_id"].as_str().unwrap();
+    assert_eq!(
+        server.settle(job_id).await["result"],
+        "fake: after the gate"
+    );
 }

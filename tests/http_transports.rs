@@ -263,6 +263,8 @@ async fn foreign_hosts_and_origins_are_refused_on_every_route() {
 async fn health_says_what_runs_without_auth() {
     let sandbox = Sandbox::new();
     let server = fake(&sandbox, "sse", &["--auth-token", "s3cret"]).await;
+    // Codex comes up after the server answers: health says so once it is.
+    server.until_logged("Codex backend ready").await;
     let (status, body) = server.raw("GET", "/mcp/healthz", &[], b"").await;
     assert_eq!(status, 200);
     let health: Value = serde_json::from_str(&body).unwrap();
@@ -534,4 +536,41 @@ async fn concurrent_new_sessions_never_exceed_the_cap() {
     let admitted = opened.iter().filter(|(status, _)| *status == 200).count();
     let refused = opened.iter().filter(|(status, _)| *status == 503).count();
     assert_eq!((admitted, refused), (1, 7), "{opened:?}");
+}
+
+#[tokio::test]
+async fn health_says_codex_is_starting_then_ok_and_names_the_problem_of_an_unusable_one() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let gate = sandbox.home().join("codex may answer");
+    let launch = Launch::new(&bin, &sandbox)
+        .env("FAKE_CODEX_GATE", gate.to_str().unwrap())
+        .arg("--transport")
+        .arg("streamable-http");
+    let server = HttpServer::start(launch, "/mcp").await;
+    let (status, body) = server.raw("GET", "/mcp/healthz", &[], b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"starting\""), "{body}");
+    std::fs::write(&gate, b"").unwrap();
+    server.until_logged("Codex backend ready").await;
+    let (status, body) = server.raw("GET", "/mcp/healthz", &[], b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"ok\"") && body.contains("mcp-server"),
+        "{body}"
+    );
+
+    let sandbox = Sandbox::new();
+    let missing = std::path::PathBuf::from("/no/such/codex");
+    let launch = Launch::new(&missing, &sandbox)
+        .arg("--transport")
+        .arg("streamable-http");
+    let server = HttpServer::start(launch, "/mcp").await;
+    server.until_logged("Codex is not usable").await;
+    let (status, body) = server.raw("GET", "/mcp/healthz", &[], b"").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("codex_unavailable") && body.contains("npm install"),
+        "{body}"
+    );
 }

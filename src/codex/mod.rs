@@ -32,7 +32,8 @@
 //!   mappings share).
 //! - `app_server`: the backend for `codex app-server` (Codex 0.154 on), with `app_events`.
 //! - `exec`: the backend for `codex exec --json`, one process per turn, with its mapping.
-//! - [`start_backend`]: which backend to use, asked of the binary when not told.
+//! - [`start_backend`]: which backend to use, asked of the binary when not told;
+//!   [`StartingBackend`] does that in the background, so the server need not wait for Codex.
 
 mod app_events;
 mod app_server;
@@ -45,7 +46,10 @@ mod mcp_events;
 mod mcp_server;
 mod rpc;
 mod session;
+mod starting;
 mod turns;
+
+pub use starting::StartingBackend;
 
 use app_server::AppServerBackend;
 use exec::ExecBackend;
@@ -54,6 +58,7 @@ use mcp_server::McpServerBackend;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -308,6 +313,10 @@ pub struct BackendInfo {
 /// A way of running turns in Codex.
 pub trait Backend: Send + Sync + 'static {
     fn info(&self) -> BackendInfo;
+    /// Waits until Codex can take turns; if it cannot, why and what to do.
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        async { Ok(()) }.boxed()
+    }
     /// Checks options against what this backend can do, before a job is accepted.
     fn validate(&self, options: &ThreadOptions) -> Result<(), String>;
     /// Whether a turn can run under another approval policy than its thread started with.

@@ -107,6 +107,9 @@ pub enum JobError {
         request_id: String,
         waiting: String,
     },
+    /// Codex could not be started (missing, not Codex, failed its handshake, ...).
+    #[error("Codex is not usable, so no turn can run: {0}")]
+    CodexUnavailable(String),
     /// A call made while the server shuts down.
     #[error("the server is shutting down and takes no new turns")]
     ShuttingDown,

@@ -215,6 +215,7 @@ impl JobManager {
         if let Some(config) = &request.config {
             check_depth(config)?;
         }
+        self.codex_ready().await?;
         let limit = self.turn_limit(request.max_turn_seconds);
         let options = ThreadOptions {
             cwd: self.resolve_cwd(request.cwd.as_deref())?,
@@ -295,6 +296,7 @@ impl JobManager {
             return Err(JobError::MissingPrompt);
         }
         let id = JobId::from(job);
+        self.codex_ready().await?;
         let (thread_id, mut options) = {
             let state = self.inner.lock();
             let record = &state.job(&id)?.record;
@@ -359,6 +361,21 @@ impl JobManager {
         let dispatch = self.publish(after);
         self.hand_over(dispatch).await;
         self.inner.lock().snapshot(&id)
+    }
+
+    /// Waits until Codex can take turns (it may still be starting).
+    async fn codex_ready(&self) -> Result<(), JobError> {
+        self.inner
+            .backend
+            .ready()
+            .await
+            .map_err(JobError::CodexUnavailable)
+    }
+
+    /// Whether Codex can take turns now: `None` while it is still starting, else why not.
+    pub fn codex_state(&self) -> Option<Result<(), String>> {
+        use futures::FutureExt as _;
+        self.inner.backend.ready().now_or_never()
     }
 
     /// A turn's time limit: `seconds` if given (0: none), else the server's.

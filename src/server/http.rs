@@ -431,17 +431,31 @@ async fn check_host_and_origin(
     next.run(request).await
 }
 
+/// The server's health: `ok` once Codex can take turns, `starting` while it comes up (both 200),
+/// `codex_unavailable` with the problem and what to do when it cannot (503).
 async fn healthz(State(manager): State<JobManager>) -> Response {
     let backend = manager.backend_info();
-    let body = json!({
-        "status": "ok",
+    let (status, code, problem) = match manager.codex_state() {
+        Some(Ok(())) => ("ok", StatusCode::OK, None),
+        None => ("starting", StatusCode::OK, None),
+        Some(Err(problem)) => (
+            "codex_unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(problem),
+        ),
+    };
+    let mut body = json!({
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "backend": backend.name,
         "codex_version": backend.codex_version,
         "jobs_running": manager.running_count(),
     });
+    if let Some(problem) = problem {
+        body["problem"] = json!(problem);
+    }
     (
-        StatusCode::OK,
+        code,
         [(header::CONTENT_TYPE, "application/json")],
         Body::from(body.to_string()),
     )

@@ -13,6 +13,7 @@ first and answers with what came back.
 `$FAKE_CODEX_STALL=1` makes mcp-server stop reading its stdin once it has answered `initialize`.
 `$FAKE_CODEX_SLOW_RESTART=1` (with the pid dir) makes an mcp-server that is not the first one
 started there take 60 s to answer `initialize`, saying so on stderr.
+`$FAKE_CODEX_GATE=path` makes mcp-server answer `initialize` only once that file exists.
 
 Each mcp-server `tools/call` is scripted by its prompt:
   GARBAGE           write lines that are not JSON-RPC, then answer normally
@@ -253,6 +254,9 @@ def main():
                 sys.stderr.write("fake codex: a slow restart\n")
                 sys.stderr.flush()
                 time.sleep(60)
+            gate = os.environ.get("FAKE_CODEX_GATE")
+            while gate and not os.path.exists(gate):
+                time.sleep(0.02)
             if os.environ.get("FAKE_CODEX_HANDSHAKE") == "exit":
                 sys.stderr.write("fake codex: refusing the handshake\n")
                 sys.exit(4)
