@@ -89,6 +89,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 0)]
     pub max_turn_seconds: u64,
 
+    /// Stop the long-lived `codex app-server` once it has run no turn for this long (e.g. 10m,
+    /// 1h; 0s: never): Codex keeps every thread it ran in memory, and a new child resumes a
+    /// thread from disk on its next turn.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub codex_idle_restart: Duration,
+
     /// Turns running in Codex at once; more wait as `queued`.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_jobs: u16,
@@ -185,6 +191,7 @@ impl Cli {
             bin: self.codex_bin.clone(),
             config_overrides: self.codex_config.clone(),
             stop_grace: Duration::from_millis(self.cancel_grace_ms),
+            idle_restart: (!self.codex_idle_restart.is_zero()).then_some(self.codex_idle_restart),
         }
     }
 

@@ -30,6 +30,7 @@
 //!     bin: "codex".into(),
 //!     config_overrides: Vec::new(),
 //!     stop_grace: std::time::Duration::from_secs(5),
+//!     idle_restart: None,
 //! };
 //! let backend = codex::start_backend(settings, BackendKind::Auto, reports_tx).await?;
 //! let store = Arc::new(SqliteStore::open(std::path::Path::new("/tmp/jobs.sqlite"))?);

@@ -584,3 +584,62 @@ async fn the_server_answers_its_client_before_codex_is_up_and_runs_jobs_once_it_
         "fake: after the gate"
     );
 }
+
+#[tokio::test]
+async fn an_idle_app_server_is_stopped_and_the_next_reply_resumes_its_thread_in_a_new_one() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let pids = sandbox.home().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let server = Launch::new(&bin, &sandbox)
+        .env("FAKE_CODEX_VERSION", "0.170.0")
+        .env("FAKE_CODEX_APP_SERVER", "1")
+        .env("FAKE_CODEX_PID_DIR", pids.to_str().unwrap())
+        .arg("--backend")
+        .arg("app-server")
+        .arg("--codex-idle-restart")
+        .arg("300ms")
+        .start()
+        .await;
+    let job_id = job(&server, &sandbox, "first").await;
+    assert_eq!(server.settle(&job_id).await["result"], "fake app: first");
+    server
+        .until_logged("stopped the idle codex app-server")
+        .await;
+
+    let reply = json!({"job_id": job_id, "prompt": "second"});
+    server.ok("job_reply", reply).await;
+    let settled = server.turn_end(&job_id).await;
+    assert_eq!(settled["result"], "fake app: second", "{settled}");
+    assert_eq!(
+        std::fs::read_dir(&pids).unwrap().count(),
+        2,
+        "a new app-server ran the reply"
+    );
+}
+
+#[tokio::test]
+async fn an_app_server_holding_too_many_threads_is_replaced_before_its_next_turn() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let pids = sandbox.home().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let server = Launch::new(&bin, &sandbox)
+        .env("FAKE_CODEX_VERSION", "0.170.0")
+        .env("FAKE_CODEX_APP_SERVER", "1")
+        .env("FAKE_CODEX_PID_DIR", pids.to_str().unwrap())
+        .arg("--backend")
+        .arg("app-server")
+        .start()
+        .await;
+    // One job more than a child keeps threads for (64), each a thread of its own.
+    for i in 0..66 {
+        let job_id = job(&server, &sandbox, &format!("job {i}")).await;
+        let settled = server.settle(&job_id).await;
+        assert_eq!(settled["result"], format!("fake app: job {i}"), "{settled}");
+    }
+    server
+        .until_logged("replaced codex app-server, which held more threads")
+        .await;
+    assert_eq!(std::fs::read_dir(&pids).unwrap().count(), 2);
+}

@@ -73,6 +73,9 @@ pub struct CodexSettings {
     pub config_overrides: Vec<String>,
     /// How long a Codex process asked to stop (SIGTERM) gets before it is killed.
     pub stop_grace: Duration,
+    /// A long-lived app-server child that has run no turn for this long is stopped (it never
+    /// gives back the memory of the threads it ran); `None`: never.
+    pub idle_restart: Option<Duration>,
 }
 
 /// Which way of driving Codex to use.

@@ -3,7 +3,8 @@
 //! turn when it dies, killed on purpose at shutdown, and the end of its reader.
 //!
 //! A restart runs outside the slot's lock: `current()` (which cancels and replies use) never waits
-//! behind a handshake. Once the slot is closed, no child is started again.
+//! behind a handshake. Once the slot is closed, no child is started again. A backend may retire
+//! an idle child ([`ChildSlot::retire_if`]); the next turn starts a new one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -237,6 +238,28 @@ impl<R: Default + Send + 'static> ChildSlot<R> {
             .as_ref()
             .filter(|s| !s.rpc.has_exited())
             .cloned()
+    }
+
+    /// Stops the live child if `idle` says so, judging under its routes' lock: the next turn
+    /// starts a new child. `idle` also marks the routes, so a turn that got this child just
+    /// before sees that it must not use it (see the app-server backend). Returns whether it
+    /// stopped the child.
+    pub(crate) async fn retire_if(&self, idle: impl FnOnce(&mut R) -> bool) -> bool {
+        let retired = {
+            let mut state = self.state();
+            let retire = state
+                .live
+                .as_ref()
+                .is_some_and(|live| idle(&mut live.routes()));
+            if retire { state.live.take() } else { None }
+        };
+        match retired {
+            Some(session) => {
+                session.stop().await;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The latest session now, alive or not; never waits for a restart.
