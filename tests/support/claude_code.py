@@ -11,6 +11,8 @@ list of up, down, enter) are typed into it once.
 
 Usage: claude_code.py CLAUDE_BIN WORKDIR MCP_CONFIG TOOL TOOL_INPUT_JSON TIMEOUT_SECONDS
 
+It stops Claude Code after TIMEOUT_SECONDS in all, notification or not.
+
 Prints one JSON document: every request the mock saw (the messages after the system prompt)
 and whether a task notification came.
 """
@@ -122,7 +124,12 @@ with open(os.path.join(home, ".claude.json"), "w") as f:
         "projects": {workdir: {"hasTrustDialogAccepted": True,
                                "hasCompletedProjectOnboarding": True}},
     }, f)
-env = dict(os.environ, HOME=home, ANTHROPIC_API_KEY=KEY, TERM="xterm-256color",
+# Claude Code behaves otherwise on CI (it takes no typed prompt when CI is set): it runs here as
+# on a user's terminal.
+env = {k: v for k, v in os.environ.items()
+       if k not in ("CI", "CONTINUOUS_INTEGRATION", "BUILD_NUMBER", "RUN_ID")
+       and not k.startswith(("GITHUB_", "GITLAB_", "BUILDKITE", "CIRCLECI", "TRAVIS", "JENKINS"))}
+env = dict(env, HOME=home, ANTHROPIC_API_KEY=KEY, TERM="xterm-256color",
            ANTHROPIC_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}",
            DISABLE_AUTOUPDATER="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
            DISABLE_TELEMETRY="1", DISABLE_ERROR_REPORTING="1")
@@ -158,22 +165,34 @@ def notified():
         return any("<task-notification>" in r for r in requests)
 
 
+# Everything, start-up included, ends by this deadline, so the caller always gets a report.
+deadline = time.time() + timeout
 # The prompt box is ready once Claude Code has drawn it.
-deadline = time.time() + 30
 while b"for agents" not in screen and time.time() < deadline and pump(0.2):
     pass
 os.write(fd, b"RUN-CODEX please")
 pump(0.5)
-os.write(fd, b"\r")
+
+
+def prompted():
+    with lock:
+        return any("RUN-CODEX" in r for r in requests)
+
+
+# Enter again until the model has the prompt: one typed while Claude Code redraws can be lost.
+while time.time() < deadline and not prompted():
+    os.write(fd, b"\r")
+    if not pump(2):
+        break
 KEYS = {"up": b"\x1b[A", "down": b"\x1b[B", "enter": b"\r"}
 dialog_keys = [KEYS[k] for k in os.environ.get("DIALOG_KEYS", "").split(",") if k]
-deadline = time.time() + timeout
 while time.time() < deadline and not notified() and pump(0.2):
-    if dialog_keys and b"requests your input" in screen:
+    # The dialog's last line is drawn once the whole dialog is.
+    if dialog_keys and b"requests your input" in screen and b"to answer later" in screen:
         pump(1)
         for key in dialog_keys:
             os.write(fd, key)
-            pump(0.4)
+            pump(0.5)
         dialog_keys = []
 try:
     os.kill(pid, 9)
