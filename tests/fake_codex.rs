@@ -434,6 +434,7 @@ async fn exec_a_process_that_ignores_sigterm_is_killed_and_never_runs_beside_the
         .ok("job_reply", json!({"job_id": job_id, "prompt": "after"}))
         .await;
     // The reply's process starts only once the old one is gone.
+    server.until_events(&job_id, "turn_started", 2).await;
     assert!(
         !alive(old[0]),
         "the old codex exec still runs beside the new turn"
@@ -460,8 +461,9 @@ async fn a_codex_that_stops_reading_its_input_is_killed_and_the_turn_fails_with_
             json!({"prompt": prompt, "cwd": sandbox.work()}),
         )
         .await;
-    assert_eq!(started["status"], "failed", "{}", started["error"]);
-    let error = started["error"].as_str().unwrap();
+    let failed = server.settle(started["job_id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap();
     assert!(error.contains("stopped reading its input"), "{error}");
     // The server goes on.
     assert_eq!(
@@ -534,32 +536,26 @@ async fn a_codex_restart_that_takes_long_does_not_hold_up_calls_about_other_jobs
         .await;
     let crashed = job(&server, &sandbox, "CRASH").await;
     assert_eq!(server.settle(&crashed).await["status"], "failed");
-    // The next job restarts Codex, which takes a minute to greet us.
-    let restarting = server.client.call_tool(
-        rmcp::model::CallToolRequestParams::new("job_start").with_arguments(
-            json!({"prompt": "hello", "cwd": sandbox.work()})
-                .as_object()
-                .unwrap()
-                .clone(),
-        ),
-    );
-    let meanwhile = async {
-        server.until_logged("a slow restart").await;
-        // Calls about other jobs are answered now, not after the handshake.
-        let reply = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            server.call("job_reply", json!({"job_id": crashed, "prompt": "again"})),
+    // The next job restarts Codex, which takes a minute to greet us; its job_start answers at
+    // once all the same.
+    let restarting = server
+        .ok(
+            "job_start",
+            json!({"prompt": "hello", "cwd": sandbox.work()}),
         )
-        .await
-        .expect("job_reply waited for the restart's handshake");
-        assert_eq!(reply.is_error, Some(true));
-        let listed = server.ok("job_list", json!({})).await;
-        assert_eq!(listed["jobs"].as_array().unwrap().len(), 2);
-    };
-    tokio::select! {
-        _ = restarting => panic!("the restart was not slow"),
-        () = meanwhile => {}
-    }
+        .await;
+    assert_eq!(restarting["status"], "running");
+    server.until_logged("a slow restart").await;
+    // Calls about other jobs are answered now, not after the handshake.
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        server.call("job_reply", json!({"job_id": crashed, "prompt": "again"})),
+    )
+    .await
+    .expect("job_reply waited for the restart's handshake");
+    assert_eq!(reply.is_error, Some(true));
+    let listed = server.ok("job_list", json!({})).await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -196,7 +196,7 @@ mod cases {
         let settled = t.server.settle(job_id).await;
         assert_eq!(settled["status"], "completed");
         assert!(settled["result"].as_str().unwrap().ends_with("slept 3"));
-        // The answer already named Codex's thread.
+        // The answer did not wait for Codex to name its thread; the job names it once Codex has.
         let events = t
             .server
             .ok(
@@ -204,11 +204,10 @@ mod cases {
                 json!({"job_id": job_id, "event_types": ["thread_started"]}),
             )
             .await;
-        assert!(started["thread_id"].is_string(), "{started}");
-        assert_eq!(
-            started["thread_id"],
-            events["events"][0]["data"]["thread_id"]
-        );
+        let thread_id = &events["events"][0]["data"]["thread_id"];
+        assert!(thread_id.is_string(), "{events}");
+        let listed = t.server.ok("job_list", json!({})).await;
+        assert_eq!(&listed["jobs"][0]["thread_id"], thread_id);
     }
 
     pub async fn wait_times_out_while_the_job_runs_and_returns_its_notification_when_it_settles(

@@ -19,7 +19,7 @@ const WAIT_LIMIT: usize = 100;
 
 impl JobManager {
     /// A page of the job's events, with the job's state as it was after the page was read.
-    pub fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
+    pub async fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
         let id = JobId::from(job);
         let last = self.inner.lock().job(&id)?.record.last_seq;
         if query.after > last {
@@ -29,7 +29,11 @@ impl JobManager {
                 last,
             });
         }
-        let page = self.inner.store.read_events(&id, query)?;
+        let page = self
+            .inner
+            .store
+            .read_events(id.clone(), query.clone())
+            .await?;
         let snapshot = self.inner.lock().snapshot(&id)?;
         Ok(EventsAnswer {
             snapshot,
@@ -40,7 +44,7 @@ impl JobManager {
     }
 
     /// The final message of the job's `turn` (default: its latest), whole.
-    pub fn turn_text(&self, job: &str, turn: Option<u32>) -> Result<TurnText, JobError> {
+    pub async fn turn_text(&self, job: &str, turn: Option<u32>) -> Result<TurnText, JobError> {
         let id = JobId::from(job);
         let (turns, status) = {
             let state = self.inner.lock();
@@ -69,7 +73,11 @@ impl JobManager {
         let end = self
             .inner
             .store
-            .read_events(&id, &of_turn(ends.iter().map(|(k, _)| *k).collect(), 1))?
+            .read_events(
+                id.clone(),
+                of_turn(ends.iter().map(|(k, _)| *k).collect(), 1),
+            )
+            .await?
             .events
             .pop();
         let status = match &end {
@@ -98,7 +106,8 @@ impl JobManager {
             None => self
                 .inner
                 .store
-                .read_events(&id, &of_turn(vec![EventKind::AgentMessage], 10_000))?
+                .read_events(id.clone(), of_turn(vec![EventKind::AgentMessage], 10_000))
+                .await?
                 .events
                 .pop()
                 .and_then(|e| {
@@ -123,7 +132,7 @@ impl JobManager {
     }
 
     /// Feed entries after `cursor`, for one job or all; never waits.
-    pub fn notifications(
+    pub async fn notifications(
         &self,
         cursor: u64,
         job: Option<&str>,
@@ -140,7 +149,8 @@ impl JobManager {
         let found = self
             .inner
             .store
-            .read_notifications(cursor, job.as_ref(), limit)?;
+            .read_notifications(cursor, job, limit)
+            .await?;
         let newest = found.last().map_or(cursor, |n| n.seq);
         let next = if found.len() == limit {
             newest
@@ -197,7 +207,8 @@ impl JobManager {
                 let found = self
                     .inner
                     .store
-                    .read_notifications(after, job.as_ref(), WAIT_LIMIT)?;
+                    .read_notifications(after, job.clone(), WAIT_LIMIT)
+                    .await?;
                 if let Some(newest) = found.last() {
                     return Ok(WaitAnswer {
                         cursor: newest.seq,

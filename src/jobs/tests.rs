@@ -171,7 +171,7 @@ struct Engine {
 const GRACE: Duration = Duration::from_millis(200);
 const APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn engine(
+async fn engine(
     max_concurrent_jobs: usize,
     script: impl FnOnce(&mut Scripted, &mpsc::Sender<BackendEvent>),
 ) -> Engine {
@@ -180,19 +180,20 @@ fn engine(
         max_concurrent_jobs,
         script,
     )
+    .await
 }
 
 /// An engine on the store in `dir`, as a server started on that state directory.
-fn engine_in(
+async fn engine_in(
     dir: Arc<tempfile::TempDir>,
     max_concurrent_jobs: usize,
     script: impl FnOnce(&mut Scripted, &mpsc::Sender<BackendEvent>),
 ) -> Engine {
-    engine_tuned(dir, max_concurrent_jobs, |_| {}, script)
+    engine_tuned(dir, max_concurrent_jobs, |_| {}, script).await
 }
 
 /// An engine with settings of its own.
-fn engine_tuned(
+async fn engine_tuned(
     dir: Arc<tempfile::TempDir>,
     max_concurrent_jobs: usize,
     tune: impl FnOnce(&mut EngineSettings),
@@ -219,7 +220,9 @@ fn engine_tuned(
         failures: AtomicUsize::new(0),
         before_next_read: Mutex::new(None),
     });
-    let manager = JobManager::open(store.clone(), backend.clone(), settings, rx).unwrap();
+    let manager = JobManager::open(store.clone(), backend.clone(), settings, rx)
+        .await
+        .unwrap();
     Engine {
         manager,
         backend,
@@ -287,17 +290,30 @@ impl Engine {
         entered.wait_for(|entered| *entered >= n).await.unwrap();
     }
 
-    fn events(&self, job: &JobId) -> Vec<Event> {
+    async fn events(&self, job: &JobId) -> Vec<Event> {
         let query = EventQuery {
             limit: 1000,
             include_deltas: true,
             ..EventQuery::default()
         };
-        self.manager.events(job.as_str(), &query).unwrap().events
+        self.manager
+            .events(job.as_str(), &query)
+            .await
+            .unwrap()
+            .events
     }
 
-    fn feed(&self) -> Vec<Notification> {
-        self.manager.notifications(0, None, 1000).unwrap().0
+    async fn feed(&self) -> Vec<Notification> {
+        self.manager.notifications(0, None, 1000).await.unwrap().0
+    }
+
+    /// The job once its turn has ended.
+    async fn settled(&self, job: &JobId) -> JobSnapshot {
+        let forever = Duration::from_secs(3600);
+        let never = CancellationToken::new();
+        let news = self.manager.wait(None, Some(job.as_str()), forever, &never);
+        assert!(!news.await.unwrap().timed_out, "the turn did not end");
+        self.manager.snapshot(job.as_str()).unwrap()
     }
 
     fn status(&self, job: &JobId) -> JobStatus {
@@ -331,7 +347,7 @@ fn is_terminal(kind: EventKind) -> bool {
 
 #[tokio::test]
 async fn a_job_past_the_limit_queues_and_starts_when_a_slot_frees() {
-    let e = engine(1, |_, _| {});
+    let e = engine(1, |_, _| {}).await;
     let first = e.manager.start(start("one")).await.unwrap();
     let second = e.manager.start(start("two")).await.unwrap();
     assert_eq!(first.status, JobStatus::Running);
@@ -349,7 +365,7 @@ async fn a_job_past_the_limit_queues_and_starts_when_a_slot_frees() {
 
 #[tokio::test]
 async fn cancelling_a_queued_job_settles_it_without_asking_codex() {
-    let e = engine(1, |_, _| {});
+    let e = engine(1, |_, _| {}).await;
     e.manager.start(start("one")).await.unwrap();
     let queued = e.manager.start(start("two")).await.unwrap();
     let cancelled = e.manager.cancel(queued.job_id.as_str()).await.unwrap();
@@ -366,11 +382,12 @@ async fn cancelling_a_queued_job_settles_it_without_asking_codex() {
 async fn a_confirmed_interrupt_settles_the_job_as_cancelled() {
     let e = engine(4, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("long")).await.unwrap();
     let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    let events = e.events(&job.job_id);
+    let events = e.events(&job.job_id).await;
     let last = events.last().unwrap();
     assert_eq!(last.kind, EventKind::TurnCancelled);
     assert!(
@@ -384,12 +401,12 @@ async fn a_confirmed_interrupt_settles_the_job_as_cancelled() {
 #[tokio::test(start_paused = true)]
 async fn an_interrupt_codex_does_not_confirm_is_settled_after_the_grace_and_its_late_end_changes_nothing()
  {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("long")).await.unwrap();
     let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
     assert!(cancelled.error.is_none());
-    let reason = e.events(&job.job_id).last().unwrap().data["reason"].clone();
+    let reason = e.events(&job.job_id).await.last().unwrap().data["reason"].clone();
     assert!(
         reason
             .as_str()
@@ -399,12 +416,12 @@ async fn an_interrupt_codex_does_not_confirm_is_settled_after_the_grace_and_its_
     );
     e.report(turn(&job.job_id, 1), completed("late")).await;
     assert_eq!(e.status(&job.job_id), JobStatus::Cancelled);
-    assert_eq!(e.feed().len(), 1, "one notification for the one turn");
+    assert_eq!(e.feed().await.len(), 1, "one notification for the one turn");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_late_end_of_a_cancelled_turn_does_not_end_the_next_turn() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("one")).await.unwrap();
     let thread = Update::Thread {
         thread_id: "t-1".into(),
@@ -425,7 +442,7 @@ async fn a_late_end_of_a_cancelled_turn_does_not_end_the_next_turn() {
     e.report(turn(&job.job_id, 2), completed("two's answer"))
         .await;
 
-    let feed = e.feed();
+    let feed = e.feed().await;
     assert_eq!(feed.len(), 2);
     assert_eq!(feed[1].turn, 2);
     assert_eq!(feed[1].status, JobStatus::Completed);
@@ -434,7 +451,7 @@ async fn a_late_end_of_a_cancelled_turn_does_not_end_the_next_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn a_late_event_of_an_ended_turn_is_not_recorded_in_any_turn() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("one")).await.unwrap();
     let thread = Update::Thread {
         thread_id: "t-1".into(),
@@ -453,7 +470,7 @@ async fn a_late_event_of_an_ended_turn_is_not_recorded_in_any_turn() {
     e.report(turn(&job.job_id, 2), message("turn 2's own"))
         .await;
 
-    let events = e.events(&job.job_id);
+    let events = e.events(&job.job_id).await;
     let texts: Vec<&str> = events
         .iter()
         .filter(|e| e.kind == EventKind::AgentMessage)
@@ -470,31 +487,31 @@ async fn a_failed_hand_over_of_a_turn_already_settled_does_not_end_it_again() {
     let e = engine(4, |backend, _| {
         backend.hold_turns = Some(hold.clone());
         backend.refuse_turns = true;
-    });
-    let manager = e.manager.clone();
-    let starting = tokio::spawn(async move { manager.start(start("one")).await });
+    })
+    .await;
+    let job = e.manager.start(start("one")).await.unwrap().job_id;
     e.handed_over(1).await;
-    let job = e.manager.list(None, 1)[0].job_id.clone();
     // Cancelled while Codex takes the turn: settled after the grace.
     let cancelled = e.manager.cancel(job.as_str()).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    // Then Codex refuses the turn.
+    // Then Codex refuses the turn; shutdown waits for that hand-over to finish.
     hold.add_permits(1);
-    let started = starting.await.unwrap().unwrap();
+    e.manager.shutdown(CancellationToken::new()).await;
     assert_eq!(
-        started.status,
+        e.status(&job),
         JobStatus::Cancelled,
         "not flipped to failed"
     );
 
     let terminal: Vec<EventKind> = e
         .events(&job)
+        .await
         .into_iter()
         .map(|e| e.kind)
         .filter(|k| is_terminal(*k))
         .collect();
     assert_eq!(terminal, [EventKind::TurnCancelled]);
-    assert_eq!(e.feed().len(), 1);
+    assert_eq!(e.feed().await.len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -503,7 +520,8 @@ async fn a_cancel_during_the_hand_over_reaches_codex_once_it_has_the_turn() {
     let e = engine(4, |backend, events| {
         backend.hold_turns = Some(hold.clone());
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let manager = e.manager.clone();
     let starting = tokio::spawn(async move { manager.start(start("one")).await });
     e.handed_over(1).await;
@@ -519,7 +537,7 @@ async fn a_cancel_during_the_hand_over_reaches_codex_once_it_has_the_turn() {
     let cancelled = cancelling.await.unwrap().unwrap();
     assert_eq!(*e.backend.interrupted.lock().unwrap(), [turn(&job, 1)]);
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    let reason = e.events(&job).last().unwrap().data["reason"].clone();
+    let reason = e.events(&job).await.last().unwrap().data["reason"].clone();
     assert!(
         reason.as_str().unwrap().contains("Codex: interrupted"),
         "{reason}"
@@ -528,27 +546,33 @@ async fn a_cancel_during_the_hand_over_reaches_codex_once_it_has_the_turn() {
 
 #[tokio::test]
 async fn an_interruption_nobody_asked_for_is_interrupted_not_cancelled() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("long")).await.unwrap();
     e.report(turn(&job.job_id, 1), interrupted()).await;
-    assert_eq!(e.feed()[0].status, JobStatus::Interrupted);
+    assert_eq!(e.feed().await[0].status, JobStatus::Interrupted);
 }
 
 #[tokio::test]
 async fn a_turn_codex_would_not_take_fails_the_job_with_the_reason() {
-    let e = engine(4, |backend, _| backend.refuse_turns = true);
-    let job = e.manager.start(start("x")).await.unwrap();
+    let e = engine(4, |backend, _| backend.refuse_turns = true).await;
+    let started = e.manager.start(start("x")).await.unwrap();
+    assert_eq!(
+        started.status,
+        JobStatus::Running,
+        "answered before Codex takes the turn"
+    );
+    let job = e.settled(&started.job_id).await;
     assert_eq!(job.status, JobStatus::Failed);
     assert!(job.error.unwrap().contains("broken pipe"));
     assert_eq!(
-        e.events(&job.job_id).last().unwrap().kind,
+        e.events(&job.job_id).await.last().unwrap().kind,
         EventKind::TurnFailed
     );
 }
 
 #[tokio::test]
 async fn reply_uses_the_thread_codex_named_and_counts_the_turn() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("one")).await.unwrap();
     let thread = Update::Thread {
         thread_id: "t-1".into(),
@@ -562,6 +586,7 @@ async fn reply_uses_the_thread_codex_named_and_counts_the_turn() {
         .await
         .unwrap();
     assert_eq!(replied.turn, 2);
+    e.handed_over(2).await;
     let started = e.backend.started.lock().unwrap();
     assert_eq!(started[1].turn, turn(&job.job_id, 2));
     assert!(matches!(&started[1].thread, ThreadRef::Existing(t) if t == "t-1"));
@@ -569,7 +594,7 @@ async fn reply_uses_the_thread_codex_named_and_counts_the_turn() {
 
 #[tokio::test]
 async fn reply_to_a_job_codex_never_gave_a_thread_is_refused() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("one")).await.unwrap();
     e.report(turn(&job.job_id, 1), completed("done")).await;
     let refused = e.manager.reply(job.job_id.as_str(), reply("two")).await;
@@ -579,7 +604,7 @@ async fn reply_to_a_job_codex_never_gave_a_thread_is_refused() {
 #[tokio::test]
 async fn a_retry_with_the_same_client_request_id_but_another_prompt_is_refused_naming_the_first_job()
  {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let keyed = |prompt: &str| StartRequest {
         client_request_id: Some("key-1".into()),
         ..start(prompt)
@@ -600,27 +625,27 @@ async fn a_retry_with_the_same_client_request_id_but_another_prompt_is_refused_n
 
 #[tokio::test]
 async fn the_feed_pages_with_its_cursor() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     for prompt in ["a", "b", "c"] {
         let job = e.manager.start(start(prompt)).await.unwrap();
         e.report(turn(&job.job_id, 1), completed(prompt)).await;
     }
-    let (first, cursor) = e.manager.notifications(0, None, 2).unwrap();
+    let (first, cursor) = e.manager.notifications(0, None, 2).await.unwrap();
     assert_eq!(first.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
-    let (rest, cursor) = e.manager.notifications(cursor, None, 2).unwrap();
+    let (rest, cursor) = e.manager.notifications(cursor, None, 2).await.unwrap();
     assert_eq!(rest.iter().map(|n| n.seq).collect::<Vec<_>>(), [3]);
     assert_eq!(cursor, 3);
-    let (none, _) = e.manager.notifications(cursor, None, 2).unwrap();
+    let (none, _) = e.manager.notifications(cursor, None, 2).await.unwrap();
     assert!(none.is_empty());
     assert!(matches!(
-        e.manager.notifications(4, None, 2),
+        e.manager.notifications(4, None, 2).await,
         Err(JobError::FeedCursorOutOfRange { cursor: 4, last: 3 })
     ));
 }
 
 #[tokio::test]
 async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("a")).await.unwrap();
     e.report(turn(&job.job_id, 1), completed("a")).await;
     // An entry committed after the engine looked at the feed's end, before it read the page.
@@ -636,14 +661,14 @@ async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
         request: None,
     };
     *e.store.before_next_read.lock().unwrap() = Some(vec![Write::Notification(late)]);
-    let (page, cursor) = e.manager.notifications(0, None, 100).unwrap();
+    let (page, cursor) = e.manager.notifications(0, None, 100).await.unwrap();
     assert_eq!(page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(cursor, 2, "the next page must not repeat entry 2");
 }
 
 #[tokio::test]
 async fn the_feed_never_moves_back_when_publishers_finish_out_of_order() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let mut feed = e.manager.inner.feed.subscribe();
     let published = |seq| super::state::AfterCommit {
         notified: Some(seq),
@@ -656,7 +681,7 @@ async fn the_feed_never_moves_back_when_publishers_finish_out_of_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wait_ends_at_once_when_its_caller_leaves() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("long")).await.unwrap();
     let cancelled = CancellationToken::new();
     let manager = e.manager.clone();
@@ -682,7 +707,8 @@ async fn a_wait_ends_at_once_when_its_caller_leaves() {
 async fn shutdown_applies_what_codex_said_before_it_stopped_then_settles_the_rest() {
     let e = engine(4, |backend, events| {
         backend.last_words = Some((events.clone(), Mutex::new(Vec::new())));
-    });
+    })
+    .await;
     let job = e.manager.start(start("long")).await.unwrap();
     if let Some((_, words)) = &e.backend.last_words {
         words.lock().unwrap().push(BackendEvent {
@@ -691,7 +717,7 @@ async fn shutdown_applies_what_codex_said_before_it_stopped_then_settles_the_res
         });
     }
     e.manager.shutdown(CancellationToken::new()).await;
-    let kinds = kinds_in(&e.events(&job.job_id), 1);
+    let kinds = kinds_in(&e.events(&job.job_id).await, 1);
     assert_eq!(
         kinds[kinds.len() - 2..],
         [EventKind::AgentMessage, EventKind::TurnInterrupted]
@@ -705,25 +731,25 @@ async fn shutdown_applies_what_codex_said_before_it_stopped_then_settles_the_res
 
 #[tokio::test]
 async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrupted() {
-    let first = engine(4, |_, _| {});
+    let first = engine(4, |_, _| {}).await;
     let done = first.manager.start(start("done")).await.unwrap();
     first.report(turn(&done.job_id, 1), message("hi")).await;
     first.report(turn(&done.job_id, 1), completed("hi")).await;
     let running = first.manager.start(start("running")).await.unwrap();
-    let events_before = first.events(&done.job_id);
-    let feed_before = first.feed();
+    let events_before = first.events(&done.job_id).await;
+    let feed_before = first.feed().await;
     // The first server vanishes without a word, as a killed process would.
     let dir = first.dir.clone();
     drop(first);
 
-    let second = engine_in(dir, 4, |_, _| {});
+    let second = engine_in(dir, 4, |_, _| {}).await;
     let listed = second.manager.list(None, 10);
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].job_id, running.job_id);
     assert_eq!(listed[0].status, JobStatus::Interrupted);
     assert_eq!(listed[1].status, JobStatus::Completed);
-    assert_eq!(second.events(&done.job_id), events_before);
-    let feed_after = second.feed();
+    assert_eq!(second.events(&done.job_id).await, events_before);
+    let feed_after = second.feed().await;
     assert_eq!(feed_after[..feed_before.len()], feed_before[..]);
     let interrupted = feed_after.last().unwrap();
     assert_eq!(interrupted.job_id, running.job_id);
@@ -735,7 +761,7 @@ async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrup
             .unwrap()
             .contains("restarted or it crashed")
     );
-    let last = second.events(&running.job_id);
+    let last = second.events(&running.job_id).await;
     assert_eq!(last.last().unwrap().kind, EventKind::TurnInterrupted);
     // New jobs get new ids and the feed counts on.
     let next = second.manager.start(start("next")).await.unwrap();
@@ -744,32 +770,34 @@ async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrup
     let (feed, _) = second
         .manager
         .notifications(interrupted.seq, None, 10)
+        .await
         .unwrap();
     assert_eq!(feed[0].seq, interrupted.seq + 1);
 }
 
 #[tokio::test]
 async fn expired_settled_jobs_are_deleted_with_their_feed_entries_and_running_ones_kept() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let old = e.manager.start(start("old")).await.unwrap();
     e.report(turn(&old.job_id, 1), completed("old")).await;
     let running = e.manager.start(start("running")).await.unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(60);
-    assert_eq!(e.manager.purge_updated_before(later).unwrap(), 1);
+    assert_eq!(e.manager.purge_updated_before(later).await.unwrap(), 1);
     let listed = e.manager.list(None, 10);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].job_id, running.job_id);
-    assert!(e.feed().is_empty());
+    assert!(e.feed().await.is_empty());
     assert!(matches!(
         e.manager
-            .events(old.job_id.as_str(), &EventQuery::default()),
+            .events(old.job_id.as_str(), &EventQuery::default())
+            .await,
         Err(JobError::UnknownJob(_))
     ));
 }
 
 #[tokio::test]
 async fn a_save_that_fails_fails_the_call_with_the_problem_but_no_path_and_changes_nothing() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     e.store.fail_next(1);
     let Err(error) = e.manager.start(start("lost")).await else {
         panic!("the start should have failed")
@@ -788,7 +816,7 @@ async fn a_save_that_fails_fails_the_call_with_the_problem_but_no_path_and_chang
 
 #[tokio::test]
 async fn codex_events_that_cannot_be_saved_fail_their_turn_once_and_codex_is_told_to_stop() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("x")).await.unwrap();
     e.store.fail_next(1);
     // One batch of many events of one turn, all lost.
@@ -805,7 +833,7 @@ async fn codex_events_that_cannot_be_saved_fail_their_turn_once_and_codex_is_tol
     let mut taken = e.manager.inner.reports_taken.subscribe();
     taken.wait_for(|n| *n >= 200).await.unwrap();
 
-    let feed = e.feed();
+    let feed = e.feed().await;
     assert_eq!(feed.len(), 1, "settled once, not once per event");
     assert_eq!(feed[0].status, JobStatus::Failed);
     let error = feed[0].error.as_deref().unwrap();
@@ -814,7 +842,7 @@ async fn codex_events_that_cannot_be_saved_fail_their_turn_once_and_codex_is_tol
         "{error}"
     );
     assert!(!error.contains("/secret/path"), "{error}");
-    let recorded = e.events(&job.job_id);
+    let recorded = e.events(&job.job_id).await;
     let seqs: Vec<u64> = recorded.iter().map(|e| e.seq).collect();
     assert_eq!(
         seqs,
@@ -832,7 +860,7 @@ async fn codex_events_that_cannot_be_saved_fail_their_turn_once_and_codex_is_tol
 
 #[tokio::test]
 async fn a_turn_whose_failure_cannot_be_saved_stays_running_says_why_and_fails_once_saves_work() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("x")).await.unwrap();
     // The events, their turn's failure and the first retry all fail to save.
     e.store.fail_next(3);
@@ -846,6 +874,7 @@ async fn a_turn_whose_failure_cannot_be_saved_stays_running_says_why_and_fails_o
                 ..EventQuery::default()
             },
         )
+        .await
         .unwrap();
     assert_eq!(events.snapshot.status, JobStatus::Running);
     let error = events.snapshot.error.unwrap();
@@ -856,9 +885,10 @@ async fn a_turn_whose_failure_cannot_be_saved_stays_running_says_why_and_fails_o
     // Codex's later words about it are dropped; the next report's batch settles it.
     e.report(turn(&job.job_id, 1), message("dropped")).await;
     assert_eq!(e.status(&job.job_id), JobStatus::Failed);
-    assert_eq!(e.feed().len(), 1);
+    assert_eq!(e.feed().await.len(), 1);
     assert!(
         e.events(&job.job_id)
+            .await
             .iter()
             .all(|e| e.kind != EventKind::AgentMessage)
     );
@@ -866,7 +896,7 @@ async fn a_turn_whose_failure_cannot_be_saved_stays_running_says_why_and_fails_o
 
 #[tokio::test]
 async fn a_config_nested_too_deep_to_read_back_is_refused() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let mut deep = json!("leaf");
     for _ in 0..40 {
         deep = json!({"k": deep});
@@ -927,25 +957,25 @@ impl Engine {
     }
 
     /// The data of the job's events of `kind`.
-    fn data_of(&self, job: &JobId, kind: EventKind) -> Vec<serde_json::Value> {
-        let events = self.events(job).into_iter();
+    async fn data_of(&self, job: &JobId, kind: EventKind) -> Vec<serde_json::Value> {
+        let events = self.events(job).await.into_iter();
         events.filter(|e| e.kind == kind).map(|e| e.data).collect()
     }
 }
 
 #[tokio::test]
 async fn a_relayed_request_makes_the_job_wait_for_input_and_the_feed_says_what_to_answer() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, _answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
 
     assert_eq!(e.status(&job.job_id), JobStatus::InputRequired);
-    let entry = e.feed().pop().unwrap();
+    let entry = e.feed().await.pop().unwrap();
     assert_eq!(entry.status, JobStatus::InputRequired);
     let asked = entry.request.expect("the request is in the feed entry");
     assert_eq!(asked.summary, "run `touch x` in /w");
-    let requested = &e.data_of(&job.job_id, EventKind::ApprovalRequested)[0];
+    let requested = &e.data_of(&job.job_id, EventKind::ApprovalRequested).await[0];
     assert_eq!(requested["request_id"], asked.request_id.as_str());
     assert_eq!(requested["command"], "touch x");
     // A wait on the job answers at once: it needs an answer now, not later.
@@ -960,7 +990,7 @@ async fn a_relayed_request_makes_the_job_wait_for_input_and_the_feed_says_what_t
 
 #[tokio::test]
 async fn an_answer_reaches_codex_and_the_job_runs_again() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -979,7 +1009,7 @@ async fn an_answer_reaches_codex_and_the_job_runs_again() {
         answer.await.unwrap(),
         Answer::just(Decision::AcceptForSession)
     );
-    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved).await[0];
     assert_eq!(
         (
             &resolved["request_id"],
@@ -993,7 +1023,7 @@ async fn an_answer_reaches_codex_and_the_job_runs_again() {
 
 #[tokio::test]
 async fn a_second_answer_and_an_answer_to_no_request_are_errors_that_say_so() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, _answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1027,7 +1057,7 @@ async fn a_second_answer_and_an_answer_to_no_request_are_errors_that_say_so() {
 
 #[tokio::test]
 async fn requests_pending_at_once_are_answered_each_on_its_own_in_any_order() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (first, first_answer) = ask();
     let (second, second_answer) = ask();
@@ -1059,7 +1089,7 @@ async fn requests_pending_at_once_are_answered_each_on_its_own_in_any_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_nobody_answers_gets_the_timeout_decision() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1067,7 +1097,7 @@ async fn a_request_nobody_answers_gets_the_timeout_decision() {
     // Paused time runs ahead to the approval timeout.
     assert_eq!(answer.await.unwrap(), Answer::just(Decision::Decline));
     assert_eq!(e.status(&job.job_id), JobStatus::Running);
-    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved).await[0];
     assert_eq!(resolved["decided_by"], "timeout");
     assert!(resolved["note"].as_str().unwrap().contains("600 s"));
 }
@@ -1078,7 +1108,8 @@ async fn a_timeout_that_cancels_ends_the_turn_as_cancelled() {
     let tune = |s: &mut EngineSettings| s.approval_timeout_decision = Decision::Cancel;
     let e = engine_tuned(dir, 4, tune, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1088,7 +1119,7 @@ async fn a_timeout_that_cancels_ends_the_turn_as_cancelled() {
     feed.wait_for(|_| e.status(&job.job_id) == JobStatus::Cancelled)
         .await
         .unwrap();
-    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled)[0]["reason"];
+    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled).await[0]["reason"];
     assert!(
         reason.as_str().unwrap().contains("nobody answered request"),
         "{reason}"
@@ -1099,7 +1130,8 @@ async fn a_timeout_that_cancels_ends_the_turn_as_cancelled() {
 async fn cancelling_a_job_answers_its_waiting_requests_at_once() {
     let e = engine(4, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1107,7 +1139,7 @@ async fn cancelling_a_job_answers_its_waiting_requests_at_once() {
     let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
     assert_eq!(answer.await.unwrap(), Answer::just(Decision::Cancel));
-    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved).await[0];
     assert_eq!(
         (&resolved["decision"], &resolved["decided_by"]),
         (&json!("cancel"), &json!("client"))
@@ -1118,7 +1150,8 @@ async fn cancelling_a_job_answers_its_waiting_requests_at_once() {
 async fn answering_cancel_ends_the_turn_as_cancelled() {
     let e = engine(4, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1130,7 +1163,7 @@ async fn answering_cancel_ends_the_turn_as_cancelled() {
         .await;
     assert_eq!(after.unwrap().status, JobStatus::Cancelled);
     assert_eq!(answer.await.unwrap(), Answer::just(Decision::Cancel));
-    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled)[0]["reason"];
+    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled).await[0]["reason"];
     assert!(
         reason
             .as_str()
@@ -1146,7 +1179,7 @@ async fn a_job_that_declines_or_approves_answers_at_once_and_never_waits() {
         (Approvals::Decline, Decision::Decline),
         (Approvals::Approve, Decision::Accept),
     ] {
-        let e = engine(4, |_, _| {});
+        let e = engine(4, |_, _| {}).await;
         let request = StartRequest {
             approvals: Some(approvals),
             ..start("run")
@@ -1156,15 +1189,15 @@ async fn a_job_that_declines_or_approves_answers_at_once_and_never_waits() {
         e.report(turn(&job.job_id, 1), request).await;
         assert_eq!(answer.await.unwrap(), Answer::just(decision));
         assert_eq!(e.status(&job.job_id), JobStatus::Running);
-        let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+        let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved).await[0];
         assert_eq!(resolved["decided_by"], "policy");
-        assert!(e.feed().is_empty(), "nothing to tell anyone");
+        assert!(e.feed().await.is_empty(), "nothing to tell anyone");
     }
 }
 
 #[tokio::test]
 async fn a_request_left_when_its_turn_ends_is_refused_and_takes_no_answer() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1187,7 +1220,8 @@ async fn a_turn_out_of_time_is_stopped_and_fails_saying_so_and_waits_do_not_coun
     let tune = |s: &mut EngineSettings| s.max_turn = Some(Duration::from_secs(60));
     let e = engine_tuned(dir, 4, tune, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("run")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(50)).await;
     let (request, _answer) = ask();
@@ -1213,7 +1247,7 @@ async fn a_turn_out_of_time_is_stopped_and_fails_saying_so_and_waits_do_not_coun
         .await
         .unwrap();
     assert_eq!(e.backend.interrupted.lock().unwrap().len(), 1);
-    let error = e.data_of(&job.job_id, EventKind::TurnFailed)[0]["reason"].clone();
+    let error = e.data_of(&job.job_id, EventKind::TurnFailed).await[0]["reason"].clone();
     assert!(
         error.as_str().unwrap().contains("max_turn_seconds (60 s"),
         "{error}"
@@ -1222,16 +1256,16 @@ async fn a_turn_out_of_time_is_stopped_and_fails_saying_so_and_waits_do_not_coun
 
 #[tokio::test]
 async fn after_a_restart_a_turn_that_waited_for_an_answer_says_its_request_was_lost() {
-    let first = engine(4, |_, _| {});
+    let first = engine(4, |_, _| {}).await;
     let job = first.manager.start(start("run")).await.unwrap();
     let (request, _answer) = ask();
     first.report(turn(&job.job_id, 1), request).await;
     let dir = first.dir.clone();
     drop(first);
 
-    let second = engine_in(dir, 4, |_, _| {});
+    let second = engine_in(dir, 4, |_, _| {}).await;
     assert_eq!(second.status(&job.job_id), JobStatus::Interrupted);
-    let error = second.feed().pop().unwrap().error.unwrap();
+    let error = second.feed().await.pop().unwrap().error.unwrap();
     assert!(
         error.contains("waited for an answer to Codex's request"),
         "{error}"
@@ -1241,7 +1275,7 @@ async fn after_a_restart_a_turn_that_waited_for_an_answer_says_its_request_was_l
 
 #[tokio::test(start_paused = true)]
 async fn a_request_made_while_the_turn_is_being_cancelled_is_cancelled_at_once() {
-    let e = Arc::new(engine(4, |_, _| {}));
+    let e = Arc::new(engine(4, |_, _| {}).await);
     let job = e.manager.start(start("run")).await.unwrap();
     let cancelling = {
         let (e, id) = (e.clone(), job.job_id.clone());

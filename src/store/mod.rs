@@ -7,9 +7,11 @@
 //! - [`sqlite`]: the store, one SQLite database in WAL mode.
 //! - [`state_dir`]: where it lives, and the lock that keeps a second server out.
 
+mod offload;
 mod sqlite;
 pub(crate) mod state_dir;
 
+pub use offload::AsyncStore;
 pub use sqlite::SqliteStore;
 
 use crate::model::{Event, EventPage, EventQuery, JobId, JobRecord, Notification};

@@ -453,6 +453,11 @@ impl Server {
     /// Waits until the job has an event of `kind`. No API waits for an event (job_wait waits for
     /// settlements), so this looks every 50 ms, across the process boundary.
     pub async fn until_event(&self, job_id: &str, kind: &str) {
+        self.until_events(job_id, kind, 1).await;
+    }
+
+    /// Waits until the job has `n` events of `kind`, as [`Self::until_event`].
+    pub async fn until_events(&self, job_id: &str, kind: &str, n: usize) {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             let events = self
@@ -461,7 +466,7 @@ impl Server {
                     json!({"job_id": job_id, "event_types": [kind]}),
                 )
                 .await;
-            if !events["events"].as_array().unwrap().is_empty() {
+            if events["events"].as_array().unwrap().len() >= n {
                 return;
             }
             assert!(tokio::time::Instant::now() < deadline, "no {kind} event");
