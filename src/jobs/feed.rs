@@ -21,7 +21,12 @@ impl JobManager {
     /// A page of the job's events, with the job's state as it was after the page was read.
     pub async fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
         let id = JobId::from(job);
-        let last = self.inner.lock().job(&id)?.record.last_seq;
+        let mut last = self.inner.lock().job(&id)?.record.last_seq;
+        if query.after > last {
+            last = self
+                .caught_up(|state| state.job(&id).map(|j| j.record.last_seq))
+                .await?;
+        }
         if query.after > last {
             return Err(JobError::EventCursorOutOfRange {
                 job: id,
@@ -34,7 +39,10 @@ impl JobManager {
             .store
             .read_events(id.clone(), query.clone())
             .await?;
-        let snapshot = self.inner.lock().snapshot(&id)?;
+        let mut snapshot = self.inner.lock().snapshot(&id)?;
+        if page.cursor > snapshot.cursor {
+            snapshot = self.caught_up(|state| state.snapshot(&id)).await?;
+        }
         Ok(EventsAnswer {
             snapshot,
             events: page.events,
@@ -138,11 +146,14 @@ impl JobManager {
         job: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Notification>, u64), JobError> {
-        let (last, job) = {
+        let (mut last, job) = {
             let state = self.inner.lock();
             let job = job.map(|j| state.job(&JobId::from(j)).map(|e| e.record.id.clone()));
             (state.last_notification, job.transpose()?)
         };
+        if cursor > last {
+            last = self.caught_up(|state| state.last_notification).await;
+        }
         if cursor > last {
             return Err(JobError::FeedCursorOutOfRange { cursor, last });
         }
@@ -176,6 +187,9 @@ impl JobManager {
     ) -> Result<WaitAnswer, JobError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut feed = self.inner.feed.subscribe();
+        if cursor.is_some_and(|cursor| cursor > self.inner.lock().last_notification) {
+            self.caught_up(|_| ()).await;
+        }
         let (after, job) = {
             let state = self.inner.lock();
             let last = state.last_notification;

@@ -1,9 +1,9 @@
 //! [`JobManager`]: the engine's commands (`start`, `reply`, `cancel`), the hand-over of turns to
 //! Codex, the job list, retention and shutdown.
 //!
-//! Every change runs through [`JobManager::transact`], a [`Tx`] under the state lock, and returns
-//! an [`AfterCommit`]: waiters are woken and queued turns handed to Codex only after the lock is
-//! released. Codex's reports are applied in [`super::reports`]; the feed and the event pages are
+//! Every change runs through [`JobManager::transact`]: a [`Tx`] staged under the state lock, saved
+//! off tokio's workers, then made; it returns an [`AfterCommit`]: waiters are woken and queued
+//! turns handed to Codex only after that. Codex's reports are applied in [`super::reports`]; the feed and the event pages are
 //! read in [`super::feed`].
 
 use std::collections::HashMap;
@@ -200,8 +200,15 @@ impl JobManager {
     /// Runs `change` on the state outside any transaction, between two of them (so that no
     /// staged change overwrites it). Only for what is never saved.
     pub(super) async fn change_unsaved<T>(&self, change: impl FnOnce(&mut State) -> T) -> T {
+        self.caught_up(|state| change(state)).await
+    }
+
+    /// Looks at the state once every change saved so far has been made in it too. A read of the
+    /// store may see a change saved a moment before it is made in memory; a cursor from such a
+    /// read is checked against the state this returns.
+    pub(super) async fn caught_up<T>(&self, look: impl FnOnce(&mut State) -> T) -> T {
         let _turn = self.inner.commits.lock().await;
-        change(&mut self.inner.lock())
+        look(&mut self.inner.lock())
     }
 
     /// Wakes waiters, answers Codex's requests, relays those that wait for a client; returns the

@@ -1,9 +1,9 @@
 //! The engine's state, and the one way to change it: a [`Tx`] that is saved before it is made.
 //!
 //! A `Tx` works on copies of the jobs it touches and collects the [`Write`]s that describe the
-//! change. [`Tx::commit`] hands the writes to the store in one transaction and only then swaps
-//! the copies in, so memory never runs ahead of disk: whatever a client can see has been saved,
-//! and a failed save leaves the state as it was. Statuses are derived from facts in one place,
+//! change. [`Tx::stage`] gives those writes, for the store to save in one transaction, and a
+//! [`Staged`] change that swaps the copies in only then, so memory never runs ahead of disk:
+//! whatever a client can see has been saved, and a failed save leaves the state as it was. Statuses are derived from facts in one place,
 //! [`Tx::commit_status`], and a turn ends in one place, [`Tx::end_turn`], which ends only the
 //! turn it is told about, and only while that turn is open.
 //!

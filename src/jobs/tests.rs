@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -109,17 +109,28 @@ impl Backend for Scripted {
     }
 }
 
-/// A store whose next `failures` writes fail, as on a full disk, and that can run a write of
-/// another transaction just before a read (as a concurrent commit would land).
+/// A store whose next `failures` writes fail, as on a full disk, that can run a write of
+/// another transaction just before a read (as a concurrent commit would land), and that can hold
+/// a write once it is saved (as a commit the engine has not made in memory yet).
 struct FlakyStore {
     inner: SqliteStore,
     failures: AtomicUsize,
     before_next_read: Mutex<Option<Vec<Write>>>,
+    hold_after_next_write: Mutex<Option<(oneshot::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
 }
 
 impl FlakyStore {
     fn fail_next(&self, writes: usize) {
         self.failures.store(writes, Ordering::SeqCst);
+    }
+
+    /// Holds the next write once it is saved: the first receiver hears when it is, and the
+    /// write returns when the sender is used.
+    fn hold_after_next_write(&self) -> (oneshot::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (saved, on_saved) = oneshot::channel();
+        let (release, on_release) = std::sync::mpsc::channel();
+        *self.hold_after_next_write.lock().unwrap() = Some((saved, on_release));
+        (on_saved, release)
     }
 }
 
@@ -135,7 +146,12 @@ impl Store for FlakyStore {
                 detail: "/secret/path/jobs.sqlite: database or disk is full".into(),
             });
         }
-        self.inner.write(batch)
+        self.inner.write(batch)?;
+        if let Some((saved, release)) = self.hold_after_next_write.lock().unwrap().take() {
+            saved.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        Ok(())
     }
 
     fn read_events(&self, job: &JobId, query: &EventQuery) -> Result<EventPage, StoreError> {
@@ -219,6 +235,7 @@ async fn engine_tuned(
         inner: SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap(),
         failures: AtomicUsize::new(0),
         before_next_read: Mutex::new(None),
+        hold_after_next_write: Mutex::new(None),
     });
     let manager = JobManager::open(store.clone(), backend.clone(), settings, rx)
         .await
@@ -1290,4 +1307,57 @@ async fn a_request_made_while_the_turn_is_being_cancelled_is_cancelled_at_once()
     assert_ne!(e.status(&job.job_id), JobStatus::InputRequired);
     let cancelled = cancelling.await.unwrap().unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
+}
+
+/// Reports the end of the job's first turn and returns once the store has saved it, the engine
+/// not having made it in memory yet; the sender lets the save return.
+async fn end_saved_but_not_made(e: &Engine, job: &JobId) -> std::sync::mpsc::Sender<()> {
+    let (saved, release) = e.store.hold_after_next_write();
+    let end = BackendEvent {
+        turn: turn(job, 1),
+        update: completed("done"),
+    };
+    e.events.send(end).await.unwrap();
+    saved.await.unwrap();
+    release
+}
+
+#[tokio::test]
+async fn a_feed_cursor_read_before_its_change_is_made_in_memory_is_taken() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("one")).await.unwrap();
+    let release = end_saved_but_not_made(&e, &job.job_id).await;
+    let (seen, cursor) = e.manager.notifications(0, None, 10).await.unwrap();
+    assert_eq!(seen.len(), 1, "the store has the turn's end");
+
+    let mut next = std::pin::pin!(e.manager.notifications(cursor, None, 10));
+    let early = futures::poll!(next.as_mut());
+    release.send(()).unwrap();
+    let answer = match early {
+        std::task::Poll::Ready(answer) => answer,
+        std::task::Poll::Pending => next.await,
+    };
+    assert!(answer.unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn a_page_of_events_comes_with_the_status_they_lead_to() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("one")).await.unwrap();
+    let release = end_saved_but_not_made(&e, &job.job_id).await;
+    let everything = EventQuery {
+        limit: 100,
+        ..EventQuery::default()
+    };
+    let mut page = std::pin::pin!(e.manager.events(job.job_id.as_str(), &everything));
+    let early = futures::poll!(page.as_mut());
+    release.send(()).unwrap();
+    let page = match early {
+        std::task::Poll::Ready(page) => page,
+        std::task::Poll::Pending => page.await,
+    };
+    let page = page.unwrap();
+    assert_eq!(page.events.last().unwrap().kind, EventKind::TurnCompleted);
+    assert_eq!(page.snapshot.status, JobStatus::Completed);
+    assert_eq!(page.snapshot.cursor, page.cursor);
 }

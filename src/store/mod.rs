@@ -5,6 +5,7 @@
 //! restart the engine rebuilds its memory with [`Store::load`].
 //!
 //! - [`sqlite`]: the store, one SQLite database in WAL mode.
+//! - [`AsyncStore`]: how the engine calls it, off tokio's worker threads.
 //! - [`state_dir`]: where it lives, and the lock that keeps a second server out.
 
 mod offload;
