@@ -44,7 +44,7 @@
 //!     approval_timeout: std::time::Duration::from_secs(600),
 //!     approval_timeout_decision: Decision::Decline,
 //!     max_turn: None,
-//! }, reports_rx).await?;
+//! }, reports_rx)?;
 //! let job = engine.start(StartRequest { prompt: "Say hello".into(), ..Default::default() }).await?;
 //! let cancelled = tokio_util::sync::CancellationToken::new();
 //! let settled = engine
@@ -92,7 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.backend,
         events_tx,
     ));
-    let manager = jobs::JobManager::open(store, backend, cli.engine_settings(), events_rx).await?;
+    let manager = jobs::JobManager::open(store, backend, cli.engine_settings(), events_rx)?;
 
     // The first signal stops serving and drains; the second hurries the drain.
     let shutdown = CancellationToken::new();
@@ -113,7 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let (engine, decided) = (manager.clone(), shutdown.clone());
     let stop_on_signal = tokio::spawn(async move {
         decided.cancelled().await;
-        engine.stop_taking_turns().await;
+        engine.stop_taking_turns();
     });
     let served = match listener {
         Some((listener, settings)) => {

@@ -19,14 +19,9 @@ const WAIT_LIMIT: usize = 100;
 
 impl JobManager {
     /// A page of the job's events, with the job's state as it was after the page was read.
-    pub async fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
+    pub fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
         let id = JobId::from(job);
-        let mut last = self.inner.lock().job(&id)?.record.last_seq;
-        if query.after > last {
-            last = self
-                .caught_up(|state| state.job(&id).map(|j| j.record.last_seq))
-                .await?;
-        }
+        let last = self.inner.lock().job(&id)?.record.last_seq;
         if query.after > last {
             return Err(JobError::EventCursorOutOfRange {
                 job: id,
@@ -34,15 +29,8 @@ impl JobManager {
                 last,
             });
         }
-        let page = self
-            .inner
-            .store
-            .read_events(id.clone(), query.clone())
-            .await?;
-        let mut snapshot = self.inner.lock().snapshot(&id)?;
-        if page.cursor > snapshot.cursor {
-            snapshot = self.caught_up(|state| state.snapshot(&id)).await?;
-        }
+        let page = self.inner.store.read_events(&id, query)?;
+        let snapshot = self.inner.lock().snapshot(&id)?;
         Ok(EventsAnswer {
             snapshot,
             events: page.events,
@@ -52,7 +40,7 @@ impl JobManager {
     }
 
     /// The final message of the job's `turn` (default: its latest), whole.
-    pub async fn turn_text(&self, job: &str, turn: Option<u32>) -> Result<TurnText, JobError> {
+    pub fn turn_text(&self, job: &str, turn: Option<u32>) -> Result<TurnText, JobError> {
         let id = JobId::from(job);
         let (turns, status) = {
             let state = self.inner.lock();
@@ -81,11 +69,7 @@ impl JobManager {
         let end = self
             .inner
             .store
-            .read_events(
-                id.clone(),
-                of_turn(ends.iter().map(|(k, _)| *k).collect(), 1),
-            )
-            .await?
+            .read_events(&id, &of_turn(ends.iter().map(|(k, _)| *k).collect(), 1))?
             .events
             .pop();
         let status = match &end {
@@ -114,8 +98,7 @@ impl JobManager {
             None => self
                 .inner
                 .store
-                .read_events(id.clone(), of_turn(vec![EventKind::AgentMessage], 10_000))
-                .await?
+                .read_events(&id, &of_turn(vec![EventKind::AgentMessage], 10_000))?
                 .events
                 .pop()
                 .and_then(|e| {
@@ -140,28 +123,24 @@ impl JobManager {
     }
 
     /// Feed entries after `cursor`, for one job or all; never waits.
-    pub async fn notifications(
+    pub fn notifications(
         &self,
         cursor: u64,
         job: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Notification>, u64), JobError> {
-        let (mut last, job) = {
+        let (last, job) = {
             let state = self.inner.lock();
             let job = job.map(|j| state.job(&JobId::from(j)).map(|e| e.record.id.clone()));
             (state.last_notification, job.transpose()?)
         };
-        if cursor > last {
-            last = self.caught_up(|state| state.last_notification).await;
-        }
         if cursor > last {
             return Err(JobError::FeedCursorOutOfRange { cursor, last });
         }
         let found = self
             .inner
             .store
-            .read_notifications(cursor, job, limit)
-            .await?;
+            .read_notifications(cursor, job.as_ref(), limit)?;
         let newest = found.last().map_or(cursor, |n| n.seq);
         let next = if found.len() == limit {
             newest
@@ -187,9 +166,6 @@ impl JobManager {
     ) -> Result<WaitAnswer, JobError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut feed = self.inner.feed.subscribe();
-        if cursor.is_some_and(|cursor| cursor > self.inner.lock().last_notification) {
-            self.caught_up(|_| ()).await;
-        }
         let (after, job) = {
             let state = self.inner.lock();
             let last = state.last_notification;
@@ -221,8 +197,7 @@ impl JobManager {
                 let found = self
                     .inner
                     .store
-                    .read_notifications(after, job.clone(), WAIT_LIMIT)
-                    .await?;
+                    .read_notifications(after, job.as_ref(), WAIT_LIMIT)?;
                 if let Some(newest) = found.last() {
                     return Ok(WaitAnswer {
                         cursor: newest.seq,

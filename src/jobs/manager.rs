@@ -1,9 +1,9 @@
 //! [`JobManager`]: the engine's commands (`start`, `reply`, `cancel`), the hand-over of turns to
 //! Codex, the job list, retention and shutdown.
 //!
-//! Every change runs through [`JobManager::transact`]: a [`Tx`] staged under the state lock, saved
-//! off tokio's workers, then made; it returns an [`AfterCommit`]: waiters are woken and queued
-//! turns handed to Codex only after that. Codex's reports are applied in [`super::reports`]; the feed and the event pages are
+//! Every change runs through [`JobManager::transact`], a [`Tx`] under the state lock, and returns
+//! an [`AfterCommit`]: waiters are woken and queued turns handed to Codex only after the lock is
+//! released. Codex's reports are applied in [`super::reports`]; the feed and the event pages are
 //! read in [`super::feed`].
 
 use std::collections::HashMap;
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,7 +26,7 @@ use crate::codex::{Backend, BackendError, BackendEvent, BackendInfo, ThreadRef, 
 use crate::model::{
     Answer, Decision, EventKind, JobId, JobRecord, JobStatus, JobTurn, ThreadOptions,
 };
-use crate::store::{AsyncStore, Store};
+use crate::store::Store;
 use crate::text;
 use crate::time::now_rfc3339;
 
@@ -48,9 +48,7 @@ pub struct JobManager {
 
 pub(super) struct Inner {
     pub(super) state: Mutex<State>,
-    pub(super) store: AsyncStore,
-    /// Held from the staging of a change to its making: changes are made one at a time.
-    commits: Arc<tokio::sync::Mutex<()>>,
+    pub(super) store: Arc<dyn Store>,
     pub(super) backend: Arc<dyn Backend>,
     pub(super) settings: EngineSettings,
     /// The seq of the newest notification; waiters watch it. It only moves forward.
@@ -83,20 +81,18 @@ impl JobManager {
     /// Builds the engine from what the store holds: turns that were unfinished when the last
     /// server went away are settled as `interrupted`, and expired jobs deleted. Then it starts
     /// applying the backend's reports from `events` and deleting expired jobs periodically.
-    pub async fn open(
+    pub fn open(
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
         settings: EngineSettings,
         events: mpsc::Receiver<BackendEvent>,
     ) -> Result<Self, JobError> {
-        let store = AsyncStore::new(store);
         let state = State::from_loaded(store.load()?);
         let (feed, _) = watch::channel(state.last_notification);
         let manager = Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
                 store,
-                commits: Arc::default(),
                 backend,
                 settings,
                 feed,
@@ -112,13 +108,11 @@ impl JobManager {
                 handovers: Mutex::new(HashMap::new()),
             }),
         };
-        let after = manager
-            .transact(|tx| {
-                tx.interrupt_open_turns("the server stopped (it was restarted or it crashed)")
-            })
-            .await?;
+        let after = manager.transact(|tx| {
+            tx.interrupt_open_turns("the server stopped (it was restarted or it crashed)")
+        })?;
         manager.publish(after);
-        manager.purge_expired().await?;
+        manager.purge_expired()?;
 
         let weak = Arc::downgrade(&manager.inner);
         let drained = manager.inner.drained.clone();
@@ -146,8 +140,8 @@ impl JobManager {
                 }
                 let Some(inner) = weak.upgrade() else { break };
                 let manager = JobManager { inner };
-                manager.retry_unsaved_failures().await;
-                if let Err(e) = manager.purge_expired().await {
+                manager.retry_unsaved_failures();
+                if let Err(e) = manager.purge_expired() {
                     tracing::error!(error = %e, "could not delete expired jobs");
                 }
             }
@@ -168,47 +162,15 @@ impl JobManager {
         self.inner.lock().running
     }
 
-    /// Runs `change` on the state as one saved transaction; on failure nothing changes.
-    ///
-    /// Changes run one at a time, in order: each is staged under the state lock, saved by the
-    /// store's writer thread (no tokio worker waits on the disk), and made once saved. A staged
-    /// change is saved and made even if the caller stops waiting, and then published for it.
-    pub(super) async fn transact(
+    /// Runs `change` on the state as one saved transaction.
+    pub(super) fn transact(
         &self,
-        change: impl FnOnce(&mut Tx<'_>) -> Result<(), JobError> + Send,
+        change: impl FnOnce(&mut Tx<'_>) -> Result<(), JobError>,
     ) -> Result<AfterCommit, JobError> {
-        let turn = Arc::clone(&self.inner.commits).lock_owned().await;
-        let (writes, staged) = {
-            let mut state = self.inner.lock();
-            let mut tx = Tx::new(&mut state, self.inner.settings.max_concurrent_jobs);
-            change(&mut tx)?;
-            tx.stage()
-        };
-        let (made, result) = oneshot::channel();
-        let manager = self.clone();
-        self.inner.tasks.spawn(async move {
-            let saved = manager.inner.store.write(writes).await;
-            let after = saved.map(|()| staged.apply(&mut manager.inner.lock()));
-            drop(turn);
-            if let Err(Ok(after)) = made.send(after) {
-                manager.publish_and_dispatch(after);
-            }
-        });
-        Ok(result.await.map_err(|_| JobError::ShuttingDown)??)
-    }
-
-    /// Runs `change` on the state outside any transaction, between two of them (so that no
-    /// staged change overwrites it). Only for what is never saved.
-    pub(super) async fn change_unsaved<T>(&self, change: impl FnOnce(&mut State) -> T) -> T {
-        self.caught_up(|state| change(state)).await
-    }
-
-    /// Looks at the state once every change saved so far has been made in it too. A read of the
-    /// store may see a change saved a moment before it is made in memory; a cursor from such a
-    /// read is checked against the state this returns.
-    pub(super) async fn caught_up<T>(&self, look: impl FnOnce(&mut State) -> T) -> T {
-        let _turn = self.inner.commits.lock().await;
-        look(&mut self.inner.lock())
+        let mut state = self.inner.lock();
+        let mut tx = Tx::new(&mut state, self.inner.settings.max_concurrent_jobs);
+        change(&mut tx)?;
+        tx.commit(&*self.inner.store)
     }
 
     /// Wakes waiters, answers Codex's requests, relays those that wait for a client; returns the
@@ -293,39 +255,38 @@ impl JobManager {
             approvals: request.approvals.unwrap_or(self.inner.settings.approvals),
         };
         let mut existing = None;
-        let after = self
-            .transact(|tx| {
-                if !tx.accepting() {
-                    return Err(JobError::ShuttingDown);
+        let after = self.transact(|tx| {
+            if !tx.accepting() {
+                return Err(JobError::ShuttingDown);
+            }
+            let first = record
+                .client_request_id
+                .as_ref()
+                .and_then(|key| tx.state().by_client_request.get(key))
+                .and_then(|id| tx.state().jobs.get(id));
+            if let Some(first) = first {
+                let first = &first.record;
+                if first.prompt != record.prompt
+                    || first.options != record.options
+                    || first.approvals != record.approvals
+                {
+                    return Err(JobError::RequestIdReused {
+                        key: record.client_request_id.clone().unwrap_or_default(),
+                        job: first.id.clone(),
+                    });
                 }
-                let first = record
-                    .client_request_id
-                    .as_ref()
-                    .and_then(|key| tx.state().by_client_request.get(key))
-                    .and_then(|id| tx.state().jobs.get(id));
-                if let Some(first) = first {
-                    let first = &first.record;
-                    if first.prompt != record.prompt
-                        || first.options != record.options
-                        || first.approvals != record.approvals
-                    {
-                        return Err(JobError::RequestIdReused {
-                            key: record.client_request_id.clone().unwrap_or_default(),
-                            job: first.id.clone(),
-                        });
-                    }
-                    existing = Some(first.id.clone());
-                    return Ok(());
-                }
-                tx.create(JobState::new(record, None));
-                tx.enqueue_turn(input, limit)
-            })
-            .await?;
+                existing = Some(first.id.clone());
+                return Ok(());
+            }
+            tx.create(JobState::new(record, None));
+            tx.enqueue_turn(input, limit)
+        })?;
         if let Some(existing) = existing {
             return self.inner.lock().snapshot(&existing);
         }
         // Answered once the job is saved and its turn queued: Codex takes the turn in the
-        // background, and the thread id it names follows in job_events, job_list and job_wait.
+        // background, and the thread id it names follows in job_list, thread_started and later
+        // answers.
         self.publish_and_dispatch(after);
         self.inner.lock().snapshot(&id)
     }
@@ -370,37 +331,35 @@ impl JobManager {
             return Err(JobError::CannotContinue { job: id, reason });
         }
         let limit = self.turn_limit(request.max_turn_seconds);
-        let after = self
-            .transact(|tx| {
-                if !tx.accepting() {
-                    return Err(JobError::ShuttingDown);
-                }
-                let entry = tx.job(&id)?;
-                let status = entry.record.status;
-                if !status.is_settled() {
-                    return Err(JobError::ReplyWhileRunning {
-                        job: id.clone(),
-                        status,
-                        turn: entry.record.turns,
-                    });
-                }
-                let Some(thread_id) = entry.record.thread_id.clone() else {
-                    return Err(JobError::NoThread { job: id.clone() });
-                };
-                entry.record.turns += 1;
-                entry.record.options = options;
-                if let Some(approvals) = request.approvals {
-                    entry.record.approvals = approvals;
-                }
-                let input = TurnInput {
-                    turn: entry.turn(),
-                    prompt: request.prompt,
-                    thread: ThreadRef::Existing(thread_id),
-                    options: entry.record.options.clone(),
-                };
-                tx.enqueue_turn(input, limit)
-            })
-            .await?;
+        let after = self.transact(|tx| {
+            if !tx.accepting() {
+                return Err(JobError::ShuttingDown);
+            }
+            let entry = tx.job(&id)?;
+            let status = entry.record.status;
+            if !status.is_settled() {
+                return Err(JobError::ReplyWhileRunning {
+                    job: id.clone(),
+                    status,
+                    turn: entry.record.turns,
+                });
+            }
+            let Some(thread_id) = entry.record.thread_id.clone() else {
+                return Err(JobError::NoThread { job: id.clone() });
+            };
+            entry.record.turns += 1;
+            entry.record.options = options;
+            if let Some(approvals) = request.approvals {
+                entry.record.approvals = approvals;
+            }
+            let input = TurnInput {
+                turn: entry.turn(),
+                prompt: request.prompt,
+                thread: ThreadRef::Existing(thread_id),
+                options: entry.record.options.clone(),
+            };
+            tx.enqueue_turn(input, limit)
+        })?;
         // As for `start`: Codex takes (and may first resume) the thread in the background.
         self.publish_and_dispatch(after);
         self.inner.lock().snapshot(&id)
@@ -453,43 +412,41 @@ impl JobManager {
         let mut queued = false;
         let mut interrupt_now = false;
         let mut first_stop = None;
-        let after = self
-            .transact(|tx| {
-                let entry = tx.job(id)?;
-                let status = entry.record.status;
-                if status.is_settled() || turn.is_some_and(|t| t != entry.record.turns) {
-                    return Err(JobError::AlreadySettled {
-                        job: id.clone(),
-                        status,
-                    });
+        let after = self.transact(|tx| {
+            let entry = tx.job(id)?;
+            let status = entry.record.status;
+            if status.is_settled() || turn.is_some_and(|t| t != entry.record.turns) {
+                return Err(JobError::AlreadySettled {
+                    job: id.clone(),
+                    status,
+                });
+            }
+            let open = entry.turn();
+            queued = entry.facts.queued;
+            target = Some(open.clone());
+            if queued {
+                // In the same transaction as the check, so the queue cannot hand it over first.
+                let (outcome, kind) = stop.outcome();
+                let reason = format!("{} before the turn started", stop.reason());
+                tx.settle(&open, outcome, kind, reason).map(drop)
+            } else {
+                // Whoever sees the other's mark tells Codex: this call if Codex has the turn
+                // already, else the hand-over once Codex has it.
+                let stop = entry.stop.get_or_insert_with(|| stop.clone()).clone();
+                interrupt_now = entry.facts.handed_over;
+                let waiting: Vec<String> = entry
+                    .pending
+                    .iter()
+                    .map(|p| p.request.request_id.clone())
+                    .collect();
+                for request_id in waiting {
+                    let answer = Answer::just(Decision::Cancel);
+                    tx.resolve(id, &request_id, answer, stop.decided_by(), None)?;
                 }
-                let open = entry.turn();
-                queued = entry.facts.queued;
-                target = Some(open.clone());
-                if queued {
-                    // In the same transaction as the check, so the queue cannot hand it over first.
-                    let (outcome, kind) = stop.outcome();
-                    let reason = format!("{} before the turn started", stop.reason());
-                    tx.settle(&open, outcome, kind, reason).map(drop)
-                } else {
-                    // Whoever sees the other's mark tells Codex: this call if Codex has the turn
-                    // already, else the hand-over once Codex has it.
-                    let stop = entry.stop.get_or_insert_with(|| stop.clone()).clone();
-                    interrupt_now = entry.facts.handed_over;
-                    let waiting: Vec<String> = entry
-                        .pending
-                        .iter()
-                        .map(|p| p.request.request_id.clone())
-                        .collect();
-                    for request_id in waiting {
-                        let answer = Answer::just(Decision::Cancel);
-                        tx.resolve(id, &request_id, answer, stop.decided_by(), None)?;
-                    }
-                    first_stop = Some(stop);
-                    Ok(())
-                }
-            })
-            .await?;
+                first_stop = Some(stop);
+                Ok(())
+            }
+        })?;
         self.publish_and_dispatch(after);
         let Some(turn) = target.filter(|_| !queued) else {
             return self.inner.lock().snapshot(id);
@@ -518,9 +475,7 @@ impl JobManager {
         };
         // Does nothing when Codex's confirmation ended the turn already.
         let (outcome, kind) = stop.outcome();
-        let after = self
-            .transact(|tx| tx.settle(&turn, outcome, kind, reason).map(drop))
-            .await?;
+        let after = self.transact(|tx| tx.settle(&turn, outcome, kind, reason).map(drop))?;
         self.publish_and_dispatch(after);
         self.inner.lock().snapshot(id)
     }
@@ -573,17 +528,14 @@ impl JobManager {
 
     /// Takes no more turns from now on: nothing new is queued, and no turn goes to Codex (so no
     /// Codex is started). The first step of shutdown, taken as soon as it is decided.
-    pub async fn stop_taking_turns(&self) {
+    pub fn stop_taking_turns(&self) {
         if self.inner.stopping.is_cancelled() {
             return;
         }
-        let stopped = self
-            .transact(|tx| {
-                tx.stop_accepting();
-                Ok(())
-            })
-            .await;
-        match stopped {
+        match self.transact(|tx| {
+            tx.stop_accepting();
+            Ok(())
+        }) {
             Ok(after) => self.publish_and_dispatch(after),
             Err(e) => tracing::error!(error = %e, "could not stop taking turns"),
         }
@@ -594,7 +546,7 @@ impl JobManager {
     /// before it stopped, settles what is still open as `interrupted`, and waits for its tasks.
     /// `hurry` (a second signal) cuts the waiting short; the settling always happens.
     pub async fn shutdown(&self, hurry: CancellationToken) {
-        self.stop_taking_turns().await;
+        self.stop_taking_turns();
         let reports = self.inner.reports_lock().take();
         let last_words = async {
             self.inner.backend.shutdown().await;
@@ -611,9 +563,7 @@ impl JobManager {
                 tracing::warn!("Codex's last reports did not arrive in time");
             }
         }
-        let settled = self
-            .transact(|tx| tx.interrupt_open_turns("the server shut down"))
-            .await;
+        let settled = self.transact(|tx| tx.interrupt_open_turns("the server shut down"));
         match settled {
             Ok(after) => drop(self.publish(after)),
             Err(e) => tracing::error!(error = %e, "could not save the interrupted jobs"),
@@ -630,31 +580,29 @@ impl JobManager {
 
     /// Deletes settled jobs not updated within the retention period, with their events and
     /// notifications.
-    pub async fn purge_expired(&self) -> Result<usize, JobError> {
+    pub fn purge_expired(&self) -> Result<usize, JobError> {
         let cutoff = SystemTime::now()
             .checked_sub(self.inner.settings.retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        self.purge_updated_before(cutoff).await
+        self.purge_updated_before(cutoff)
     }
 
     /// Deletes settled jobs last updated before `cutoff`.
-    pub(crate) async fn purge_updated_before(&self, cutoff: SystemTime) -> Result<usize, JobError> {
+    pub(crate) fn purge_updated_before(&self, cutoff: SystemTime) -> Result<usize, JobError> {
         // RFC 3339 in UTC with fixed precision sorts like the times it names.
         let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
         let mut expired = Vec::new();
-        let after = self
-            .transact(|tx| {
-                expired = tx
-                    .state()
-                    .jobs
-                    .values()
-                    .filter(|j| j.record.status.is_settled() && j.record.updated_at < cutoff)
-                    .map(|j| j.record.id.clone())
-                    .collect();
-                expired.iter().for_each(|id| tx.delete(id));
-                Ok(())
-            })
-            .await?;
+        let after = self.transact(|tx| {
+            expired = tx
+                .state()
+                .jobs
+                .values()
+                .filter(|j| j.record.status.is_settled() && j.record.updated_at < cutoff)
+                .map(|j| j.record.id.clone())
+                .collect();
+            expired.iter().for_each(|id| tx.delete(id));
+            Ok(())
+        })?;
         self.publish(after);
         for id in &expired {
             self.inner.backend.forget(id);
@@ -717,16 +665,13 @@ impl JobManager {
         let handed = self.inner.backend.start_turn(input).await;
         let mut stop = false;
         let saved = match handed {
-            Ok(thread_id) => {
-                self.transact(|tx| {
-                    if let Some(thread_id) = thread_id {
-                        tx.name_thread(&turn.job, thread_id)?;
-                    }
-                    stop = tx.handed_over(&turn)?;
-                    Ok(())
-                })
-                .await
-            }
+            Ok(thread_id) => self.transact(|tx| {
+                if let Some(thread_id) = thread_id {
+                    tx.name_thread(&turn.job, thread_id)?;
+                }
+                stop = tx.handed_over(&turn)?;
+                Ok(())
+            }),
             // Shutdown settles the turn (and a hand-over that failed because shutdown stopped
             // Codex under it is no failure of the turn's).
             Err(BackendError::ShuttingDown) => Ok(AfterCommit::default()),
@@ -748,7 +693,6 @@ impl JobManager {
                     )
                     .map(drop)
                 })
-                .await
             }
         };
         match saved {

@@ -50,8 +50,8 @@ pub(super) async fn apply_loop(
         let manager = JobManager { inner };
         #[cfg(test)]
         let taken = batch.len();
-        manager.apply(std::mem::take(&mut batch)).await;
-        manager.retry_unsaved_failures().await;
+        manager.apply(std::mem::take(&mut batch));
+        manager.retry_unsaved_failures();
         #[cfg(test)]
         manager.inner.reports_taken.send_modify(|n| *n += taken);
     }
@@ -59,7 +59,7 @@ pub(super) async fn apply_loop(
 
 impl JobManager {
     /// Applies a batch of the backend's reports, saved as one transaction.
-    async fn apply(&self, batch: Vec<BackendEvent>) {
+    fn apply(&self, batch: Vec<BackendEvent>) {
         let mut touched: Vec<JobTurn> = Vec::new();
         let applied = self.transact(|tx| {
             for BackendEvent { turn, update } in batch {
@@ -76,10 +76,10 @@ impl JobManager {
                 apply_one(tx, &turn, update)?;
             }
             Ok(())
-        }).await;
+        });
         match applied {
             Ok(after) => self.publish_and_dispatch(after),
-            Err(e) => self.fail_unsaved(touched, &e).await,
+            Err(e) => self.fail_unsaved(touched, &e),
         }
     }
 
@@ -87,7 +87,7 @@ impl JobManager {
     /// with a record that has holes. A turn whose failure cannot be saved either stays
     /// `running` with the reason as its `error`, takes no more reports, and is failed as soon as
     /// a save succeeds.
-    async fn fail_unsaved(&self, turns: Vec<JobTurn>, e: &JobError) {
+    fn fail_unsaved(&self, turns: Vec<JobTurn>, e: &JobError) {
         tracing::error!(error = %e, "could not save Codex's events; failing their turns");
         let problem = match e {
             JobError::Store(e) => e.problem().to_string(),
@@ -95,30 +95,26 @@ impl JobManager {
         };
         let reason = format!("the job store could not save Codex's events ({problem})");
         for turn in turns {
-            let settled = self
-                .transact(|tx| {
-                    tx.settle(
-                        &turn,
-                        Outcome::Failed,
-                        EventKind::TurnFailed,
-                        reason.clone(),
-                    )
-                    .map(drop)
-                })
-                .await;
+            let settled = self.transact(|tx| {
+                tx.settle(
+                    &turn,
+                    Outcome::Failed,
+                    EventKind::TurnFailed,
+                    reason.clone(),
+                )
+                .map(drop)
+            });
             match settled {
                 Ok(after) => self.publish_and_dispatch(after),
                 Err(again) => {
                     tracing::error!(%turn, error = %again, "could not save the failure either");
-                    self.change_unsaved(|state| {
-                        if let Some(job) = state.jobs.get_mut(&turn.job)
-                            && job.takes_reports_for(turn.turn)
-                        {
-                            job.unsaved_failure = Some(reason.clone());
-                            self.inner.unsaved.store(true, Ordering::SeqCst);
-                        }
-                    })
-                    .await;
+                    let mut state = self.inner.lock();
+                    if let Some(job) = state.jobs.get_mut(&turn.job)
+                        && job.takes_reports_for(turn.turn)
+                    {
+                        job.unsaved_failure = Some(reason.clone());
+                        self.inner.unsaved.store(true, Ordering::SeqCst);
+                    }
                 }
             }
             let manager = self.clone();
@@ -134,7 +130,7 @@ impl JobManager {
     }
 
     /// Settles the turns whose failure could not be saved earlier, now that saves may work.
-    pub(super) async fn retry_unsaved_failures(&self) {
+    pub(super) fn retry_unsaved_failures(&self) {
         if !self.inner.unsaved.swap(false, Ordering::SeqCst) {
             return;
         }
@@ -147,12 +143,10 @@ impl JobManager {
                 .collect()
         };
         for (turn, reason) in pending {
-            let settled = self
-                .transact(|tx| {
-                    tx.settle(&turn, Outcome::Failed, EventKind::TurnFailed, reason)
-                        .map(drop)
-                })
-                .await;
+            let settled = self.transact(|tx| {
+                tx.settle(&turn, Outcome::Failed, EventKind::TurnFailed, reason)
+                    .map(drop)
+            });
             match settled {
                 Ok(after) => self.publish_and_dispatch(after),
                 Err(e) => {

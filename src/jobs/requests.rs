@@ -125,9 +125,7 @@ impl JobManager {
             )
             .await
         {
-            Err(JobError::NoSuchRequest { .. }) => {
-                Err(self.why_not_waiting(&id, &request_id).await)
-            }
+            Err(JobError::NoSuchRequest { .. }) => Err(self.why_not_waiting(&id, &request_id)),
             answered => answered,
         }
     }
@@ -149,25 +147,23 @@ impl JobManager {
             _ => format!("cancelled by the answer `cancel` to request {request_id}"),
         };
         let mut cancel = None;
-        let after = self
-            .transact(|tx| {
-                let Some(pending) = tx.pending(id, request_id)?.map(|p| p.request.clone()) else {
-                    return Err(JobError::NoSuchRequest {
-                        job: id.clone(),
-                        request_id: crate::text::shorten(request_id, 100),
-                    });
-                };
-                check_answer(&pending, &answer)?;
-                let decision = answer.decision;
-                tx.resolve(id, request_id, answer, decided_by, note)?;
-                if decision == Decision::Cancel {
-                    let entry = tx.job(id)?;
-                    let stop = entry.stop.get_or_insert(Stop::Cancel(how)).clone();
-                    cancel = Some((entry.record.turns, stop));
-                }
-                Ok(())
-            })
-            .await?;
+        let after = self.transact(|tx| {
+            let Some(pending) = tx.pending(id, request_id)?.map(|p| p.request.clone()) else {
+                return Err(JobError::NoSuchRequest {
+                    job: id.clone(),
+                    request_id: crate::text::shorten(request_id, 100),
+                });
+            };
+            check_answer(&pending, &answer)?;
+            let decision = answer.decision;
+            tx.resolve(id, request_id, answer, decided_by, note)?;
+            if decision == Decision::Cancel {
+                let entry = tx.job(id)?;
+                let stop = entry.stop.get_or_insert(Stop::Cancel(how)).clone();
+                cancel = Some((entry.record.turns, stop));
+            }
+            Ok(())
+        })?;
         self.publish_and_dispatch(after);
         if let Some((turn, stop)) = cancel {
             match self.stop_turn(id, Some(turn), stop).await {
@@ -180,7 +176,7 @@ impl JobManager {
 
     /// Why `request_id` of `id` takes no answer: answered already, over with its turn, or never
     /// asked; and what waits instead.
-    async fn why_not_waiting(&self, id: &JobId, request_id: &str) -> JobError {
+    fn why_not_waiting(&self, id: &JobId, request_id: &str) -> JobError {
         let waiting: Vec<String> = match self.inner.lock().job(id) {
             Ok(job) => job
                 .pending
@@ -194,13 +190,8 @@ impl JobManager {
             limit: 10_000,
             ..EventQuery::default()
         };
-        let find = async |kind| -> Option<Value> {
-            let page = self
-                .inner
-                .store
-                .read_events(id.clone(), of(kind))
-                .await
-                .ok()?;
+        let find = |kind| -> Option<Value> {
+            let page = self.inner.store.read_events(id, &of(kind)).ok()?;
             page.events
                 .into_iter()
                 .rev()
@@ -213,7 +204,7 @@ impl JobManager {
             format!("waiting: {}", waiting.join(", "))
         };
         let request_id = crate::text::shorten(request_id, 100);
-        if let Some(resolved) = find(EventKind::ApprovalResolved).await {
+        if let Some(resolved) = find(EventKind::ApprovalResolved) {
             let field = |name: &str| {
                 resolved
                     .get(name)
@@ -229,7 +220,7 @@ impl JobManager {
                 waiting,
             };
         }
-        if find(EventKind::ApprovalRequested).await.is_some() {
+        if find(EventKind::ApprovalRequested).is_some() {
             return JobError::RequestOver {
                 job: id.clone(),
                 request_id,

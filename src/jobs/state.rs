@@ -1,9 +1,9 @@
 //! The engine's state, and the one way to change it: a [`Tx`] that is saved before it is made.
 //!
 //! A `Tx` works on copies of the jobs it touches and collects the [`Write`]s that describe the
-//! change. [`Tx::stage`] gives those writes, for the store to save in one transaction, and a
-//! [`Staged`] change that swaps the copies in only then, so memory never runs ahead of disk:
-//! whatever a client can see has been saved, and a failed save leaves the state as it was. Statuses are derived from facts in one place,
+//! change. [`Tx::commit`] hands the writes to the store in one transaction and only then swaps
+//! the copies in, so memory never runs ahead of disk: whatever a client can see has been saved,
+//! and a failed save leaves the state as it was. Statuses are derived from facts in one place,
 //! [`Tx::commit_status`], and a turn ends in one place, [`Tx::end_turn`], which ends only the
 //! turn it is told about, and only while that turn is open.
 //!
@@ -26,7 +26,7 @@ use crate::model::{
     Answer, CodexRequest, DecidedBy, Event, EventKind, JobId, JobRecord, JobStatus, JobTurn,
     Notification, PendingRequest,
 };
-use crate::store::{Loaded, Write};
+use crate::store::{Loaded, Store, Write};
 use crate::time::now_rfc3339;
 
 pub(super) struct State {
@@ -347,20 +347,38 @@ impl<'a> Tx<'a> {
             .ok_or_else(|| JobError::unknown_job(id))
     }
 
-    /// The change, ready to be saved (its writes) and then made ([`Staged::apply`]); the state
-    /// is untouched until then.
-    pub fn stage(self) -> (Vec<Write>, Staged) {
-        let staged = Staged {
-            jobs: self.jobs,
-            created: self.created,
-            deleted: self.deleted,
-            queue: self.queue,
-            running: self.running,
-            last_notification: self.last_notification,
-            accepting: self.accepting,
-            after: self.after,
-        };
-        (self.writes, staged)
+    /// Saves the change and makes it; on failure nothing changes.
+    pub fn commit(self, store: &dyn Store) -> Result<AfterCommit, JobError> {
+        store.write(&self.writes)?;
+        let state = self.state;
+        for id in &self.created {
+            if let Some(key) = self
+                .jobs
+                .get(id)
+                .and_then(|j| j.record.client_request_id.clone())
+            {
+                state.by_client_request.insert(key, id.clone());
+            }
+            state.order.push(id.clone());
+        }
+        state.jobs.extend(self.jobs);
+        for id in &self.deleted {
+            if let Some(key) = state
+                .jobs
+                .remove(id)
+                .and_then(|job| job.record.client_request_id)
+            {
+                state.by_client_request.remove(&key);
+            }
+        }
+        if !self.deleted.is_empty() {
+            state.order.retain(|id| !self.deleted.contains(id));
+        }
+        state.queue = self.queue;
+        state.running = self.running;
+        state.last_notification = self.last_notification;
+        state.accepting = self.accepting;
+        Ok(self.after)
     }
 
     /// No turn starts from now on; queued turns stay queued until they are settled.
@@ -709,52 +727,5 @@ impl<'a> Tx<'a> {
                 error,
             },
         )
-    }
-}
-
-/// A change staged by [`Tx::stage`], to be made once its writes are saved.
-pub struct Staged {
-    jobs: HashMap<JobId, JobState>,
-    created: Vec<JobId>,
-    deleted: Vec<JobId>,
-    queue: VecDeque<JobId>,
-    running: usize,
-    last_notification: u64,
-    accepting: bool,
-    after: AfterCommit,
-}
-
-impl Staged {
-    /// Makes the change on `state`, which must be the state it was staged from (changes are
-    /// staged and made one at a time).
-    pub fn apply(self, state: &mut State) -> AfterCommit {
-        for id in &self.created {
-            if let Some(key) = self
-                .jobs
-                .get(id)
-                .and_then(|j| j.record.client_request_id.clone())
-            {
-                state.by_client_request.insert(key, id.clone());
-            }
-            state.order.push(id.clone());
-        }
-        state.jobs.extend(self.jobs);
-        for id in &self.deleted {
-            if let Some(key) = state
-                .jobs
-                .remove(id)
-                .and_then(|job| job.record.client_request_id)
-            {
-                state.by_client_request.remove(&key);
-            }
-        }
-        if !self.deleted.is_empty() {
-            state.order.retain(|id| !self.deleted.contains(id));
-        }
-        state.queue = self.queue;
-        state.running = self.running;
-        state.last_notification = self.last_notification;
-        state.accepting = self.accepting;
-        self.after
     }
 }

@@ -368,7 +368,6 @@ impl JobServer {
         let page = self
             .manager
             .events(&args.job_id, &query)
-            .await
             .map_err(user_error)?;
         let mut events: Vec<Event> = page
             .events
@@ -428,7 +427,6 @@ impl JobServer {
         let turn = self
             .manager
             .turn_text(&args.job_id, args.turn)
-            .await
             .map_err(user_error)?;
         let total_chars = turn.text.chars().count();
         let offset = args.offset.unwrap_or(0);
@@ -523,7 +521,6 @@ impl JobServer {
                 args.job_id.as_deref(),
                 limit(args.limit, 100)?,
             )
-            .await
             .map_err(user_error)?;
         let mut out = NotificationsOut {
             notifications,

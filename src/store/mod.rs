@@ -5,14 +5,11 @@
 //! restart the engine rebuilds its memory with [`Store::load`].
 //!
 //! - [`sqlite`]: the store, one SQLite database in WAL mode.
-//! - [`AsyncStore`]: how the engine calls it, off tokio's worker threads.
 //! - [`state_dir`]: where it lives, and the lock that keeps a second server out.
 
-mod offload;
 mod sqlite;
 pub(crate) mod state_dir;
 
-pub use offload::AsyncStore;
 pub use sqlite::SqliteStore;
 
 use crate::model::{Event, EventPage, EventQuery, JobId, JobRecord, Notification};
