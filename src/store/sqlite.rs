@@ -237,10 +237,16 @@ impl Store for SqliteStore {
         let fail = |e: rusqlite::Error| self.write_error(e);
         let mut connection = self.writer()?;
         let tx = connection.transaction().map_err(fail)?;
+        // Cached statements: a flood of events runs the same few, prepared once per connection.
+        let run = |sql: &str, values: &[&dyn rusqlite::ToSql]| {
+            tx.prepare_cached(sql)
+                .and_then(|mut statement| statement.execute(values))
+                .map_err(fail)
+        };
         for write in batch {
             match write {
                 Write::Job(job) => {
-                    tx.execute(
+                    run(
                         "INSERT INTO jobs (id, status, updated_at, record) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (id) DO UPDATE SET
                              status = excluded.status,
@@ -252,11 +258,10 @@ impl Store for SqliteStore {
                             job.updated_at,
                             to_json(job)?
                         ],
-                    )
-                    .map_err(fail)?;
+                    )?;
                 }
                 Write::Event(job, event) => {
-                    tx.execute(
+                    run(
                         "INSERT INTO events (job_id, seq, kind, at, turn, data)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![
@@ -267,25 +272,22 @@ impl Store for SqliteStore {
                             i64::from(event.turn),
                             to_json(&event.data)?
                         ],
-                    )
-                    .map_err(fail)?;
+                    )?;
                 }
                 Write::Notification(notification) => {
-                    tx.execute(
+                    run(
                         "INSERT INTO notifications (seq, job_id, body) VALUES (?1, ?2, ?3)",
                         params![
                             int(notification.seq),
                             notification.job_id.as_str(),
                             to_json(notification)?
                         ],
-                    )
-                    .map_err(fail)?;
-                    tx.execute(
+                    )?;
+                    run(
                         "INSERT INTO counters (name, value) VALUES ('last_notification', ?1)
                          ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
                         params![int(notification.seq)],
-                    )
-                    .map_err(fail)?;
+                    )?;
                 }
                 Write::DeleteJob(job) => {
                     for table in [
@@ -293,7 +295,7 @@ impl Store for SqliteStore {
                         "DELETE FROM notifications WHERE job_id = ?1",
                         "DELETE FROM jobs WHERE id = ?1",
                     ] {
-                        tx.execute(table, params![job.as_str()]).map_err(fail)?;
+                        run(table, params![job.as_str()])?;
                     }
                 }
             }
@@ -332,7 +334,7 @@ impl Store for SqliteStore {
         values.push(turn);
         values.push(limit.into());
         let mut events = {
-            let mut statement = tx.prepare(&sql).map_err(|e| self.read_error(e))?;
+            let mut statement = tx.prepare_cached(&sql).map_err(|e| self.read_error(e))?;
             let rows = statement
                 .query_map(params_from_iter(values), |row| {
                     let kind: String = row.get(1)?;
@@ -374,11 +376,10 @@ impl Store for SqliteStore {
             events.last().map_or(query.after, |e| e.seq)
         } else {
             let newest: Option<i64> = tx
-                .query_row(
-                    "SELECT MAX(seq) FROM events WHERE job_id = ?1",
-                    params![job.as_str()],
-                    |row| row.get(0),
-                )
+                .prepare_cached("SELECT MAX(seq) FROM events WHERE job_id = ?1")
+                .and_then(|mut statement| {
+                    statement.query_row(params![job.as_str()], |row| row.get(0))
+                })
                 .map_err(|e| self.read_error(e))?;
             newest.map_or(0, uint).max(query.after)
         };
