@@ -1,6 +1,7 @@
 //! `cargo bench`: what this server costs beside Codex, measured on the release binary against
 //! the fake Codex (see `tests/support/bench.rs`). Prints a table and writes the same figures as
-//! JSON to `target/bench.json` (or the path in `BENCH_JSON`).
+//! JSON to `target/bench.json` (or the path in `BENCH_JSON`). `BENCH_SERVER=path` measures that
+//! server binary instead of this build's.
 
 #![allow(
     clippy::print_stdout,
@@ -16,8 +17,12 @@ use std::path::{Path, PathBuf};
 
 #[tokio::main]
 async fn main() {
-    let server = Path::new(env!("CARGO_BIN_EXE_codex-async-mcp"));
-    let figures = bench::run(server, bench::Sizes::full()).await;
+    // BENCH_SERVER measures another build (say, the last release) with this same benchmark.
+    let server = std::env::var_os("BENCH_SERVER").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_codex-async-mcp")),
+        PathBuf::from,
+    );
+    let figures = bench::run(&server, bench::Sizes::full()).await;
     println!("{}", bench::table(&figures));
     let json: Vec<_> = figures.iter().map(bench::Figure::to_json).collect();
     let out = std::env::var_os("BENCH_JSON").map_or_else(

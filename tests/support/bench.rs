@@ -24,6 +24,10 @@ pub struct Sizes {
     pub starts: usize,
     /// Deltas of the flood turn.
     pub flood: usize,
+    /// Streamable HTTP clients reading `job_events` at once during a flood.
+    pub http_clients: usize,
+    /// Jobs running at once (`--max-concurrent-jobs` as many).
+    pub concurrent_jobs: usize,
 }
 
 impl Sizes {
@@ -32,6 +36,8 @@ impl Sizes {
             runs: 10,
             starts: 200,
             flood: 20_000,
+            http_clients: 32,
+            concurrent_jobs: 1_000,
         }
     }
 
@@ -40,6 +46,8 @@ impl Sizes {
             runs: 2,
             starts: 3,
             flood: 50,
+            http_clients: 2,
+            concurrent_jobs: 5,
         }
     }
 }
@@ -223,6 +231,212 @@ impl Served {
     }
 }
 
+/// A server on streamable HTTP, spoken to with one raw HTTP/1.0 request per call: the answer's
+/// body then ends with the connection, with no chunks to undo.
+struct HttpServed {
+    _child: Child,
+    port: u16,
+    _state: tempfile::TempDir,
+}
+
+impl HttpServed {
+    async fn start(server: &Path, extra: &[&str]) -> Self {
+        let state = tempfile::tempdir().expect("a state directory");
+        let mut child = Command::new(server)
+            .args(["--transport", "streamable-http", "--port", "0"])
+            .arg("--codex-bin")
+            .arg(fake_codex())
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(extra)
+            .env("HOME", state.path())
+            .env("RUST_LOG", "warn,codex_async_mcp::server::http=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the server");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut port = None;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("serving MCP over HTTP address=").nth(1) {
+                let address = rest.split_whitespace().next().unwrap_or_default();
+                port = address.rsplit(':').next().and_then(|p| p.parse().ok());
+                break;
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            _child: child,
+            port: port.expect("the server listens"),
+            _state: state,
+        }
+    }
+
+    /// POSTs one JSON-RPC message; the session id the server named and the JSON-RPC answer
+    /// (`Null` for a notification).
+    async fn post(&self, session: Option<&str>, message: &Value) -> (Option<String>, Value) {
+        let body = message.to_string();
+        let mut head = format!(
+            "POST /mcp HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+            self.port,
+            body.len()
+        );
+        if let Some(session) = session {
+            head.push_str(&format!("Mcp-Session-Id: {session}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to the server");
+        stream
+            .write_all(format!("{head}{body}").as_bytes())
+            .await
+            .expect("send the request");
+        let mut response = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response),
+        )
+        .await
+        .expect("the server answers within 2 minutes")
+        .expect("read the answer");
+        let text = String::from_utf8_lossy(&response);
+        let session = text.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("mcp-session-id")
+                .then(|| value.trim().to_owned())
+        });
+        let answer = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+            .find(|m| m.get("id").is_some())
+            .unwrap_or(Value::Null);
+        (session, answer)
+    }
+
+    /// A new initialized session's id.
+    async fn session(&self) -> String {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "bench", "version": "0"}}});
+        let (session, _) = self.post(None, &init).await;
+        let session = session.expect("a session id");
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        self.post(Some(&session), &initialized).await;
+        session
+    }
+
+    /// A tool's structured answer.
+    async fn call(&self, session: &str, tool: &str, args: Value) -> Value {
+        let request = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                             "params": {"name": tool, "arguments": args}});
+        let (_, answer) = self.post(Some(session), &request).await;
+        let result = &answer["result"];
+        assert_ne!(result["isError"], true, "{tool}: {answer}");
+        result["structuredContent"].clone()
+    }
+}
+
+/// `clients` streamable-HTTP sessions call `job_events` as fast as they can while a flood of
+/// `flood` deltas is written; returns the calls per second and each call's latency (ms).
+async fn http_reads_during_a_flood(server: &Path, clients: usize, flood: usize) -> (f64, Vec<f64>) {
+    let cwd = std::env::temp_dir().to_string_lossy().into_owned();
+    let served = Arc::new(HttpServed::start(server, &[]).await);
+    let main = served.session().await;
+    let job = served
+        .call(
+            &main,
+            "job_start",
+            json!({"prompt": format!("FLOOD: {flood}"), "cwd": cwd}),
+        )
+        .await;
+    let job_id = job["job_id"].clone();
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let began = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let (served, flooding, job_id) = (served.clone(), flooding.clone(), job_id.clone());
+        readers.push(tokio::spawn(async move {
+            let session = served.session().await;
+            let (mut latencies, mut cursor) = (Vec::new(), 0);
+            // Each follows the job as a client would, from its cursor on; at least one call
+            // each, so a tiny flood still measures something.
+            while latencies.is_empty() || flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = Instant::now();
+                let page = served
+                    .call(
+                        &session,
+                        "job_events",
+                        json!({"job_id": job_id, "cursor": cursor, "limit": 20}),
+                    )
+                    .await;
+                latencies.push(ms(asked.elapsed()));
+                cursor = page["cursor"].as_u64().unwrap_or(cursor);
+            }
+            latencies
+        }));
+    }
+    loop {
+        let waited = served
+            .call(
+                &main,
+                "job_wait",
+                json!({"job_id": job_id, "timeout_seconds": 60}),
+            )
+            .await;
+        if waited["notifications"][0]["status"] == "completed" {
+            break;
+        }
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for reader in readers {
+        latencies.extend(reader.await.expect("a reader"));
+    }
+    let calls_per_sec = latencies.len() as f64 / began.elapsed().as_secs_f64();
+    (calls_per_sec, latencies)
+}
+
+/// `jobs` jobs started at once (`--max-concurrent-jobs` as many); returns how long until the
+/// last completed (ms), how many completed, and the server's peak RSS (MiB).
+async fn many_jobs_at_once(server: &Path, jobs: usize) -> (f64, usize, f64) {
+    let cwd = std::env::temp_dir().to_string_lossy().into_owned();
+    let slots = jobs.to_string();
+    let (mut served, _) = Served::start(server, &["--max-concurrent-jobs", &slots]).await;
+    let began = Instant::now();
+    let mut peak = served.rss_mib();
+    for i in 0..jobs {
+        served
+            .call(
+                "job_start",
+                json!({"prompt": format!("SLEEP: 1 {i}"), "cwd": cwd}),
+            )
+            .await;
+        peak = peak.max(served.rss_mib());
+    }
+    let (mut completed, mut cursor) = (0, 0u64);
+    while completed < jobs {
+        let waited = served
+            .call("job_wait", json!({"cursor": cursor, "timeout_seconds": 60}))
+            .await;
+        let news = waited["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if news.is_empty() {
+            break;
+        }
+        completed += news.iter().filter(|n| n["status"] == "completed").count();
+        cursor = waited["cursor"].as_u64().unwrap_or(cursor);
+        peak = peak.max(served.rss_mib());
+    }
+    (ms(began.elapsed()), completed, peak)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -299,6 +513,11 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
         peak = peak.max(served.rss_mib());
     }
     let flood_secs = asked.elapsed().as_secs_f64();
+    drop(served);
+
+    let (http_rate, http_latencies) =
+        http_reads_during_a_flood(server, sizes.http_clients, sizes.flood * 10).await;
+    let (many_ms, many_done, many_peak) = many_jobs_at_once(server, sizes.concurrent_jobs).await;
 
     vec![
         Figure::new("spawn → initialize answered", "ms", startup),
@@ -311,5 +530,18 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
             vec![sizes.flood as f64 / flood_secs],
         ),
         Figure::new("RSS growth during the flood", "MiB", vec![peak - before]),
+        Figure::new(
+            "job_events over HTTP during a flood",
+            "calls/s",
+            vec![http_rate],
+        ),
+        Figure::new(
+            "job_events over HTTP during a flood, latency",
+            "ms",
+            http_latencies,
+        ),
+        Figure::new("concurrent jobs: all completed", "ms", vec![many_ms]),
+        Figure::new("concurrent jobs completed", "jobs", vec![many_done as f64]),
+        Figure::new("concurrent jobs: peak RSS", "MiB", vec![many_peak]),
     ]
 }

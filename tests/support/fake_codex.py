@@ -22,6 +22,7 @@ Each mcp-server `tools/call` is scripted by its prompt:
                     call for the thread arrives (a cancel Codex confirms late)
   CRASH             write to stderr and exit 3 in the middle of the turn
   FLOOD: n          send n agent_message_delta events ("0", "1", ...), then answer
+  SLEEP: s ...      answer "slept" after s seconds
   ASK_UNKNOWN       send a request with a method nobody knows, answer with what came back
   anything else     answer "fake: <prompt>"
 
@@ -124,6 +125,10 @@ def run_turn(request_id, arguments):
             event(request_id, thread_id, {"type": "agent_message_delta", "delta": str(i)})
         event(request_id, thread_id, {"type": "agent_message", "message": "flooded"})
         answer(request_id, thread_id, "flooded")
+    elif verb == "SLEEP":
+        time.sleep(float(arg.split()[0]))
+        event(request_id, thread_id, {"type": "agent_message", "message": "slept"})
+        answer(request_id, thread_id, "slept")
     elif verb == "ASK_UNKNOWN":
         reply = ask("codex/something_new", {"threadId": thread_id})
         answer(request_id, thread_id, "client said: " + json.dumps(reply))
