@@ -489,6 +489,24 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
         }
         completions.push(ms(asked.elapsed()));
     }
+    // Wake-up: Codex ends a turn while job_wait waits; how long until its answer is here.
+    let mut wakeups = Vec::new();
+    for _ in 0..sizes.runs {
+        let job = served
+            .call("job_start", json!({"prompt": "TIME_AFTER: 0.05", "cwd": cwd}))
+            .await;
+        let waited = served
+            .call("job_wait", json!({"job_id": job["job_id"], "timeout_seconds": 60}))
+            .await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(f64::NAN, |d| d.as_secs_f64());
+        let ended = waited["notifications"][0]["result"]
+            .as_str()
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        wakeups.push((now - ended) * 1000.0);
+    }
     // A flood of deltas, durable and read back through job_events.
     let before = served.rss_mib();
     let asked = Instant::now();
@@ -524,6 +542,7 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
         Figure::new("idle RSS", "MiB", idle),
         Figure::new("job_start round trip", "ms", starts),
         Figure::new("job_start → completion seen (job_wait)", "ms", completions),
+        Figure::new("Codex ends a turn → job_wait returns", "ms", wakeups),
         Figure::new(
             "flood relayed and read (job_events)",
             "events/s",

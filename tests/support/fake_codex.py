@@ -23,6 +23,7 @@ Each mcp-server `tools/call` is scripted by its prompt:
   CRASH             write to stderr and exit 3 in the middle of the turn
   FLOOD: n          send n agent_message_delta events ("0", "1", ...), then answer
   SLEEP: s ...      answer "slept" after s seconds
+  TIME_AFTER: s     after s seconds, answer with the time it answers (seconds since the epoch)
   ASK_UNKNOWN       send a request with a method nobody knows, answer with what came back
   anything else     answer "fake: <prompt>"
 
@@ -129,6 +130,9 @@ def run_turn(request_id, arguments):
         time.sleep(float(arg.split()[0]))
         event(request_id, thread_id, {"type": "agent_message", "message": "slept"})
         answer(request_id, thread_id, "slept")
+    elif verb == "TIME_AFTER":
+        time.sleep(float(arg))
+        answer(request_id, thread_id, f"{time.time():.6f}")
     elif verb == "ASK_UNKNOWN":
         reply = ask("codex/something_new", {"threadId": thread_id})
         answer(request_id, thread_id, "client said: " + json.dumps(reply))
