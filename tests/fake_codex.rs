@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::path::PathBuf;
+
 use serde_json::{Value, json};
 use support::fake_codex;
 use support::server::{Launch, Sandbox, Server, alive, is_turn_end, within};
@@ -581,22 +583,27 @@ async fn the_server_answers_its_client_before_codex_is_up_and_runs_jobs_once_it_
     );
 }
 
-#[tokio::test]
-async fn an_idle_app_server_is_stopped_and_the_next_reply_resumes_its_thread_in_a_new_one() {
-    let sandbox = Sandbox::new();
+/// A server on the fake app-server, with `args`; each app-server it starts leaves a file in
+/// the returned directory.
+async fn app_server_counting_children(sandbox: &Sandbox, args: &[&str]) -> (Server, PathBuf) {
     let bin = fake_codex();
     let pids = sandbox.home().join("pids");
     std::fs::create_dir_all(&pids).unwrap();
-    let server = Launch::new(&bin, &sandbox)
+    let launch = Launch::new(&bin, sandbox)
         .env("FAKE_CODEX_VERSION", "0.170.0")
         .env("FAKE_CODEX_APP_SERVER", "1")
         .env("FAKE_CODEX_PID_DIR", pids.to_str().unwrap())
         .arg("--backend")
-        .arg("app-server")
-        .arg("--codex-idle-restart")
-        .arg("300ms")
-        .start()
-        .await;
+        .arg("app-server");
+    let server = args.iter().fold(launch, |l, a| l.arg(a)).start().await;
+    (server, pids)
+}
+
+#[tokio::test]
+async fn an_idle_app_server_is_stopped_and_the_next_reply_resumes_its_thread_in_a_new_one() {
+    let sandbox = Sandbox::new();
+    let (server, pids) =
+        app_server_counting_children(&sandbox, &["--codex-idle-restart", "300ms"]).await;
     let job_id = job(&server, &sandbox, "first").await;
     assert_eq!(server.settle(&job_id).await["result"], "fake app: first");
     server
@@ -617,17 +624,7 @@ async fn an_idle_app_server_is_stopped_and_the_next_reply_resumes_its_thread_in_
 #[tokio::test]
 async fn an_app_server_holding_too_many_threads_is_replaced_before_its_next_turn() {
     let sandbox = Sandbox::new();
-    let bin = fake_codex();
-    let pids = sandbox.home().join("pids");
-    std::fs::create_dir_all(&pids).unwrap();
-    let server = Launch::new(&bin, &sandbox)
-        .env("FAKE_CODEX_VERSION", "0.170.0")
-        .env("FAKE_CODEX_APP_SERVER", "1")
-        .env("FAKE_CODEX_PID_DIR", pids.to_str().unwrap())
-        .arg("--backend")
-        .arg("app-server")
-        .start()
-        .await;
+    let (server, pids) = app_server_counting_children(&sandbox, &[]).await;
     // One job more than a child keeps threads for (64), each a thread of its own.
     for i in 0..66 {
         let job_id = job(&server, &sandbox, &format!("job {i}")).await;

@@ -120,6 +120,21 @@ fn fake_codex() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_codex.py")
 }
 
+/// The server on the fake Codex, its state in `state`, logging at `log`, with `extra` arguments.
+fn server_command(server: &Path, state: &Path, extra: &[&str], log: &str) -> Command {
+    let mut command = Command::new(server);
+    command
+        .arg("--codex-bin")
+        .arg(fake_codex())
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .env("HOME", state)
+        .env("RUST_LOG", log)
+        .kill_on_drop(true);
+    command
+}
+
 /// A server under measurement, with a minimal JSON-RPC client of our own over its stdio (so the
 /// client's cost is small and known).
 struct Served {
@@ -136,18 +151,10 @@ impl Served {
     async fn start(server: &Path, extra: &[&str]) -> (Self, Duration) {
         let state = tempfile::tempdir().expect("a state directory");
         let spawned = Instant::now();
-        let mut child = Command::new(server)
-            .arg("--codex-bin")
-            .arg(fake_codex())
-            .arg("--state-dir")
-            .arg(state.path())
-            .args(extra)
-            .env("HOME", state.path())
-            .env("RUST_LOG", "warn")
+        let mut child = server_command(server, state.path(), extra, "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn the server");
         let stdin = child.stdin.take().expect("stdin");
@@ -242,19 +249,12 @@ struct HttpServed {
 impl HttpServed {
     async fn start(server: &Path, extra: &[&str]) -> Self {
         let state = tempfile::tempdir().expect("a state directory");
-        let mut child = Command::new(server)
+        let log = "warn,codex_async_mcp::server::http=info";
+        let mut child = server_command(server, state.path(), extra, log)
             .args(["--transport", "streamable-http", "--port", "0"])
-            .arg("--codex-bin")
-            .arg(fake_codex())
-            .arg("--state-dir")
-            .arg(state.path())
-            .args(extra)
-            .env("HOME", state.path())
-            .env("RUST_LOG", "warn,codex_async_mcp::server::http=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn the server");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
@@ -493,10 +493,16 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
     let mut wakeups = Vec::new();
     for _ in 0..sizes.runs {
         let job = served
-            .call("job_start", json!({"prompt": "TIME_AFTER: 0.05", "cwd": cwd}))
+            .call(
+                "job_start",
+                json!({"prompt": "TIME_AFTER: 0.05", "cwd": cwd}),
+            )
             .await;
         let waited = served
-            .call("job_wait", json!({"job_id": job["job_id"], "timeout_seconds": 60}))
+            .call(
+                "job_wait",
+                json!({"job_id": job["job_id"], "timeout_seconds": 60}),
+            )
             .await;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
