@@ -496,6 +496,23 @@ pub struct EventPage {
     pub has_more: bool,
 }
 
+/// A request Codex asks with one question (which color, Red or Blue), for the tests of every
+/// module that handles requests.
+#[cfg(test)]
+pub(crate) fn sample_question() -> PendingRequest {
+    PendingRequest {
+        request_id: "r1".into(),
+        kind: RequestKind::Question,
+        summary: "answer: Which color?".into(),
+        decisions: vec![Decision::Accept, Decision::Decline, Decision::Cancel],
+        questions: vec![Question {
+            id: "color".into(),
+            question: "Which color?".into(),
+            options: vec!["Red".into(), "Blue".into()],
+        }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

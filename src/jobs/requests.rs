@@ -336,22 +336,8 @@ impl JobManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Question;
+    use crate::model::sample_question;
     use serde_json::json;
-
-    fn question() -> PendingRequest {
-        PendingRequest {
-            request_id: "r3".into(),
-            kind: RequestKind::Question,
-            summary: "answer: Which color?".into(),
-            decisions: vec![Decision::Accept, Decision::Decline, Decision::Cancel],
-            questions: vec![Question {
-                id: "color".into(),
-                question: "Which color?".into(),
-                options: vec!["Red".into(), "Blue".into()],
-            }],
-        }
-    }
 
     fn answers(value: Value) -> Answer {
         Answer {
@@ -362,20 +348,20 @@ mod tests {
 
     #[test]
     fn a_question_is_accepted_only_with_an_answer_to_each_question() {
-        assert!(check_answer(&question(), &answers(json!({"color": "Blue"}))).is_ok());
-        assert!(check_answer(&question(), &answers(json!({"color": ["Blue"]}))).is_ok());
-        assert!(check_answer(&question(), &Answer::just(Decision::Decline)).is_ok());
+        assert!(check_answer(&sample_question(), &answers(json!({"color": "Blue"}))).is_ok());
+        assert!(check_answer(&sample_question(), &answers(json!({"color": ["Blue"]}))).is_ok());
+        assert!(check_answer(&sample_question(), &Answer::just(Decision::Decline)).is_ok());
         for (bad, says) in [
             (json!({}), "missing color"),
             (json!({"size": "L", "color": "Red"}), "no question \"size\""),
             (json!({"color": 3}), "must be a string"),
         ] {
-            let e = check_answer(&question(), &answers(bad))
+            let e = check_answer(&sample_question(), &answers(bad))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(says), "{e}");
         }
-        let e = check_answer(&question(), &Answer::just(Decision::Accept))
+        let e = check_answer(&sample_question(), &Answer::just(Decision::Accept))
             .unwrap_err()
             .to_string();
         assert!(e.contains(r#"{"color": "Red"}"#), "{e}");
@@ -383,9 +369,12 @@ mod tests {
 
     #[test]
     fn a_decision_the_request_does_not_take_is_refused_with_what_it_takes() {
-        let e = check_answer(&question(), &Answer::just(Decision::AcceptForSession))
-            .unwrap_err()
-            .to_string();
+        let e = check_answer(
+            &sample_question(),
+            &Answer::just(Decision::AcceptForSession),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("it takes accept, decline, cancel"), "{e}");
     }
 

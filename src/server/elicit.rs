@@ -203,21 +203,7 @@ pub(super) fn answer_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Question;
-
-    fn question() -> PendingRequest {
-        PendingRequest {
-            request_id: "r4".into(),
-            kind: RequestKind::Question,
-            summary: "answer: Which color?".into(),
-            decisions: vec![Decision::Accept, Decision::Decline, Decision::Cancel],
-            questions: vec![Question {
-                id: "color".into(),
-                question: "Which color?".into(),
-                options: vec!["Red".into(), "Blue".into()],
-            }],
-        }
-    }
+    use crate::model::sample_question;
 
     fn content(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap_or_default()
@@ -226,14 +212,14 @@ mod tests {
     #[test]
     fn an_accepted_form_answers_a_question_with_its_fields_and_a_declined_one_without() {
         let (answer, _) = answer_of(
-            &question(),
+            &sample_question(),
             content(json!({"decision": "accept", "color": "Blue"})),
         )
         .unwrap();
         assert_eq!(answer.decision, Decision::Accept);
         assert_eq!(answer.answers, Some(content(json!({"color": "Blue"}))));
         let (answer, _) = answer_of(
-            &question(),
+            &sample_question(),
             content(json!({"decision": "decline", "color": "Blue"})),
         )
         .unwrap();
@@ -242,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_form_for_a_command_takes_a_decision_it_allows_and_a_note_for_the_record() {
-        let mut command = question();
+        let mut command = sample_question();
         command.kind = RequestKind::Command;
         command.questions.clear();
         command.decisions.insert(1, Decision::AcceptForSession);
@@ -261,7 +247,7 @@ mod tests {
         assert_eq!(answer_of(&command, content(json!({"note": "?"}))), None);
         assert_eq!(
             answer_of(
-                &question(),
+                &sample_question(),
                 content(json!({"decision": "accept_for_session"}))
             ),
             None
@@ -274,7 +260,7 @@ mod tests {
             message,
             requested_schema,
             ..
-        } = form(&JobId::from("job-1"), 2, &question()).unwrap()
+        } = form(&JobId::from("job-1"), 2, &sample_question()).unwrap()
         else {
             panic!("a form")
         };
