@@ -37,29 +37,36 @@ pub fn codex(version: &str) -> PathBuf {
 /// The MCP Inspector's command-line client (`mcp-inspector`) at `version`, installed from npm into
 /// the same cache on first use.
 pub fn inspector(version: &str) -> PathBuf {
-    let dir = target_dir().join("inspector-cache").join(version);
-    std::fs::create_dir_all(&dir).expect("create the inspector cache");
-    let lock = File::create(dir.join(".lock")).expect("create the install lock");
-    lock.lock().expect("take the install lock");
-    let bin = dir.join("node_modules/.bin/mcp-inspector");
-    if bin.exists() {
-        return bin;
-    }
-    npm_install(&dir, &format!("@modelcontextprotocol/inspector@{version}"));
-    bin
+    npm_tool(
+        "inspector-cache",
+        "@modelcontextprotocol/inspector",
+        version,
+        "mcp-inspector",
+    )
 }
 
 /// Claude Code's CLI (`claude`) at `version`, installed from npm on first use.
 pub fn claude_code(version: &str) -> PathBuf {
-    let dir = target_dir().join("claude-cache").join(version);
-    std::fs::create_dir_all(&dir).expect("create the claude cache");
+    npm_tool(
+        "claude-cache",
+        "@anthropic-ai/claude-code",
+        version,
+        "claude",
+    )
+}
+
+/// The command `bin` of the npm `package` at `version`, installed under `target/<cache>/` on
+/// first use.
+fn npm_tool(cache: &str, package: &str, version: &str, bin: &str) -> PathBuf {
+    let dir = target_dir().join(cache).join(version);
+    std::fs::create_dir_all(&dir).expect("create the npm cache");
     let lock = File::create(dir.join(".lock")).expect("create the install lock");
     lock.lock().expect("take the install lock");
-    let bin = dir.join("node_modules/.bin/claude");
+    let bin = dir.join("node_modules/.bin").join(bin);
     if bin.exists() {
         return bin;
     }
-    npm_install(&dir, &format!("@anthropic-ai/claude-code@{version}"));
+    npm_install(&dir, &format!("{package}@{version}"));
     bin
 }
 
