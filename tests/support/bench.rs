@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::oneshot;
 
@@ -24,6 +24,8 @@ pub struct Sizes {
     pub starts: usize,
     /// Deltas of the flood turn.
     pub flood: usize,
+    /// Deltas of the flood job.
+    pub big_flood: usize,
     /// Streamable HTTP clients reading `job_events` at once during a flood.
     pub http_clients: usize,
     /// Jobs running at once (`--max-concurrent-jobs` as many).
@@ -36,6 +38,7 @@ impl Sizes {
             runs: 10,
             starts: 200,
             flood: 20_000,
+            big_flood: 1_000_000,
             http_clients: 32,
             concurrent_jobs: 1_000,
         }
@@ -46,6 +49,7 @@ impl Sizes {
             runs: 2,
             starts: 3,
             flood: 50,
+            big_flood: 200,
             http_clients: 2,
             concurrent_jobs: 5,
         }
@@ -190,6 +194,23 @@ impl Served {
         (served, ready)
     }
 
+    /// A new server that has run one job to its end, so what a measurement then costs is not
+    /// the first job's.
+    async fn warm(server: &Path) -> Self {
+        let (mut served, _) = Self::start(server, &[]).await;
+        let cwd = std::env::temp_dir().to_string_lossy().into_owned();
+        let job = served
+            .call("job_start", json!({"prompt": "warm up", "cwd": cwd}))
+            .await;
+        served
+            .call(
+                "job_wait",
+                json!({"job_id": job["job_id"], "timeout_seconds": 60}),
+            )
+            .await;
+        served
+    }
+
     async fn send(&mut self, message: Value) {
         let line = format!("{message}\n");
         self.stdin
@@ -228,18 +249,89 @@ impl Served {
 
     /// The server's resident memory, in MiB.
     fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// The server's highest resident memory since [`Served::reset_peak`] (or its start), in MiB:
+    /// the true peak, which sampling between calls could miss.
+    fn peak_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// Starts a new [`Served::peak_mib`] from the present resident memory.
+    fn reset_peak(&self) {
+        let pid = self.child.id().expect("the server runs");
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS");
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let pid = self.child.id().expect("the server runs");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     }
 }
 
-/// A server on streamable HTTP, spoken to with one raw HTTP/1.0 request per call: the answer's
-/// body then ends with the connection, with no chunks to undo.
+/// What a flood of deltas cost: how fast they became durable, how fast a client read them back,
+/// and how much the server grew at its peak.
+struct Flood {
+    durable_per_sec: f64,
+    read_per_sec: f64,
+    growth_mib: f64,
+}
+
+/// A turn of `deltas` deltas written as fast as the fake Codex can. Durable: from `job_start`
+/// until `job_wait` sees the turn completed (its events are committed before its end is).
+/// Then every delta is read back with `job_events`, 1,000 to a page, and counted.
+async fn flood(served: &mut Served, deltas: usize) -> Flood {
+    let cwd = std::env::temp_dir().to_string_lossy().into_owned();
+    let before = served.rss_mib();
+    served.reset_peak();
+    let asked = Instant::now();
+    let job = served
+        .call(
+            "job_start",
+            json!({"prompt": format!("FLOOD: {deltas}"), "cwd": cwd}),
+        )
+        .await;
+    let job_id = job["job_id"].clone();
+    loop {
+        let waited = served
+            .call("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
+            .await;
+        if waited["notifications"][0]["status"] == "completed" {
+            break;
+        }
+    }
+    let durable = asked.elapsed().as_secs_f64();
+    let reading = Instant::now();
+    let (mut cursor, mut read) = (0u64, 0usize);
+    loop {
+        let page = served
+            .call(
+                "job_events",
+                json!({"job_id": job_id, "cursor": cursor, "limit": 1000, "include_deltas": true,
+                       "event_types": ["agent_message_delta"], "max_bytes": 262_144}),
+            )
+            .await;
+        read += page["events"].as_array().map_or(0, Vec::len);
+        cursor = page["cursor"].as_u64().unwrap_or(cursor);
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    assert_eq!(read, deltas, "every delta of the flood is read back");
+    Flood {
+        durable_per_sec: deltas as f64 / durable,
+        read_per_sec: deltas as f64 / reading.elapsed().as_secs_f64(),
+        growth_mib: served.peak_mib() - before,
+    }
+}
+
+/// A server on streamable HTTP.
 struct HttpServed {
     _child: Child,
     port: u16,
@@ -274,82 +366,145 @@ impl HttpServed {
         }
     }
 
-    /// POSTs one JSON-RPC message; the session id the server named and the JSON-RPC answer
-    /// (`Null` for a notification).
-    async fn post(&self, session: Option<&str>, message: &Value) -> (Option<String>, Value) {
+    /// A new initialized MCP session on a connection of its own, kept alive as a client's is.
+    async fn session(&self) -> HttpSession {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to the server");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let (read, write) = stream.into_split();
+        let mut session = HttpSession {
+            reader: BufReader::new(read),
+            writer: write,
+            port: self.port,
+            id: None,
+        };
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "bench", "version": "0"}}});
+        session.post(&init).await;
+        assert!(session.id.is_some(), "the server names a session");
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        session.post(&initialized).await;
+        session
+    }
+}
+
+/// One streamable-HTTP session over one HTTP/1.1 connection, spoken to with raw requests (so the
+/// client's cost is small and known).
+struct HttpSession {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    port: u16,
+    id: Option<String>,
+}
+
+impl HttpSession {
+    /// POSTs one JSON-RPC message; returns the JSON-RPC answer (`Null` for a notification).
+    async fn post(&mut self, message: &Value) -> Value {
         let body = message.to_string();
         let mut head = format!(
-            "POST /mcp HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
              Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
             self.port,
             body.len()
         );
-        if let Some(session) = session {
-            head.push_str(&format!("Mcp-Session-Id: {session}\r\n"));
+        if let Some(id) = &self.id {
+            head.push_str(&format!("Mcp-Session-Id: {id}\r\n"));
         }
         head.push_str("\r\n");
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .expect("connect to the server");
-        stream
+        self.writer
             .write_all(format!("{head}{body}").as_bytes())
             .await
             .expect("send the request");
-        let mut response = Vec::new();
-        tokio::time::timeout(
-            Duration::from_secs(120),
-            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response),
-        )
-        .await
-        .expect("the server answers within 2 minutes")
-        .expect("read the answer");
-        let text = String::from_utf8_lossy(&response);
-        let session = text.lines().find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("mcp-session-id")
-                .then(|| value.trim().to_owned())
-        });
-        let answer = text
+        let body = tokio::time::timeout(Duration::from_secs(120), self.response_body())
+            .await
+            .expect("the server answers within 2 minutes");
+        String::from_utf8_lossy(&body)
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
             .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
             .find(|m| m.get("id").is_some())
-            .unwrap_or(Value::Null);
-        (session, answer)
+            .unwrap_or(Value::Null)
     }
 
-    /// A new initialized session's id.
-    async fn session(&self) -> String {
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "bench", "version": "0"}}});
-        let (session, _) = self.post(None, &init).await;
-        let session = session.expect("a session id");
-        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        self.post(Some(&session), &initialized).await;
-        session
+    /// Reads one response: its head (noting the session id), then its body, whole, by its
+    /// length or its chunks.
+    async fn response_body(&mut self) -> Vec<u8> {
+        let (mut length, mut chunked) = (0, false);
+        loop {
+            let mut line = String::new();
+            self.reader
+                .read_line(&mut line)
+                .await
+                .expect("read a header");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "mcp-session-id" => self.id = Some(value.to_owned()),
+                "content-length" => length = value.parse().expect("a length"),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                _ => {}
+            }
+        }
+        let mut body = Vec::new();
+        if !chunked {
+            body.resize(length, 0);
+            self.reader
+                .read_exact(&mut body)
+                .await
+                .expect("read the body");
+            return body;
+        }
+        loop {
+            let mut size = String::new();
+            self.reader
+                .read_line(&mut size)
+                .await
+                .expect("read a chunk size");
+            let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            let mut chunk = vec![0; size + 2];
+            self.reader
+                .read_exact(&mut chunk)
+                .await
+                .expect("read a chunk");
+            if size == 0 {
+                return body;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
     }
 
     /// A tool's structured answer.
-    async fn call(&self, session: &str, tool: &str, args: Value) -> Value {
+    async fn call(&mut self, tool: &str, args: Value) -> Value {
         let request = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                              "params": {"name": tool, "arguments": args}});
-        let (_, answer) = self.post(Some(session), &request).await;
+        let answer = self.post(&request).await;
         let result = &answer["result"];
         assert_ne!(result["isError"], true, "{tool}: {answer}");
         result["structuredContent"].clone()
     }
 }
 
-/// `clients` streamable-HTTP sessions call `job_events` as fast as they can while a flood of
-/// `flood` deltas is written; returns the calls per second and each call's latency (ms).
+/// `clients` streamable-HTTP sessions, each on its own kept-alive connection, call `job_events`
+/// as fast as they can while a flood of `flood` deltas is written; returns the calls per second
+/// and each call's latency (ms).
 async fn http_reads_during_a_flood(server: &Path, clients: usize, flood: usize) -> (f64, Vec<f64>) {
     let cwd = std::env::temp_dir().to_string_lossy().into_owned();
-    let served = Arc::new(HttpServed::start(server, &[]).await);
-    let main = served.session().await;
-    let job = served
+    let served = HttpServed::start(server, &[]).await;
+    let mut main = served.session().await;
+    let mut sessions = Vec::new();
+    for _ in 0..clients {
+        sessions.push(served.session().await);
+    }
+    let job = main
         .call(
-            &main,
             "job_start",
             json!({"prompt": format!("FLOOD: {flood}"), "cwd": cwd}),
         )
@@ -358,18 +513,16 @@ async fn http_reads_during_a_flood(server: &Path, clients: usize, flood: usize) 
     let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let began = Instant::now();
     let mut readers = Vec::new();
-    for _ in 0..clients {
-        let (served, flooding, job_id) = (served.clone(), flooding.clone(), job_id.clone());
+    for mut session in sessions {
+        let (flooding, job_id) = (flooding.clone(), job_id.clone());
         readers.push(tokio::spawn(async move {
-            let session = served.session().await;
             let (mut latencies, mut cursor) = (Vec::new(), 0);
             // Each follows the job as a client would, from its cursor on; at least one call
             // each, so a tiny flood still measures something.
             while latencies.is_empty() || flooding.load(std::sync::atomic::Ordering::Relaxed) {
                 let asked = Instant::now();
-                let page = served
+                let page = session
                     .call(
-                        &session,
                         "job_events",
                         json!({"job_id": job_id, "cursor": cursor, "limit": 20}),
                     )
@@ -381,12 +534,8 @@ async fn http_reads_during_a_flood(server: &Path, clients: usize, flood: usize) 
         }));
     }
     loop {
-        let waited = served
-            .call(
-                &main,
-                "job_wait",
-                json!({"job_id": job_id, "timeout_seconds": 60}),
-            )
+        let waited = main
+            .call("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
             .await;
         if waited["notifications"][0]["status"] == "completed" {
             break;
@@ -513,31 +662,15 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
             .unwrap_or(f64::NAN);
         wakeups.push((now - ended) * 1000.0);
     }
-    // A flood of deltas, durable and read back through job_events.
-    let before = served.rss_mib();
-    let asked = Instant::now();
-    let job = served
-        .call(
-            "job_start",
-            json!({"prompt": format!("FLOOD: {}", sizes.flood), "cwd": cwd}),
-        )
-        .await;
-    let job_id = job["job_id"].clone();
-    let (mut cursor, mut deltas, mut peak) = (0u64, 0usize, before);
-    while deltas < sizes.flood {
-        let page = served
-            .call(
-                "job_events",
-                json!({"job_id": job_id, "cursor": cursor, "limit": 1000, "include_deltas": true,
-                       "event_types": ["agent_message_delta"], "max_bytes": 262_144}),
-            )
-            .await;
-        deltas += page["events"].as_array().map_or(0, Vec::len);
-        cursor = page["cursor"].as_u64().unwrap_or(cursor);
-        peak = peak.max(served.rss_mib());
-    }
-    let flood_secs = asked.elapsed().as_secs_f64();
     drop(served);
+    // Floods of deltas: a turn's worth, each on a new server that has run one job; then a job's
+    // worth.
+    let mut turn_floods = Vec::new();
+    for _ in 0..sizes.runs {
+        turn_floods.push(flood(&mut Served::warm(server).await, sizes.flood).await);
+    }
+    let job_flood = flood(&mut Served::warm(server).await, sizes.big_flood).await;
+    let of_turns = |f: fn(&Flood) -> f64| turn_floods.iter().map(f).collect::<Vec<_>>();
 
     let (http_rate, http_latencies) =
         http_reads_during_a_flood(server, sizes.http_clients, sizes.flood * 10).await;
@@ -550,11 +683,30 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
         Figure::new("job_start → completion seen (job_wait)", "ms", completions),
         Figure::new("Codex ends a turn → job_wait returns", "ms", wakeups),
         Figure::new(
-            "flood relayed and read (job_events)",
+            "flood (a turn) durable",
             "events/s",
-            vec![sizes.flood as f64 / flood_secs],
+            of_turns(|f| f.durable_per_sec),
         ),
-        Figure::new("RSS growth during the flood", "MiB", vec![peak - before]),
+        Figure::new(
+            "flood (a turn) read back, 1,000-event pages",
+            "events/s",
+            of_turns(|f| f.read_per_sec),
+        ),
+        Figure::new(
+            "flood (a turn): peak RSS growth",
+            "MiB",
+            of_turns(|f| f.growth_mib),
+        ),
+        Figure::new(
+            "flood (a job) durable",
+            "events/s",
+            vec![job_flood.durable_per_sec],
+        ),
+        Figure::new(
+            "flood (a job): peak RSS growth",
+            "MiB",
+            vec![job_flood.growth_mib],
+        ),
         Figure::new(
             "job_events over HTTP during a flood",
             "calls/s",

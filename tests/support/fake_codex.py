@@ -122,8 +122,15 @@ def run_turn(request_id, arguments):
         sys.stderr.flush()
         os._exit(3)
     elif verb == "FLOOD":
-        for i in range(int(arg)):
-            event(request_id, thread_id, {"type": "agent_message_delta", "delta": str(i)})
+        # Written in large chunks, each line built once, so the fake's own cost stays far below
+        # the server's and a benchmark of the flood measures the server.
+        head, tail = json.dumps({"jsonrpc": "2.0", "method": "codex/event",
+                                 "params": {"_meta": {"requestId": request_id, "threadId": thread_id},
+                                            "id": f"turn-{request_id}",
+                                            "msg": {"type": "agent_message_delta", "delta": "@"}}}).split("@")
+        lines = [f"{head}{i}{tail}" for i in range(int(arg))]
+        for start in range(0, len(lines), 512):
+            raw("\n".join(lines[start:start + 512]))
         event(request_id, thread_id, {"type": "agent_message", "message": "flooded"})
         answer(request_id, thread_id, "flooded")
     elif verb == "SLEEP":
