@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use futures::StreamExt as _;
 use rmcp::model::{ClientJsonRpcMessage, RequestId};
 use rmcp::transport::streamable_http_server::session::SessionManager as _;
@@ -204,6 +205,15 @@ pub async fn serve(
     tracing::info!(address = %local, mount = %settings.mount_path, transport = ?settings.transport, "serving MCP over HTTP");
     // Cancelling `shutdown` also ends every session (their tokens are its children), so open
     // streams close and the graceful shutdown can finish.
+    // An answer streams as several small writes (the SSE head, the event, the end of the body):
+    // with Nagle's algorithm on, a kept-alive connection then waits out the client's delayed ACK
+    // before the last of them, about 40 ms a call. Measured with 32 kept-alive clients: 660
+    // calls/s, p50 48 ms, without TCP_NODELAY.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    });
     let graceful = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
