@@ -7,7 +7,9 @@
 //! `PRAGMA user_version` and migrated forward at start-up.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, params, params_from_iter};
 
@@ -51,7 +53,13 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// Tells the checkpointer that something was written; it ends when this is dropped.
+    written: SyncSender<()>,
 }
+
+/// How long the checkpointer lets writes gather before it copies them into the database, so one
+/// checkpoint (one fsync) covers a burst.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// The kind of problem a SQLite error is.
 fn problem(e: &rusqlite::Error) -> Problem {
@@ -114,11 +122,24 @@ impl SqliteStore {
         create_private_file(path)?;
         let mut writer = open_connection(path)?;
         migrate(&mut writer, path)?;
+        // SQLite checkpoints on the committing connection by default: then a commit now and
+        // then waits for the database file's fsync, on the thread that applies Codex's events.
+        // The checkpointer does it on a thread of its own instead.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| StoreError::Open(explain(path, &e)))?;
         let reader = open_connection(path)?;
+        let (written, writes) = std::sync::mpsc::sync_channel(1);
+        let checkpointer = open_connection(path)?;
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpointer, &writes))
+            .map_err(|e| StoreError::Open(format!("could not start the checkpoint thread: {e}")))?;
         Ok(Self {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            written,
         })
     }
 
@@ -147,6 +168,20 @@ impl SqliteStore {
         StoreError::Write {
             problem: problem(&e),
             detail: explain(&self.path, &e),
+        }
+    }
+}
+
+/// Copies what was written from the log into the database, a burst at a time, until the store
+/// is dropped. A passive checkpoint never blocks the writer or a reader; a commit needs no
+/// fsync in WAL mode with `synchronous=NORMAL`, so durability is as before.
+fn checkpoint_loop(connection: &Connection, writes: &Receiver<()>) {
+    while writes.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        while writes.try_recv().is_ok() {}
+        let checkpointed = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if let Err(e) = checkpointed {
+            tracing::warn!(error = %e, "a checkpoint of the job database failed; the next write retries it");
         }
     }
 }
@@ -300,7 +335,10 @@ impl Store for SqliteStore {
                 }
             }
         }
-        tx.commit().map_err(fail)
+        tx.commit().map_err(fail)?;
+        // Full means a checkpoint is due already.
+        let _ = self.written.try_send(());
+        Ok(())
     }
 
     fn read_events(&self, job: &JobId, query: &EventQuery) -> Result<EventPage, StoreError> {
@@ -616,6 +654,31 @@ mod tests {
             panic!("opened a directory")
         };
         assert!(e.to_string().contains("--state-dir"), "{e}");
+    }
+
+    #[test]
+    fn what_is_written_reaches_the_database_file_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        let file_size = || std::fs::metadata(&path).unwrap().len();
+        let before = file_size();
+        store.write(&[Write::Job(Box::new(record("j")))]).unwrap();
+        // Far fewer log pages than SQLite's own checkpoint waits for (1,000), one commit each.
+        for seq in 1..=50 {
+            let event = event(seq, EventKind::AgentMessageDelta);
+            store
+                .write(&[Write::Event(JobId::from("j"), event)])
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while file_size() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the events stayed in the write-ahead log"
+            );
+            std::thread::yield_now();
+        }
     }
 
     #[test]
