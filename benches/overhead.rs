@@ -1,7 +1,8 @@
 //! `cargo bench`: what this server costs beside Codex, measured on the release binary against
 //! the fake Codex (see `tests/support/bench.rs`). Prints a table and writes the same figures as
 //! JSON to `target/bench.json` (or the path in `BENCH_JSON`). `BENCH_SERVER=path` measures that
-//! server binary instead of this build's.
+//! server binary instead of this build's; `BENCH_REAL_CODEX=version` adds the real Codex's
+//! figures.
 
 #![allow(
     clippy::print_stdout,
@@ -12,6 +13,10 @@
 
 #[path = "../tests/support/bench.rs"]
 mod bench;
+#[path = "../tests/support/codex_install.rs"]
+mod codex_install;
+#[path = "../tests/support/mock_model.rs"]
+mod mock_model;
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +27,13 @@ async fn main() {
         || PathBuf::from(env!("CARGO_BIN_EXE_codex-async-mcp")),
         PathBuf::from,
     );
-    let figures = bench::run(&server, bench::Sizes::full()).await;
+    let mut figures = bench::run(&server, bench::Sizes::full()).await;
+    // BENCH_REAL_CODEX=0.169.0 adds the figures that need the real Codex (installed from npm on
+    // first use), with a mock model.
+    if let Some(version) = std::env::var_os("BENCH_REAL_CODEX") {
+        let codex = codex_install::codex(&version.to_string_lossy());
+        figures.extend(bench::run_real_codex(&server, &codex, bench::Sizes::full()).await);
+    }
     println!("{}", bench::table(&figures));
     let json: Vec<_> = figures.iter().map(bench::Figure::to_json).collect();
     let out = std::env::var_os("BENCH_JSON").map_or_else(

@@ -26,6 +26,10 @@ pub struct Sizes {
     pub flood: usize,
     /// Deltas of the flood job.
     pub big_flood: usize,
+    /// Deltas of the real Codex's turn (`run_real_codex`).
+    pub real_deltas: usize,
+    /// Jobs run one after another on the real Codex, for its memory.
+    pub real_jobs: usize,
     /// Streamable HTTP clients reading `job_events` at once during a flood.
     pub http_clients: usize,
     /// Jobs running at once (`--max-concurrent-jobs` as many).
@@ -39,6 +43,8 @@ impl Sizes {
             starts: 200,
             flood: 20_000,
             big_flood: 1_000_000,
+            real_deltas: 20_000,
+            real_jobs: 1_000,
             http_clients: 32,
             concurrent_jobs: 1_000,
         }
@@ -50,6 +56,8 @@ impl Sizes {
             starts: 3,
             flood: 50,
             big_flood: 200,
+            real_deltas: 50,
+            real_jobs: 3,
             http_clients: 2,
             concurrent_jobs: 5,
         }
@@ -124,16 +132,24 @@ fn fake_codex() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_codex.py")
 }
 
-/// The server on the fake Codex, its state in `state`, logging at `log`, with `extra` arguments.
-fn server_command(server: &Path, state: &Path, extra: &[&str], log: &str) -> Command {
+/// The server on `codex`, its state in `state`, `HOME` at `home` (where Codex finds its config),
+/// logging at `log`, with `extra` arguments.
+fn server_command(
+    server: &Path,
+    codex: &Path,
+    (state, home): (&Path, &Path),
+    extra: &[&str],
+    log: &str,
+) -> Command {
     let mut command = Command::new(server);
     command
         .arg("--codex-bin")
-        .arg(fake_codex())
+        .arg(codex)
         .arg("--state-dir")
         .arg(state)
         .args(extra)
-        .env("HOME", state)
+        .env("HOME", home)
+        .env("MOCK_KEY", "mock")
         .env("RUST_LOG", log)
         .kill_on_drop(true);
     command
@@ -154,8 +170,20 @@ impl Served {
     /// took from the spawn.
     async fn start(server: &Path, extra: &[&str]) -> (Self, Duration) {
         let state = tempfile::tempdir().expect("a state directory");
+        Self::start_on(server, &fake_codex(), state, None, extra).await
+    }
+
+    /// The server on `codex`, with `HOME` at `home` (else the state directory).
+    async fn start_on(
+        server: &Path,
+        codex: &Path,
+        state: tempfile::TempDir,
+        home: Option<&Path>,
+        extra: &[&str],
+    ) -> (Self, Duration) {
         let spawned = Instant::now();
-        let mut child = server_command(server, state.path(), extra, "warn")
+        let home = home.unwrap_or(state.path());
+        let mut child = server_command(server, codex, (state.path(), home), extra, "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -342,13 +370,19 @@ impl HttpServed {
     async fn start(server: &Path, extra: &[&str]) -> Self {
         let state = tempfile::tempdir().expect("a state directory");
         let log = "warn,codex_async_mcp::server::http=info";
-        let mut child = server_command(server, state.path(), extra, log)
-            .args(["--transport", "streamable-http", "--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the server");
+        let mut child = server_command(
+            server,
+            &fake_codex(),
+            (state.path(), state.path()),
+            extra,
+            log,
+        )
+        .args(["--transport", "streamable-http", "--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let mut port = None;
         while let Ok(Some(line)) = lines.next_line().await {
@@ -720,5 +754,229 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
         Figure::new("concurrent jobs: all completed", "ms", vec![many_ms]),
         Figure::new("concurrent jobs completed", "jobs", vec![many_done as f64]),
         Figure::new("concurrent jobs: peak RSS", "MiB", vec![many_peak]),
+    ]
+}
+
+/// A `HOME` whose Codex config points at a mock model on 127.0.0.1, so the real Codex runs
+/// without an account.
+struct MockedHome {
+    dir: tempfile::TempDir,
+    _model: super::mock_model::MockModel,
+}
+
+impl MockedHome {
+    async fn new() -> Self {
+        let model = super::mock_model::MockModel::start().await;
+        let dir = tempfile::tempdir().expect("a home directory");
+        let codex_home = dir.path().join(".codex");
+        std::fs::create_dir_all(&codex_home).expect("create .codex");
+        let config = format!(
+            "model = \"mock-model\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\n\
+             name = \"mock\"\nbase_url = \"{}\"\nwire_api = \"responses\"\nenv_key = \"MOCK_KEY\"\n\
+             request_max_retries = 0\nstream_max_retries = 0\n",
+            model.base_url()
+        );
+        std::fs::write(codex_home.join("config.toml"), config).expect("write Codex's config");
+        Self { dir, _model: model }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `codex app-server` driven directly, as the floor: one client that writes a request and reads
+/// what Codex writes until the answer it waits for.
+struct BareCodex {
+    _child: Child,
+    stdin: ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    next_id: u64,
+}
+
+impl BareCodex {
+    async fn start(codex: &Path, home: &Path) -> Self {
+        let mut child = Command::new(codex)
+            .arg("app-server")
+            .env("HOME", home)
+            .env("MOCK_KEY", "mock")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn codex app-server");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut bare = Self {
+            _child: child,
+            stdin,
+            lines,
+            next_id: 0,
+        };
+        let info = json!({"clientInfo": {"name": "bench", "version": "0"}});
+        bare.request("initialize", info).await;
+        bare.send(&json!({"method": "initialized"})).await;
+        bare
+    }
+
+    async fn send(&mut self, message: &Value) {
+        self.stdin
+            .write_all(format!("{message}\n").as_bytes())
+            .await
+            .expect("write to codex");
+    }
+
+    /// Sends a request and reads until its answer; returns the answer and how many agent
+    /// message deltas came before it.
+    async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&json!({"id": id, "method": method, "params": params}))
+            .await;
+        loop {
+            let message = self.next().await;
+            if message["id"] == id {
+                return message;
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(120), self.lines.next_line())
+            .await
+            .expect("codex writes within 2 minutes")
+            .expect("read from codex")
+            .expect("codex is running");
+        serde_json::from_str(&line).unwrap_or(Value::Null)
+    }
+
+    /// A new thread's turn of `prompt`, to its end; returns how many deltas it streamed.
+    async fn turn(&mut self, prompt: &str, cwd: &str) -> usize {
+        let thread = self.request("thread/start", json!({"cwd": cwd})).await;
+        let thread_id = thread["result"]["thread"]["id"].clone();
+        let input = json!({"threadId": thread_id, "input": [{"type": "text", "text": prompt}]});
+        self.next_id += 1;
+        self.send(&json!({"id": self.next_id, "method": "turn/start", "params": input}))
+            .await;
+        let mut deltas = 0;
+        loop {
+            let message = self.next().await;
+            match message["method"].as_str() {
+                Some("item/agentMessage/delta") => deltas += 1,
+                Some("turn/completed") => return deltas,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A job of `prompt` through the server, followed as a client would until every delta of its
+/// turn is in hand; returns how many deltas it read.
+async fn job_read_whole(served: &mut Served, prompt: &str, cwd: &str) -> usize {
+    let job = served
+        .call("job_start", json!({"prompt": prompt, "cwd": cwd}))
+        .await;
+    let (mut cursor, mut deltas) = (0u64, 0usize);
+    loop {
+        let page = served
+            .call(
+                "job_events",
+                json!({"job_id": job["job_id"], "cursor": cursor, "limit": 1000,
+                       "include_deltas": true, "max_bytes": 262_144}),
+            )
+            .await;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        deltas += events
+            .iter()
+            .filter(|e| e["type"] == "agent_message_delta")
+            .count();
+        cursor = page["cursor"].as_u64().unwrap_or(cursor);
+        if events.iter().any(|e| e["type"] == "turn_completed") {
+            return deltas;
+        }
+        if events.is_empty() {
+            // Nothing new yet: a client that polls waits a moment rather than spin.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// The resident memory of `pid`'s children (the Codex processes a server runs), in MB.
+fn children_rss_mb(pid: u32) -> f64 {
+    let mut kib = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().trim_end_matches("kB").trim().to_owned())
+        };
+        if field("PPid:").and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            kib += field("VmRSS:")
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    kib * 1024.0 / 1_000_000.0
+}
+
+/// The figures against the real Codex (`codex app-server`, with a mock model): a turn of
+/// `real_deltas` deltas in the client's hands through this server and from bare Codex, taken in
+/// turn; and Codex's memory over `real_jobs` jobs run one after another.
+pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Figure> {
+    let cwd = std::env::temp_dir().to_string_lossy().into_owned();
+    let home = MockedHome::new().await;
+    let prompt = format!("DELTAS: {}", sizes.real_deltas);
+    let state = tempfile::tempdir().expect("a state directory");
+    let (mut served, _) = Served::start_on(server, codex, state, Some(home.path()), &[]).await;
+    let mut bare = BareCodex::start(codex, home.path()).await;
+    // Warm both: Codex's first turn loads what every turn needs.
+    job_read_whole(&mut served, "SAY: warm", &cwd).await;
+    bare.turn("SAY: warm", &cwd).await;
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..sizes.runs {
+        let began = Instant::now();
+        let read = job_read_whole(&mut served, &prompt, &cwd).await;
+        ours.push(ms(began.elapsed()));
+        assert_eq!(read, sizes.real_deltas, "every delta through the server");
+        let began = Instant::now();
+        let streamed = bare.turn(&prompt, &cwd).await;
+        floor.push(ms(began.elapsed()));
+        assert_eq!(streamed, sizes.real_deltas, "every delta from bare Codex");
+    }
+    drop(bare);
+    let ratio: Vec<f64> = ours.iter().zip(&floor).map(|(o, f)| o / f).collect();
+
+    // Codex's memory: jobs one after another, its children's RSS every 25 jobs.
+    let pid = served.child.id().expect("the server runs");
+    let mut codex_rss = Vec::new();
+    for i in 0..sizes.real_jobs {
+        let job = served
+            .call(
+                "job_start",
+                json!({"prompt": format!("SAY: job {i}"), "cwd": cwd}),
+            )
+            .await;
+        served
+            .call(
+                "job_wait",
+                json!({"job_id": job["job_id"], "timeout_seconds": 60}),
+            )
+            .await;
+        if (i + 1) % 25 == 0 || i + 1 == sizes.real_jobs {
+            codex_rss.push(children_rss_mb(pid));
+        }
+    }
+    vec![
+        Figure::new("real Codex: deltas turn in the client's hands", "ms", ours),
+        Figure::new("real Codex: the same turn, bare app-server", "ms", floor),
+        Figure::new("real Codex: through the server / bare", "×", ratio),
+        Figure::new(
+            "real Codex: its RSS, sampled every 25 jobs",
+            "MB",
+            codex_rss,
+        ),
     ]
 }

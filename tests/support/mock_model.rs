@@ -15,6 +15,7 @@
 //! | `SLEEP: n` | `tick0 tick1 …` deltas every 0.5 s for `n` seconds, then `slept n` |
 //! | `WAIT: n` | nothing at all for `n` seconds (not even headers), then `waited n` |
 //! | `MANY: n` | a message of about `n` KiB ([`many`]), streamed in deltas of about 1 KiB |
+//! | `DELTAS: n` | a message streamed as `n` deltas `w0 `, `w1 `, … (the benchmark's flood) |
 //! | `HTTP400: text` | HTTP 400 with `text` in an error body |
 //! | `HTTP500: text` | HTTP 500 |
 //! | `FAILSTREAM: text` | a `response.failed` event |
@@ -159,6 +160,16 @@ async fn respond(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) ->
                 chunks.push(delta(&piece));
             }
             chunks.push(message_done(&text));
+            chunks.push(completed());
+            sse(chunks)
+        }
+        "DELTAS" => {
+            let pieces: Vec<String> = (0..arg.parse().unwrap_or(1))
+                .map(|i| format!("w{i} "))
+                .collect();
+            let mut chunks = vec![created(), message_added()];
+            chunks.extend(pieces.iter().map(|p| delta(p)));
+            chunks.push(message_done(&pieces.concat()));
             chunks.push(completed());
             sse(chunks)
         }
