@@ -11,6 +11,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        // When stderr is gone (a client that closed it), a log line is lost, not the server:
+        // tracing would report the failed write on stderr itself, and that write panics.
+        .log_internal_errors(false)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn")),
         )
@@ -27,8 +30,8 @@ fn main() -> ExitCode {
     };
     let ran = runtime.block_on(codex_async_mcp::run(cli));
     // `run` returns once the engine's tasks are done and the last answer is written. The one
-    // thing left may be the blocking read of stdin, which ends only when the client closes it:
-    // do not wait for it.
+    // thing left may be the blocking read of a stdin that is not a pipe, which ends only when the
+    // client closes it: do not wait for it.
     runtime.shutdown_background();
     match ran {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,10 +47,13 @@ fn main() -> ExitCode {
 /// events with a client paging through it left several megabytes resident in them. One arena:
 /// measured on a 20,000-event flood read in 1,000-event pages, the server grew by about 4 MiB
 /// instead of 6, with no loss of speed (two cores contend little for its lock).
+/// An operator's own `MALLOC_ARENA_MAX` stands.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a malloc parameter; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a malloc parameter; it is called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
