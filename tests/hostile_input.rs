@@ -349,3 +349,58 @@ async fn sigterm_while_a_large_answer_is_written_leaves_no_half_line() {
     let status = within("server exit", s.child.wait()).await.unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Runs the server with stdin read from a file of an MCP handshake and `tools/list`, stdout
+/// written to a file, and stderr as `stderr` makes it; returns its exit status and the
+/// `tools/list` answer, if it wrote one.
+async fn run_on_files(stderr: std::process::Stdio, drop_stderr: bool) -> (String, Option<Value>) {
+    let sandbox = Sandbox::new();
+    let requests = sandbox.work().join("requests.jsonl");
+    let answers = sandbox.work().join("answers.jsonl");
+    let lines = [
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "files", "version": "0"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&requests, text).unwrap();
+    let fake = fake_codex();
+    let mut command = Launch::new(&fake, &sandbox).command();
+    command
+        .stdin(std::fs::File::open(&requests).unwrap())
+        .stdout(std::fs::File::create(&answers).unwrap())
+        .stderr(stderr);
+    let mut child = command.spawn().unwrap();
+    if drop_stderr {
+        drop(child.stderr.take());
+    }
+    let ended = within("the server to end with its input", child.wait())
+        .await
+        .unwrap();
+    let written = std::fs::read_to_string(&answers).unwrap();
+    let tools = written
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|m| m["id"] == 1);
+    (ended.to_string(), tools)
+}
+
+#[tokio::test]
+async fn stdio_that_is_a_file_and_not_a_pipe_is_served_too() {
+    // The server reads and writes pipes without tokio's blocking pool; anything else (here
+    // files, as in `codex-async-mcp < requests > answers`) goes through tokio's stdio.
+    let (ended, tools) = run_on_files(std::process::Stdio::null(), false).await;
+    assert_eq!(ended, "exit status: 0");
+    let tools = tools.expect("a tools/list answer");
+    assert!(tools.to_string().contains("job_start"), "{tools}");
+}
+
+#[tokio::test]
+async fn a_closed_stderr_loses_log_lines_not_the_server() {
+    let (ended, tools) = run_on_files(std::process::Stdio::piped(), true).await;
+    assert_eq!(ended, "exit status: 0", "the server did not panic");
+    let tools = tools.expect("a tools/list answer");
+    assert!(tools.to_string().contains("job_start"), "{tools}");
+}

@@ -36,10 +36,10 @@ pub(crate) async fn serve_stdio(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (lines_out, lines) = mpsc::channel::<String>(OUTBOX);
-    let writer = tokio::spawn(write_lines(tokio::io::stdout(), lines));
+    let writer = tokio::spawn(write_lines(stdout(), lines));
     let (to_service, from_client) = futures::channel::mpsc::channel::<ClientJsonRpcMessage>(OUTBOX);
     let reader = tokio::spawn(read_lines(
-        BufReader::new(tokio::io::stdin()),
+        BufReader::new(stdin()),
         to_service,
         lines_out.clone(),
     ));
@@ -72,6 +72,37 @@ pub(crate) async fn serve_stdio(
         Err(_) => tracing::warn!("the client did not read our last answers; stopping anyway"),
     }
     served
+}
+
+/// stdout as the runtime's own non-blocking pipe when it is one (as an MCP client starts us), else
+/// tokio's stdout. tokio's stdout hands every write to a thread of its blocking pool and waits
+/// for it: two thread wake-ups an answer.
+fn stdout() -> Box<dyn AsyncWrite + Send + Unpin> {
+    use std::os::fd::AsFd as _;
+    let pipe = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok());
+    match pipe {
+        Some(pipe) => Box::new(pipe),
+        None => Box::new(tokio::io::stdout()),
+    }
+}
+
+/// stdin as the runtime's own non-blocking pipe when it is one, else tokio's stdin (which reads
+/// on a thread of its blocking pool).
+fn stdin() -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
+    use std::os::fd::AsFd as _;
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok());
+    match pipe {
+        Some(pipe) => Box::new(pipe),
+        None => Box::new(tokio::io::stdin()),
+    }
 }
 
 /// Reads stdin line by line: messages go to the service, undecodable ones are answered.
