@@ -285,6 +285,9 @@ pub struct Notification {
     /// the retention period leave gaps.
     pub seq: u64,
     pub job_id: JobId,
+    /// Codex's thread, once Codex has named it (`job_start` answers before it does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
     pub turn: u32,
     pub status: JobStatus,
     pub at: String,

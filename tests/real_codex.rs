@@ -208,6 +208,7 @@ mod cases {
         assert!(thread_id.is_string(), "{events}");
         let listed = t.server.ok("job_list", json!({})).await;
         assert_eq!(&listed["jobs"][0]["thread_id"], thread_id);
+        assert_eq!(&settled["thread_id"], thread_id, "job_wait names it too");
     }
 
     pub async fn wait_times_out_while_the_job_runs_and_returns_its_notification_when_it_settles(

@@ -567,6 +567,7 @@ impl<'a> Tx<'a> {
         let notification = Notification {
             seq,
             job_id: id.clone(),
+            thread_id: entry.record.thread_id.clone(),
             turn: entry.record.turns,
             status: entry.record.status,
             at: now_rfc3339(),

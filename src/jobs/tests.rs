@@ -643,6 +643,7 @@ async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
     let late = Notification {
         seq: 2,
         job_id: job.job_id.clone(),
+        thread_id: None,
         turn: 1,
         status: JobStatus::Completed,
         at: "2026-12-01T00:00:00.000Z".into(),

@@ -399,6 +399,7 @@ mod tests {
         let entry = |seq| Notification {
             seq,
             job_id: "j".into(),
+            thread_id: None,
             turn: 1,
             status: crate::jobs::JobStatus::Completed,
             at: "2026-12-01T00:00:00.000Z".into(),

@@ -546,6 +546,7 @@ mod tests {
         Notification {
             seq,
             job_id: JobId::from(job),
+            thread_id: None,
             turn: 1,
             status: JobStatus::Completed,
             at: "2026-01-01T00:00:00.000Z".into(),
