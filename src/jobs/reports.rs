@@ -23,6 +23,12 @@ use crate::model::{Answer, DecidedBy, Decision, EventKind, JobTurn};
 
 /// How many backend reports are saved in one transaction at most.
 const APPLY_BATCH: usize = 256;
+/// How long streaming pieces (`*_delta` events) may wait for the ones that follow them, so that
+/// one transaction saves many: Codex streams them one at a time, and a commit for every one or
+/// two of them cost more than relaying them. Measured with the real Codex 0.169, a 20,000-delta
+/// turn in the client's hands took 1.15 times bare app-server's time instead of 1.21 to 1.25
+/// (two A/B runs). Any other report is saved at once, with the pieces before it.
+const DELTA_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Applies the backend's reports until the engine is gone, or until `drained` is cancelled (the
 /// backend has sent its last report) and what is left in the channel has been applied.
@@ -46,6 +52,7 @@ pub(super) async fn apply_loop(
         if last {
             break;
         }
+        gather_deltas(&mut events, &mut batch).await;
         let Some(inner) = engine.upgrade() else { break };
         let manager = JobManager { inner };
         #[cfg(test)]
@@ -54,6 +61,22 @@ pub(super) async fn apply_loop(
         manager.retry_unsaved_failures();
         #[cfg(test)]
         manager.inner.reports_taken.send_modify(|n| *n += taken);
+    }
+}
+
+/// While `batch` holds only streaming pieces, takes the reports that follow for up to
+/// [`DELTA_GATHER`], until the batch is full or holds something else.
+async fn gather_deltas(events: &mut mpsc::Receiver<BackendEvent>, batch: &mut Vec<BackendEvent>) {
+    let is_delta = |report: &BackendEvent| matches!(&report.update, Update::Event { kind, .. } if kind.is_delta());
+    let until = tokio::time::Instant::now() + DELTA_GATHER;
+    let mut checked = 0;
+    while batch.len() < APPLY_BATCH && batch[checked..].iter().all(is_delta) {
+        checked = batch.len();
+        let room = APPLY_BATCH - batch.len();
+        match tokio::time::timeout_at(until, events.recv_many(batch, room)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
     }
 }
 

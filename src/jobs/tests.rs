@@ -115,6 +115,8 @@ struct FlakyStore {
     inner: SqliteStore,
     failures: AtomicUsize,
     before_next_read: Mutex<Option<Vec<Write>>>,
+    /// Transactions saved (that changed something).
+    saved: AtomicUsize,
 }
 
 impl FlakyStore {
@@ -135,7 +137,11 @@ impl Store for FlakyStore {
                 detail: "/secret/path/jobs.sqlite: database or disk is full".into(),
             });
         }
-        self.inner.write(batch)
+        self.inner.write(batch)?;
+        if !batch.is_empty() {
+            self.saved.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     fn read_events(&self, job: &JobId, query: &EventQuery) -> Result<EventPage, StoreError> {
@@ -218,6 +224,7 @@ fn engine_tuned(
         inner: SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap(),
         failures: AtomicUsize::new(0),
         before_next_read: Mutex::new(None),
+        saved: AtomicUsize::new(0),
     });
     let manager = JobManager::open(store.clone(), backend.clone(), settings, rx).unwrap();
     Engine {
@@ -390,6 +397,61 @@ async fn a_confirmed_interrupt_settles_the_job_as_cancelled() {
             .unwrap()
             .contains("Codex: interrupted")
     );
+}
+
+fn delta(text: &str) -> Update {
+    Update::Event {
+        kind: EventKind::AgentMessageDelta,
+        data: json!({"delta": text}),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn streamed_pieces_arriving_one_by_one_are_saved_together() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("stream")).await.unwrap();
+    e.handed_over(1).await;
+    let saved_before = e.store.saved.load(Ordering::SeqCst);
+    for i in 0..10 {
+        let piece = delta(&i.to_string());
+        let report = BackendEvent {
+            turn: turn(&job.job_id, 1),
+            update: piece,
+        };
+        e.events.send(report).await.unwrap();
+        // Codex streams: each piece comes on its own, and the engine runs in between.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+    e.report(turn(&job.job_id, 1), completed("done")).await;
+    assert_eq!(
+        e.store.saved.load(Ordering::SeqCst) - saved_before,
+        1,
+        "ten pieces and the turn's end in one transaction"
+    );
+    let deltas: Vec<_> = e
+        .events(&job.job_id)
+        .into_iter()
+        .filter(|e| e.kind == EventKind::AgentMessageDelta)
+        .map(|e| e.data["delta"].clone())
+        .collect();
+    assert_eq!(
+        deltas,
+        (0..10).map(|i| json!(i.to_string())).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_that_is_not_a_streamed_piece_is_saved_without_waiting() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("stream")).await.unwrap();
+    e.handed_over(1).await;
+    let asked = tokio::time::Instant::now();
+    e.report(turn(&job.job_id, 1), message("hello")).await;
+    e.report(turn(&job.job_id, 1), completed("hello")).await;
+    assert_eq!(asked.elapsed(), Duration::ZERO);
+    assert_eq!(e.settled(&job.job_id).await.status, JobStatus::Completed);
 }
 
 #[tokio::test(start_paused = true)]
