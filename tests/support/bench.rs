@@ -230,13 +230,20 @@ impl Served {
         let job = served
             .call("job_start", json!({"prompt": "warm up", "cwd": cwd}))
             .await;
+        served.until_completed(&job["job_id"]).await;
         served
-            .call(
-                "job_wait",
-                json!({"job_id": job["job_id"], "timeout_seconds": 60}),
-            )
-            .await;
-        served
+    }
+
+    /// Waits with `job_wait` until the job's turn has completed.
+    async fn until_completed(&mut self, job_id: &Value) {
+        loop {
+            let waited = self
+                .call("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
+                .await;
+            if waited["notifications"][0]["status"] == "completed" {
+                return;
+            }
+        }
     }
 
     async fn send(&mut self, message: Value) {
@@ -326,14 +333,7 @@ async fn flood(served: &mut Served, deltas: usize) -> Flood {
         )
         .await;
     let job_id = job["job_id"].clone();
-    loop {
-        let waited = served
-            .call("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
-            .await;
-        if waited["notifications"][0]["status"] == "completed" {
-            break;
-        }
-    }
+    served.until_completed(&job_id).await;
     let durable = asked.elapsed().as_secs_f64();
     let reading = Instant::now();
     let (mut cursor, mut read) = (0u64, 0usize);
@@ -661,15 +661,7 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
                 json!({"prompt": format!("done {i}"), "cwd": cwd}),
             )
             .await;
-        let job_id = job["job_id"].clone();
-        loop {
-            let waited = served
-                .call("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
-                .await;
-            if waited["notifications"][0]["status"] == "completed" {
-                break;
-            }
-        }
+        served.until_completed(&job["job_id"]).await;
         completions.push(ms(asked.elapsed()));
     }
     // Wake-up: Codex ends a turn while job_wait waits; how long until its answer is here.
@@ -959,12 +951,7 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
                 json!({"prompt": format!("SAY: job {i}"), "cwd": cwd}),
             )
             .await;
-        served
-            .call(
-                "job_wait",
-                json!({"job_id": job["job_id"], "timeout_seconds": 60}),
-            )
-            .await;
+        served.until_completed(&job["job_id"]).await;
         if (i + 1) % 25 == 0 || i + 1 == sizes.real_jobs {
             codex_rss.push(children_rss_mb(pid));
         }
