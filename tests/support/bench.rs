@@ -127,6 +127,11 @@ pub fn table(figures: &[Figure]) -> String {
     out
 }
 
+/// Where the benchmark's jobs run: the temporary directory.
+fn work_dir() -> String {
+    std::env::temp_dir().to_string_lossy().into_owned()
+}
+
 /// The fake Codex the benchmark runs against.
 fn fake_codex() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_codex.py")
@@ -226,12 +231,17 @@ impl Served {
     /// the first job's.
     async fn warm(server: &Path) -> Self {
         let (mut served, _) = Self::start(server, &[]).await;
-        let cwd = std::env::temp_dir().to_string_lossy().into_owned();
-        let job = served
-            .call("job_start", json!({"prompt": "warm up", "cwd": cwd}))
-            .await;
-        served.until_completed(&job["job_id"]).await;
+        let job_id = served.start_job("warm up").await;
+        served.until_completed(&job_id).await;
         served
+    }
+
+    /// Starts a job of `prompt` in the temporary directory; returns its id.
+    async fn start_job(&mut self, prompt: &str) -> Value {
+        let job = self
+            .call("job_start", json!({"prompt": prompt, "cwd": work_dir()}))
+            .await;
+        job["job_id"].clone()
     }
 
     /// Waits with `job_wait` until the job's turn has completed.
@@ -322,17 +332,10 @@ struct Flood {
 /// until `job_wait` sees the turn completed (its events are committed before its end is).
 /// Then every delta is read back with `job_events`, 1,000 to a page, and counted.
 async fn flood(served: &mut Served, deltas: usize) -> Flood {
-    let cwd = std::env::temp_dir().to_string_lossy().into_owned();
     let before = served.rss_mib();
     served.reset_peak();
     let asked = Instant::now();
-    let job = served
-        .call(
-            "job_start",
-            json!({"prompt": format!("FLOOD: {deltas}"), "cwd": cwd}),
-        )
-        .await;
-    let job_id = job["job_id"].clone();
+    let job_id = served.start_job(&format!("FLOOD: {deltas}")).await;
     served.until_completed(&job_id).await;
     let durable = asked.elapsed().as_secs_f64();
     let reading = Instant::now();
@@ -530,7 +533,6 @@ impl HttpSession {
 /// as fast as they can while a flood of `flood` deltas is written; returns the calls per second
 /// and each call's latency (ms).
 async fn http_reads_during_a_flood(server: &Path, clients: usize, flood: usize) -> (f64, Vec<f64>) {
-    let cwd = std::env::temp_dir().to_string_lossy().into_owned();
     let served = HttpServed::start(server, &[]).await;
     let mut main = served.session().await;
     let mut sessions = Vec::new();
@@ -540,7 +542,7 @@ async fn http_reads_during_a_flood(server: &Path, clients: usize, flood: usize) 
     let job = main
         .call(
             "job_start",
-            json!({"prompt": format!("FLOOD: {flood}"), "cwd": cwd}),
+            json!({"prompt": format!("FLOOD: {flood}"), "cwd": work_dir()}),
         )
         .await;
     let job_id = job["job_id"].clone();
@@ -587,18 +589,12 @@ async fn http_reads_during_a_flood(server: &Path, clients: usize, flood: usize) 
 /// `jobs` jobs started at once (`--max-concurrent-jobs` as many); returns how long until the
 /// last completed (ms), how many completed, and the server's peak RSS (MiB).
 async fn many_jobs_at_once(server: &Path, jobs: usize) -> (f64, usize, f64) {
-    let cwd = std::env::temp_dir().to_string_lossy().into_owned();
     let slots = jobs.to_string();
     let (mut served, _) = Served::start(server, &["--max-concurrent-jobs", &slots]).await;
     let began = Instant::now();
     let mut peak = served.rss_mib();
     for i in 0..jobs {
-        served
-            .call(
-                "job_start",
-                json!({"prompt": format!("SLEEP: 1 {i}"), "cwd": cwd}),
-            )
-            .await;
+        served.start_job(&format!("SLEEP: 1 {i}")).await;
         peak = peak.max(served.rss_mib());
     }
     let (mut completed, mut cursor) = (0, 0u64);
@@ -626,9 +622,6 @@ fn ms(d: Duration) -> f64 {
 
 /// Measures every figure at `sizes` and returns them in table order.
 pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
-    let cwd = std::env::temp_dir();
-    let cwd = cwd.to_string_lossy();
-
     // Start-up and idle memory, on fresh servers.
     let (mut startup, mut idle) = (Vec::new(), Vec::new());
     for _ in 0..sizes.runs {
@@ -643,41 +636,23 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
     let mut starts = Vec::new();
     for i in 0..sizes.starts {
         let asked = Instant::now();
-        served
-            .call(
-                "job_start",
-                json!({"prompt": format!("hi {i}"), "cwd": cwd}),
-            )
-            .await;
+        served.start_job(&format!("hi {i}")).await;
         starts.push(ms(asked.elapsed()));
     }
     // Start to the client seeing completion.
     let mut completions = Vec::new();
     for i in 0..sizes.runs {
         let asked = Instant::now();
-        let job = served
-            .call(
-                "job_start",
-                json!({"prompt": format!("done {i}"), "cwd": cwd}),
-            )
-            .await;
-        served.until_completed(&job["job_id"]).await;
+        let job_id = served.start_job(&format!("done {i}")).await;
+        served.until_completed(&job_id).await;
         completions.push(ms(asked.elapsed()));
     }
     // Wake-up: Codex ends a turn while job_wait waits; how long until its answer is here.
     let mut wakeups = Vec::new();
     for _ in 0..sizes.runs {
-        let job = served
-            .call(
-                "job_start",
-                json!({"prompt": "TIME_AFTER: 0.05", "cwd": cwd}),
-            )
-            .await;
+        let job_id = served.start_job("TIME_AFTER: 0.05").await;
         let waited = served
-            .call(
-                "job_wait",
-                json!({"job_id": job["job_id"], "timeout_seconds": 60}),
-            )
+            .call("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
             .await;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -844,8 +819,10 @@ impl BareCodex {
     }
 
     /// A new thread's turn of `prompt`, to its end; returns how many deltas it streamed.
-    async fn turn(&mut self, prompt: &str, cwd: &str) -> usize {
-        let thread = self.request("thread/start", json!({"cwd": cwd})).await;
+    async fn turn(&mut self, prompt: &str) -> usize {
+        let thread = self
+            .request("thread/start", json!({"cwd": work_dir()}))
+            .await;
         let thread_id = thread["result"]["thread"]["id"].clone();
         let input = json!({"threadId": thread_id, "input": [{"type": "text", "text": prompt}]});
         self.next_id += 1;
@@ -865,16 +842,14 @@ impl BareCodex {
 
 /// A job of `prompt` through the server, followed as a client would until every delta of its
 /// turn is in hand; returns how many deltas it read.
-async fn job_read_whole(served: &mut Served, prompt: &str, cwd: &str) -> usize {
-    let job = served
-        .call("job_start", json!({"prompt": prompt, "cwd": cwd}))
-        .await;
+async fn job_read_whole(served: &mut Served, prompt: &str) -> usize {
+    let job_id = served.start_job(prompt).await;
     let (mut cursor, mut deltas) = (0u64, 0usize);
     loop {
         let page = served
             .call(
                 "job_events",
-                json!({"job_id": job["job_id"], "cursor": cursor, "limit": 1000,
+                json!({"job_id": job_id, "cursor": cursor, "limit": 1000,
                        "include_deltas": true, "max_bytes": 262_144}),
             )
             .await;
@@ -918,23 +893,22 @@ fn children_rss_mb(pid: u32) -> f64 {
 /// `real_deltas` deltas in the client's hands through this server and from bare Codex, taken in
 /// turn; and Codex's memory over `real_jobs` jobs run one after another.
 pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Figure> {
-    let cwd = std::env::temp_dir().to_string_lossy().into_owned();
     let home = MockedHome::new().await;
     let prompt = format!("DELTAS: {}", sizes.real_deltas);
     let state = tempfile::tempdir().expect("a state directory");
     let (mut served, _) = Served::start_on(server, codex, state, Some(home.path()), &[]).await;
     let mut bare = BareCodex::start(codex, home.path()).await;
     // Warm both: Codex's first turn loads what every turn needs.
-    job_read_whole(&mut served, "SAY: warm", &cwd).await;
-    bare.turn("SAY: warm", &cwd).await;
+    job_read_whole(&mut served, "SAY: warm").await;
+    bare.turn("SAY: warm").await;
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     for _ in 0..sizes.runs {
         let began = Instant::now();
-        let read = job_read_whole(&mut served, &prompt, &cwd).await;
+        let read = job_read_whole(&mut served, &prompt).await;
         ours.push(ms(began.elapsed()));
         assert_eq!(read, sizes.real_deltas, "every delta through the server");
         let began = Instant::now();
-        let streamed = bare.turn(&prompt, &cwd).await;
+        let streamed = bare.turn(&prompt).await;
         floor.push(ms(began.elapsed()));
         assert_eq!(streamed, sizes.real_deltas, "every delta from bare Codex");
     }
@@ -945,13 +919,8 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
     let pid = served.child.id().expect("the server runs");
     let mut codex_rss = Vec::new();
     for i in 0..sizes.real_jobs {
-        let job = served
-            .call(
-                "job_start",
-                json!({"prompt": format!("SAY: job {i}"), "cwd": cwd}),
-            )
-            .await;
-        served.until_completed(&job["job_id"]).await;
+        let job_id = served.start_job(&format!("SAY: job {i}")).await;
+        served.until_completed(&job_id).await;
         if (i + 1) % 25 == 0 || i + 1 == sizes.real_jobs {
             codex_rss.push(children_rss_mb(pid));
         }
