@@ -428,6 +428,8 @@ async fn exec_a_process_that_ignores_sigterm_is_killed_and_never_runs_beside_the
     let sandbox = Sandbox::new();
     let server = fake_backend(&sandbox, "exec").await;
     let job_id = job(&server, &sandbox, "IGNORE_TERM").await;
+    // job_start answers before Codex takes the turn: wait until its process runs it.
+    server.until_events(&job_id, "turn_started", 1).await;
     let old = server.children();
     assert_eq!(old.len(), 1, "one codex exec for the turn");
     let cancelled = server.ok("job_cancel", json!({"job_id": job_id})).await;
