@@ -392,6 +392,8 @@ async fn a_late_end_does_not_end_the_next_turn(backend: &str, prompt: &str) {
     let sandbox = Sandbox::new();
     let server = fake_backend(&sandbox, backend).await;
     let job_id = job(&server, &sandbox, prompt).await;
+    // Cancel the turn Codex has, not one still being handed over.
+    server.until_events(&job_id, "turn_started", 1).await;
     let cancelled = server.ok("job_cancel", json!({"job_id": job_id})).await;
     assert_eq!(cancelled["status"], "cancelled");
     let reply = server
@@ -481,6 +483,8 @@ async fn app_server_a_cancel_whose_interrupt_codex_never_answers_ends_within_the
     let sandbox = Sandbox::new();
     let server = fake_backend(&sandbox, "app-server").await;
     let job_id = job(&server, &sandbox, "HANG").await;
+    // Cancel the turn Codex has, not one still being handed over.
+    server.until_events(&job_id, "turn_started", 1).await;
     // app-server's own call timeout is 60 s: a cancel bound by the 300 ms grace is far below.
     let cancelled = tokio::time::timeout(
         std::time::Duration::from_secs(20),
