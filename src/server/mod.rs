@@ -134,8 +134,15 @@ impl JobServer {
             manager,
             settings,
             relays: elicit::Relays::default(),
-            tool_router: Self::tool_router(),
+            tool_router: Self::tools().clone(),
         }
+    }
+
+    /// The tools, built once: their schemas cost more to build than a call costs to serve, and
+    /// an HTTP client on the stateless 2026-07-28 protocol gets a new `JobServer` per request.
+    fn tools() -> &'static ToolRouter<Self> {
+        static TOOLS: std::sync::OnceLock<ToolRouter<JobServer>> = std::sync::OnceLock::new();
+        TOOLS.get_or_init(Self::tool_router)
     }
 
     /// Refuses `ask_client` for a session that cannot be asked.

@@ -403,19 +403,28 @@ impl HttpServed {
         }
     }
 
-    /// A new initialized MCP session on a connection of its own, kept alive as a client's is.
-    async fn session(&self) -> HttpSession {
+    /// A connection of its own, kept alive as a client's is.
+    async fn connect(&self, era: Era) -> HttpSession {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .expect("connect to the server");
         stream.set_nodelay(true).expect("TCP_NODELAY");
         let (read, write) = stream.into_split();
-        let mut session = HttpSession {
+        HttpSession {
             reader: BufReader::new(read),
             writer: write,
             port: self.port,
             id: None,
-        };
+            era,
+        }
+    }
+
+    /// A client of `era`: on a session of its own it has initialized, or sessionless.
+    async fn session(&self, era: Era) -> HttpSession {
+        let mut session = self.connect(era).await;
+        if era == Era::Discover {
+            return session;
+        }
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                        "clientInfo": {"name": "bench", "version": "0"}}});
@@ -427,13 +436,24 @@ impl HttpServed {
     }
 }
 
-/// One streamable-HTTP session over one HTTP/1.1 connection, spoken to with raw requests (so the
+/// The two handshakes of MCP clients.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Era {
+    /// `initialize` (2025-06-18, as Codex): a session, named by `Mcp-Session-Id`.
+    Initialize,
+    /// `server/discover` (2026-07-28, as Claude Code): no session; every request carries its
+    /// protocol version, in its headers and `_meta`.
+    Discover,
+}
+
+/// One streamable-HTTP client over one HTTP/1.1 connection, spoken to with raw requests (so the
 /// client's cost is small and known).
 struct HttpSession {
     reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
     writer: tokio::net::tcp::OwnedWriteHalf,
     port: u16,
     id: Option<String>,
+    era: Era,
 }
 
 impl HttpSession {
@@ -448,6 +468,15 @@ impl HttpSession {
         );
         if let Some(id) = &self.id {
             head.push_str(&format!("Mcp-Session-Id: {id}\r\n"));
+        }
+        if self.era == Era::Discover {
+            head.push_str(&format!(
+                "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: {}\r\n",
+                message["method"].as_str().unwrap_or_default()
+            ));
+            if let Some(name) = message["params"]["name"].as_str() {
+                head.push_str(&format!("Mcp-Name: {name}\r\n"));
+            }
         }
         head.push_str("\r\n");
         self.writer
@@ -520,8 +549,14 @@ impl HttpSession {
 
     /// A tool's structured answer.
     async fn call(&mut self, tool: &str, args: Value) -> Value {
-        let request = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                             "params": {"name": tool, "arguments": args}});
+        let mut request = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                 "params": {"name": tool, "arguments": args}});
+        if self.era == Era::Discover {
+            request["params"]["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
+                "io.modelcontextprotocol/clientCapabilities": {}});
+        }
         let answer = self.post(&request).await;
         let result = &answer["result"];
         assert_ne!(result["isError"], true, "{tool}: {answer}");
@@ -529,15 +564,20 @@ impl HttpSession {
     }
 }
 
-/// `clients` streamable-HTTP sessions, each on its own kept-alive connection, call `job_events`
-/// as fast as they can while a flood of `flood` deltas is written; returns the calls per second
-/// and each call's latency (ms).
-async fn http_reads_during_a_flood(server: &Path, clients: usize, flood: usize) -> (f64, Vec<f64>) {
+/// `clients` streamable-HTTP clients of `era`, each on its own kept-alive connection, call
+/// `job_events` as fast as they can while a flood of `flood` deltas is written; returns the calls
+/// per second and each call's latency (ms).
+async fn http_reads_during_a_flood(
+    server: &Path,
+    era: Era,
+    clients: usize,
+    flood: usize,
+) -> (f64, Vec<f64>) {
     let served = HttpServed::start(server, &[]).await;
-    let mut main = served.session().await;
+    let mut main = served.session(Era::Initialize).await;
     let mut sessions = Vec::new();
     for _ in 0..clients {
-        sessions.push(served.session().await);
+        sessions.push(served.session(era).await);
     }
     let job = main
         .call(
@@ -673,8 +713,11 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
     let job_flood = flood(&mut Served::warm(server).await, sizes.big_flood).await;
     let of_turns = |f: fn(&Flood) -> f64| turn_floods.iter().map(f).collect::<Vec<_>>();
 
+    let http_flood = sizes.flood * 10;
     let (http_rate, http_latencies) =
-        http_reads_during_a_flood(server, sizes.http_clients, sizes.flood * 10).await;
+        http_reads_during_a_flood(server, Era::Initialize, sizes.http_clients, http_flood).await;
+    let (sessionless_rate, sessionless_latencies) =
+        http_reads_during_a_flood(server, Era::Discover, sizes.http_clients, http_flood).await;
     let (many_ms, many_done, many_peak) = many_jobs_at_once(server, sizes.concurrent_jobs).await;
 
     vec![
@@ -717,6 +760,16 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
             "job_events over HTTP during a flood, latency",
             "ms",
             http_latencies,
+        ),
+        Figure::new(
+            "the same, sessionless (2026-07-28, as Claude Code)",
+            "calls/s",
+            vec![sessionless_rate],
+        ),
+        Figure::new(
+            "the same, sessionless, latency",
+            "ms",
+            sessionless_latencies,
         ),
         Figure::new("concurrent jobs: all completed", "ms", vec![many_ms]),
         Figure::new("concurrent jobs completed", "jobs", vec![many_done as f64]),
