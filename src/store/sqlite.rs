@@ -44,6 +44,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
     // 2: filtering a long job's events by type without scanning them all.
     "CREATE INDEX events_by_kind ON events (job_id, kind, seq);",
+    // 3: the default view (no streamed pieces) of a job that streamed a million of them, without
+    // walking past them. Its condition is `shown_condition()`'s, word for word: SQLite uses a
+    // partial index only for a query that repeats it.
+    "CREATE INDEX events_shown ON events (job_id, seq)
+         WHERE kind NOT IN ('agent_message_delta', 'reasoning_delta', 'command_output_delta');",
 ];
 
 /// The schema version this build writes.
@@ -257,6 +262,50 @@ fn uint(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// The condition that leaves out the kinds `hidden` names, with them written out: it is
+/// `events_shown`'s condition when they are the default view's.
+fn shown_condition(hidden: &[EventKind]) -> String {
+    let kinds: Vec<String> = hidden.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    format!("kind NOT IN ({})", kinds.join(", "))
+}
+
+/// The SQL of a page of `job`'s events, and its values.
+fn events_query(job: &JobId, query: &EventQuery) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut values: Vec<Value> = vec![
+        job.as_str().to_owned().into(),
+        i64::try_from(query.after).unwrap_or(i64::MAX).into(),
+    ];
+    let hidden = query.hidden();
+    // Told, as SQLite cannot know without statistics that the index holds few of the rows.
+    let index = if hidden.is_empty() {
+        ""
+    } else {
+        "INDEXED BY events_shown"
+    };
+    let kinds = match &query.types {
+        Some(types) => {
+            values.extend(types.iter().map(|k| Value::from(k.as_str().to_owned())));
+            format!("kind IN ({})", vec!["?"; types.len()].join(", "))
+        }
+        None => shown_condition(&hidden),
+    };
+    let turn = query.turn.map_or(Value::Null, |t| i64::from(t).into());
+    values.push(turn.clone());
+    values.push(turn);
+    values.push(
+        i64::try_from(query.limit.saturating_add(1))
+            .unwrap_or(i64::MAX)
+            .into(),
+    );
+    let sql = format!(
+        "SELECT seq, kind, at, turn, data FROM events {index}
+         WHERE job_id = ? AND seq > ? AND {kinds} AND (? IS NULL OR turn = ?)
+         ORDER BY seq LIMIT ?"
+    );
+    (sql, values)
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Write {
         problem: Problem::Other,
@@ -345,32 +394,7 @@ impl Store for SqliteStore {
         let mut connection = self.reader()?;
         // One read transaction: the page and the job's newest seq come from the same snapshot.
         let tx = connection.transaction().map_err(|e| self.read_error(e))?;
-        let (filter, kinds): (&str, Vec<&str>) = match (&query.types, query.hidden()) {
-            (Some(types), _) => ("IN", types.iter().map(|k| k.as_str()).collect()),
-            (None, hidden) => ("NOT IN", hidden.iter().map(|k| k.as_str()).collect()),
-        };
-        let placeholders = vec!["?"; kinds.len()].join(", ");
-        let sql = format!(
-            "SELECT seq, kind, at, turn, data FROM events
-             WHERE job_id = ? AND seq > ? AND kind {filter} ({placeholders})
-               AND (? IS NULL OR turn = ?)
-             ORDER BY seq LIMIT ?"
-        );
-        let limit = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let after = i64::try_from(query.after).unwrap_or(i64::MAX);
-        let mut values: Vec<rusqlite::types::Value> =
-            vec![job.as_str().to_owned().into(), after.into()];
-        values.extend(
-            kinds
-                .iter()
-                .map(|k| rusqlite::types::Value::from((*k).to_owned())),
-        );
-        let turn: rusqlite::types::Value = query
-            .turn
-            .map_or(rusqlite::types::Value::Null, |t| i64::from(t).into());
-        values.push(turn.clone());
-        values.push(turn);
-        values.push(limit.into());
+        let (sql, values) = events_query(job, query);
         let mut events = {
             let mut statement = tx.prepare_cached(&sql).map_err(|e| self.read_error(e))?;
             let rows = statement
@@ -725,6 +749,42 @@ mod tests {
             1,
             "nothing of the failed batch was saved"
         );
+    }
+
+    /// How SQLite finds a page of `query`, in its words.
+    fn plan(store: &SqliteStore, query: &EventQuery) -> String {
+        let (sql, values) = events_query(&JobId::from("job-a"), query);
+        let connection = store.reader().unwrap();
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let rows = statement
+            .query_map(params_from_iter(values), |row| row.get::<_, String>(3))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn the_default_view_of_a_job_skips_its_streamed_pieces_without_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("jobs.sqlite")).unwrap();
+        let shown = plan(
+            &store,
+            &EventQuery {
+                limit: 20,
+                ..EventQuery::default()
+            },
+        );
+        assert!(shown.contains("USING INDEX events_shown"), "{shown}");
+        let with_deltas = plan(
+            &store,
+            &EventQuery {
+                limit: 20,
+                include_deltas: true,
+                ..EventQuery::default()
+            },
+        );
+        assert!(!with_deltas.contains("events_shown"), "{with_deltas}");
     }
 
     #[test]
