@@ -113,13 +113,14 @@ async fn a_flood_of_events_is_recorded_in_order_without_gaps() {
     let events = server.all_events(&job_id, 1000).await;
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
-    let deltas: Vec<String> = events
+    // Pieces that come together are joined: their text is Codex's, in Codex's order.
+    let streamed: String = events
         .iter()
         .filter(|e| e["type"] == "agent_message_delta")
-        .map(|e| e["data"]["delta"].as_str().unwrap().to_owned())
+        .map(|e| e["data"]["delta"].as_str().unwrap())
         .collect();
-    let expected: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
-    assert_eq!(deltas, expected, "deltas kept Codex's order");
+    let expected: String = (0..5000).map(|i| i.to_string()).collect();
+    assert!(streamed == expected, "the deltas lost or moved a piece");
 }
 
 #[tokio::test]

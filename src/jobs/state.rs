@@ -294,6 +294,10 @@ impl State {
     }
 }
 
+/// The longest streamed piece that pieces are joined into: small enough that a page of
+/// `job_events` at the smallest `max_bytes` holds one whole.
+const STREAMED_PIECE_BYTES: usize = 512;
+
 /// A change to the state, saved before it is made.
 pub(super) struct Tx<'a> {
     state: &'a mut State,
@@ -306,6 +310,8 @@ pub(super) struct Tx<'a> {
     last_notification: u64,
     accepting: bool,
     writes: Vec<Write>,
+    /// Where in `writes` each job's newest event of this change is.
+    newest_event: HashMap<JobId, usize>,
     after: AfterCommit,
 }
 
@@ -322,6 +328,7 @@ impl<'a> Tx<'a> {
             created: Vec::new(),
             deleted: Vec::new(),
             writes: Vec::new(),
+            newest_event: HashMap::new(),
             after: AfterCommit::default(),
         }
     }
@@ -402,6 +409,9 @@ impl<'a> Tx<'a> {
 
     /// Appends one event to the job's stream, in its current turn.
     pub fn record(&mut self, id: &JobId, kind: EventKind, data: Value) -> Result<(), JobError> {
+        if self.join_streamed(id, kind, &data) {
+            return Ok(());
+        }
         let entry = self.job(id)?;
         let mut job_changed = kind == EventKind::ThreadStarted;
         if let (EventKind::AgentMessage, Some(text)) =
@@ -419,12 +429,61 @@ impl<'a> Tx<'a> {
             data,
         };
         let job = job_changed.then(|| entry.record.clone());
+        self.newest_event.insert(id.clone(), self.writes.len());
         self.writes.push(Write::Event(id.clone(), event));
         // `last_seq` follows from the events; the record changes only with these.
         if let Some(job) = job {
             self.writes.push(Write::Job(Box::new(job)));
         }
         Ok(())
+    }
+
+    /// Adds a streamed piece to the one the job's stream ends with in this change, when that is
+    /// a piece of the same stream with room for it: Codex streams a message a few characters at
+    /// a time, and an event for each cost the client reading them more than their text (and
+    /// each a row). Returns whether it did.
+    ///
+    /// A joined piece keeps none of the Codex messages it was made of (`codex`, shown by `raw`):
+    /// kept, they would cost what joining saves.
+    fn join_streamed(&mut self, id: &JobId, kind: EventKind, data: &Value) -> bool {
+        let field = match kind {
+            EventKind::AgentMessageDelta | EventKind::ReasoningDelta => "delta",
+            EventKind::CommandOutputDelta => "text",
+            _ => return false,
+        };
+        let Some(Write::Event(_, newest)) = self
+            .newest_event
+            .get(id)
+            .and_then(|at| self.writes.get_mut(*at))
+        else {
+            return false;
+        };
+        let (Some(fields), Some(newest_fields)) = (data.as_object(), newest.data.as_object())
+        else {
+            return false;
+        };
+        // The same stream: all our fields but the text alike (say, one command's stdout).
+        let ours = |(key, _): &(&String, &Value)| key.as_str() != "codex";
+        let same_stream = newest.kind == kind
+            && fields.iter().filter(ours).count() == newest_fields.iter().filter(ours).count()
+            && fields
+                .iter()
+                .filter(ours)
+                .all(|(key, value)| key == field || newest_fields.get(key) == Some(value));
+        let (Some(piece), Some(Value::String(text))) = (
+            data.get(field).and_then(Value::as_str),
+            newest.data.get_mut(field),
+        ) else {
+            return false;
+        };
+        let joins = same_stream && text.len() + piece.len() <= STREAMED_PIECE_BYTES;
+        if joins {
+            text.push_str(piece);
+            if let Some(fields) = newest.data.as_object_mut() {
+                fields.remove("codex");
+            }
+        }
+        joins
     }
 
     /// Records the thread Codex named for the job, once.

@@ -407,7 +407,7 @@ fn delta(text: &str) -> Update {
 }
 
 #[tokio::test(start_paused = true)]
-async fn streamed_pieces_arriving_one_by_one_are_saved_together() {
+async fn streamed_pieces_arriving_one_by_one_are_saved_together_as_one() {
     let e = engine(4, |_, _| {});
     let job = e.manager.start(start("stream")).await.unwrap();
     e.handed_over(1).await;
@@ -430,15 +430,115 @@ async fn streamed_pieces_arriving_one_by_one_are_saved_together() {
         1,
         "ten pieces and the turn's end in one transaction"
     );
-    let deltas: Vec<_> = e
-        .events(&job.job_id)
-        .into_iter()
-        .filter(|e| e.kind == EventKind::AgentMessageDelta)
-        .map(|e| e.data["delta"].clone())
-        .collect();
     assert_eq!(
-        deltas,
-        (0..10).map(|i| json!(i.to_string())).collect::<Vec<_>>()
+        streamed(&e.events(&job.job_id)),
+        ["agent_message_delta 0123456789"]
+    );
+}
+
+fn command_output(call: &str, stream: &str, text: &str) -> Update {
+    Update::Event {
+        kind: EventKind::CommandOutputDelta,
+        data: json!({"call_id": call, "stream": stream, "text": text}),
+    }
+}
+
+/// The job's streamed pieces, each as its type and text.
+fn streamed(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.kind.is_delta())
+        .map(|e| {
+            let text = e.data.get("delta").or_else(|| e.data.get("text"));
+            format!(
+                "{} {}",
+                e.kind.as_str(),
+                text.and_then(serde_json::Value::as_str).unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// Sends the reports, then the turn's end, at once: the engine takes them in one change.
+async fn stream_at_once(e: &Engine, job: &JobId, updates: Vec<Update>) -> Vec<Event> {
+    for update in updates.into_iter().chain([completed("done")]) {
+        let report = BackendEvent {
+            turn: turn(job, 1),
+            update,
+        };
+        e.events.send(report).await.unwrap();
+    }
+    e.settled(job).await;
+    e.events(job)
+}
+
+#[tokio::test]
+async fn pieces_of_different_streams_or_parted_by_another_event_stay_apart() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("stream")).await.unwrap();
+    e.handed_over(1).await;
+    let events = stream_at_once(
+        &e,
+        &job.job_id,
+        vec![
+            command_output("c1", "stdout", "a"),
+            command_output("c1", "stdout", "b"),
+            command_output("c1", "stderr", "c"),
+            command_output("c2", "stdout", "d"),
+            delta("e"),
+            message("parted"),
+            delta("f"),
+            delta("g"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        streamed(&events),
+        [
+            "command_output_delta ab",
+            "command_output_delta c",
+            "command_output_delta d",
+            "agent_message_delta e",
+            "agent_message_delta fg",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_joined_piece_keeps_none_of_codexs_messages_and_a_lone_one_keeps_its_own() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("stream")).await.unwrap();
+    e.handed_over(1).await;
+    let piece = |text: &str| Update::Event {
+        kind: EventKind::AgentMessageDelta,
+        data: json!({"delta": text, "codex": {"msg": text}}),
+    };
+    let events = stream_at_once(
+        &e,
+        &job.job_id,
+        vec![piece("a"), piece("b"), message("parted"), piece("c")],
+    )
+    .await;
+    let pieces: Vec<_> = events.iter().filter(|e| e.kind.is_delta()).collect();
+    assert_eq!(pieces[0].data, json!({"delta": "ab"}));
+    assert_eq!(pieces[1].data, json!({"delta": "c", "codex": {"msg": "c"}}));
+}
+
+#[tokio::test]
+async fn joined_pieces_stay_small_enough_for_any_page() {
+    let e = engine(4, |_, _| {});
+    let job = e.manager.start(start("stream")).await.unwrap();
+    e.handed_over(1).await;
+    let pieces: Vec<Update> = (0..200).map(|_| delta("0123456789")).collect();
+    let events = stream_at_once(&e, &job.job_id, pieces).await;
+    let texts: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.data.get("delta").and_then(serde_json::Value::as_str))
+        .collect();
+    assert_eq!(texts.concat(), "0123456789".repeat(200), "nothing lost");
+    assert!(
+        texts.len() > 1 && texts.iter().all(|t| t.len() <= 512),
+        "{texts:?}"
     );
 }
 

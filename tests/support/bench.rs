@@ -330,7 +330,8 @@ struct Flood {
 
 /// A turn of `deltas` deltas written as fast as the fake Codex can. Durable: from `job_start`
 /// until `job_wait` sees the turn completed (its events are committed before its end is).
-/// Then every delta is read back with `job_events`, 1,000 to a page, and counted.
+/// Then every delta is read back with `job_events`, 1,000 events to a page, and its text counted
+/// (the server joins the pieces that come together).
 async fn flood(served: &mut Served, deltas: usize) -> Flood {
     let before = served.rss_mib();
     served.reset_peak();
@@ -348,13 +349,21 @@ async fn flood(served: &mut Served, deltas: usize) -> Flood {
                        "event_types": ["agent_message_delta"], "max_bytes": 262_144}),
             )
             .await;
-        read += page["events"].as_array().map_or(0, Vec::len);
+        read += page["events"].as_array().map_or(0, |events| {
+            events
+                .iter()
+                .filter_map(|e| e["data"]["delta"].as_str())
+                .map(str::len)
+                .sum()
+        });
         cursor = page["cursor"].as_u64().unwrap_or(cursor);
         if page["has_more"] != true {
             break;
         }
     }
-    assert_eq!(read, deltas, "every delta of the flood is read back");
+    // The fake's pieces are "0", "1", …
+    let sent: usize = (0..deltas).map(|i| i.to_string().len()).sum();
+    assert_eq!(read, sent, "every delta of the flood is read back");
     Flood {
         durable_per_sec: deltas as f64 / durable,
         read_per_sec: deltas as f64 / reading.elapsed().as_secs_f64(),
@@ -894,7 +903,7 @@ impl BareCodex {
 }
 
 /// A job of `prompt` through the server, followed as a client would until every delta of its
-/// turn is in hand; returns how many deltas it read.
+/// turn is in hand; returns how many of the mock's `DELTAS` pieces (`w0 `, `w1 `, …) it read.
 async fn job_read_whole(served: &mut Served, prompt: &str) -> usize {
     let job_id = served.start_job(prompt).await;
     let (mut cursor, mut deltas) = (0u64, 0usize);
@@ -910,7 +919,9 @@ async fn job_read_whole(served: &mut Served, prompt: &str) -> usize {
         deltas += events
             .iter()
             .filter(|e| e["type"] == "agent_message_delta")
-            .count();
+            .filter_map(|e| e["data"]["delta"].as_str())
+            .map(|text| text.split_whitespace().count())
+            .sum::<usize>();
         cursor = page["cursor"].as_u64().unwrap_or(cursor);
         if events.iter().any(|e| e["type"] == "turn_completed") {
             return deltas;
