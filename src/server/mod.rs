@@ -71,7 +71,7 @@ pub struct JobServer {
     settings: ServerSettings,
     /// The jobs whose requests this session is asked about (`ask_client`).
     relays: elicit::Relays,
-    tool_router: ToolRouter<Self>,
+    tool_router: &'static ToolRouter<Self>,
 }
 
 /// Parses a tool's arguments; a mistake becomes an answer that names it.
@@ -134,12 +134,13 @@ impl JobServer {
             manager,
             settings,
             relays: elicit::Relays::default(),
-            tool_router: Self::tools().clone(),
+            tool_router: Self::tools(),
         }
     }
 
-    /// The tools, built once: their schemas cost more to build than a call costs to serve, and
-    /// an HTTP client on the stateless 2026-07-28 protocol gets a new `JobServer` per request.
+    /// The tools, built once and shared: their schemas cost more to build than a call costs to
+    /// serve, and an HTTP client on the stateless 2026-07-28 protocol gets a new `JobServer` per
+    /// request.
     fn tools() -> &'static ToolRouter<Self> {
         static TOOLS: std::sync::OnceLock<ToolRouter<JobServer>> = std::sync::OnceLock::new();
         TOOLS.get_or_init(Self::tool_router)
