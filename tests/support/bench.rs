@@ -160,6 +160,12 @@ fn server_command(
     command
 }
 
+/// What makes the fake Codex play `codex app-server` 0.169.
+const APP_SERVER_FAKE: &[(&str, &str)] = &[
+    ("FAKE_CODEX_APP_SERVER", "1"),
+    ("FAKE_CODEX_VERSION", "0.169.0"),
+];
+
 /// A server under measurement, with a minimal JSON-RPC client of our own over its stdio (so the
 /// client's cost is small and known).
 struct Served {
@@ -175,20 +181,33 @@ impl Served {
     /// took from the spawn.
     async fn start(server: &Path, extra: &[&str]) -> (Self, Duration) {
         let state = tempfile::tempdir().expect("a state directory");
-        Self::start_on(server, &fake_codex(), state, None, extra).await
+        Self::start_on(server, &fake_codex(), state, None, (extra, &[])).await
     }
 
-    /// The server on `codex`, with `HOME` at `home` (else the state directory).
+    /// The server on the fake Codex playing `codex app-server` 0.169, the backend of the Codex
+    /// users run today (the fake plays `mcp-server` 0.153 otherwise).
+    async fn start_on_app_server(server: &Path) -> Self {
+        let state = tempfile::tempdir().expect("a state directory");
+        let (mut served, _) =
+            Self::start_on(server, &fake_codex(), state, None, (&[], APP_SERVER_FAKE)).await;
+        let job_id = served.start_job("warm up").await;
+        served.until_completed(&job_id).await;
+        served
+    }
+
+    /// The server on `codex`, with `HOME` at `home` (else the state directory), these extra
+    /// arguments and environment (which the server passes on to Codex).
     async fn start_on(
         server: &Path,
         codex: &Path,
         state: tempfile::TempDir,
         home: Option<&Path>,
-        extra: &[&str],
+        (extra, env): (&[&str], &[(&str, &str)]),
     ) -> (Self, Duration) {
         let spawned = Instant::now();
         let home = home.unwrap_or(state.path());
         let mut child = server_command(server, codex, (state.path(), home), extra, "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -326,6 +345,27 @@ struct Flood {
     durable_per_sec: f64,
     read_per_sec: f64,
     growth_mib: f64,
+}
+
+/// Jobs whose turn the fake Codex ends while `job_wait` waits for it; returns how long each
+/// answer took to be here from the moment the fake ended the turn (ms).
+async fn wake_ups(served: &mut Served, runs: usize) -> Vec<f64> {
+    let mut wakeups = Vec::new();
+    for _ in 0..runs {
+        let job_id = served.start_job("TIME_AFTER: 0.05").await;
+        let waited = served
+            .call("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
+            .await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(f64::NAN, |d| d.as_secs_f64());
+        let ended = waited["notifications"][0]["result"]
+            .as_str()
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        wakeups.push((now - ended) * 1000.0);
+    }
+    wakeups
 }
 
 /// A turn of `deltas` deltas written as fast as the fake Codex can. Durable: from `job_start`
@@ -696,23 +736,10 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
         served.until_completed(&job_id).await;
         completions.push(ms(asked.elapsed()));
     }
-    // Wake-up: Codex ends a turn while job_wait waits; how long until its answer is here.
-    let mut wakeups = Vec::new();
-    for _ in 0..sizes.runs {
-        let job_id = served.start_job("TIME_AFTER: 0.05").await;
-        let waited = served
-            .call("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
-            .await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(f64::NAN, |d| d.as_secs_f64());
-        let ended = waited["notifications"][0]["result"]
-            .as_str()
-            .and_then(|t| t.parse::<f64>().ok())
-            .unwrap_or(f64::NAN);
-        wakeups.push((now - ended) * 1000.0);
-    }
+    let wakeups = wake_ups(&mut served, sizes.runs).await;
     drop(served);
+    let app_server_wakeups =
+        wake_ups(&mut Served::start_on_app_server(server).await, sizes.runs).await;
     // Floods of deltas: a turn's worth, each on a new server that has run one job; then a job's
     // worth.
     let mut turn_floods = Vec::new();
@@ -734,7 +761,16 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
         Figure::new("idle RSS", "MiB", idle),
         Figure::new("job_start round trip", "ms", starts),
         Figure::new("job_start → completion seen (job_wait)", "ms", completions),
-        Figure::new("Codex ends a turn → job_wait returns", "ms", wakeups),
+        Figure::new(
+            "Codex ends a turn → job_wait returns (fake mcp-server 0.153)",
+            "ms",
+            wakeups,
+        ),
+        Figure::new(
+            "the same on the fake app-server 0.169",
+            "ms",
+            app_server_wakeups,
+        ),
         Figure::new(
             "flood (a turn) durable",
             "events/s",
@@ -960,7 +996,8 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
     let home = MockedHome::new().await;
     let prompt = format!("DELTAS: {}", sizes.real_deltas);
     let state = tempfile::tempdir().expect("a state directory");
-    let (mut served, _) = Served::start_on(server, codex, state, Some(home.path()), &[]).await;
+    let (mut served, _) =
+        Served::start_on(server, codex, state, Some(home.path()), (&[], &[])).await;
     let mut bare = BareCodex::start(codex, home.path()).await;
     // Warm both: Codex's first turn loads what every turn needs.
     job_read_whole(&mut served, "SAY: warm").await;

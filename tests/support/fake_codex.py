@@ -33,6 +33,8 @@ Each app-server `turn/start` is scripted by its prompt:
   LATE_INTERRUPT    start the turn; `turn/interrupt` is answered, but the turn's `turn/completed`
                     comes only when the next `turn/start` for the thread arrives
   SLOW_START        say so on stderr, then answer `turn/start` only after 60 s
+  TIME_AFTER: s     after s seconds, end the turn (its message and its end in one write) with
+                    the time it ends it (seconds since the epoch) as its message
   anything else     answer "fake app: <prompt>"
 """
 
@@ -50,9 +52,10 @@ next_request = [0]
 thread_counter = [0]
 
 
-def send(message):
+def send(*messages):
+    """Writes the messages, one line each, in one write."""
     with write_lock:
-        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.write("".join(json.dumps(message) + "\n" for message in messages))
         sys.stdout.flush()
 
 
@@ -62,24 +65,27 @@ def raw(line):
         sys.stdout.flush()
 
 
-def event(request_id, thread_id, msg, turn_id=None):
+def event_message(request_id, thread_id, msg, turn_id=None):
     """A codex/event as 0.153 sends it: `id` is Codex's turn id ("" for session-level events)."""
     turn_id = f"turn-{request_id}" if turn_id is None else turn_id
-    send({"jsonrpc": "2.0", "method": "codex/event",
-          "params": {"_meta": {"requestId": request_id, "threadId": thread_id}, "id": turn_id, "msg": msg}})
+    return {"jsonrpc": "2.0", "method": "codex/event",
+            "params": {"_meta": {"requestId": request_id, "threadId": thread_id}, "id": turn_id, "msg": msg}}
+
+
+def event(request_id, thread_id, msg, turn_id=None):
+    send(event_message(request_id, thread_id, msg, turn_id))
 
 
 def answer(request_id, thread_id, text, is_error=False):
     """Ends a turn as 0.153 does: `task_complete`, then the call's answer (an error has no
-    `task_complete`)."""
-    if not is_error:
-        event(request_id, thread_id, {"type": "task_complete", "turn_id": f"turn-{request_id}",
-                                      "last_agent_message": text})
+    `task_complete`), in one write."""
     result = {"content": [{"type": "text", "text": text}],
               "structuredContent": {"threadId": thread_id, "content": text}}
+    ends = [] if is_error else [event_message(request_id, thread_id, {
+        "type": "task_complete", "turn_id": f"turn-{request_id}", "last_agent_message": text})]
     if is_error:
         result["isError"] = True
-    send({"jsonrpc": "2.0", "id": request_id, "result": result})
+    send(*ends, {"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
 def ask(method, params):
@@ -168,6 +174,13 @@ def app_turn(thread_id, turn_id, prompt):
     if verb.strip() == "LATE_INTERRUPT":
         late[thread_id] = lambda: app_note(thread_id, "turn/completed",
                                            {"turn": {"id": turn_id, "status": "interrupted", "items": []}})
+        return
+    if verb.strip() == "TIME_AFTER":
+        time.sleep(float(arg))
+        item = {"type": "agentMessage", "id": "msg-" + turn_id, "text": f"{time.time():.6f}"}
+        ended = {"turn": {"id": turn_id, "status": "completed", "items": [item]}}
+        send({"method": "item/completed", "params": {"threadId": thread_id, "turnId": turn_id, "item": item}},
+             {"method": "turn/completed", "params": dict(ended, threadId=thread_id)})
         return
     if verb.strip() == "ASK":
         reply = ask(arg.strip(), {"threadId": thread_id, "turnId": turn_id, "itemId": "item-asked",
