@@ -295,6 +295,35 @@ mod cases {
         assert_eq!(ran["data"]["exit_code"], 0);
     }
 
+    pub async fn a_message_streamed_in_many_pieces_arrives_whole_in_a_few_events(f: Flavor) {
+        let t = setup(f, &[]).await;
+        // The mock streams 2,000 deltas `w0 `, `w1 `, … at once.
+        let job_id = t.start("DELTAS: 2000").await;
+        t.server.settle(&job_id).await;
+        let events = t.server.all_events(&job_id, 1000).await;
+        let pieces: Vec<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "agent_message_delta")
+            .filter_map(|e| e["data"]["delta"].as_str())
+            .collect();
+        let message = events
+            .iter()
+            .find(|e| e["type"] == "agent_message")
+            .and_then(|e| e["data"]["text"].as_str())
+            .unwrap();
+        let expected: String = (0..2000).map(|i| format!("w{i} ")).collect();
+        assert!(
+            pieces.concat() == expected,
+            "the pieces lost or moved a word"
+        );
+        assert_eq!(message.trim(), expected.trim());
+        assert!(
+            pieces.len() < 200,
+            "{} events for 2,000 pieces: they were not joined",
+            pieces.len()
+        );
+    }
+
     pub async fn deltas_are_hidden_unless_asked_for_and_filters_and_truncation_apply(f: Flavor) {
         let t = setup(f, &[]).await;
         let job_id = t.start("SLEEP: 1").await;
@@ -931,6 +960,7 @@ support::suite!(
     [mcp_server_0_153 = MCP_SERVER, app_server_0_169 = APP_SERVER],
     [
         deltas_are_hidden_unless_asked_for_and_filters_and_truncation_apply,
+        a_message_streamed_in_many_pieces_arrives_whole_in_a_few_events,
         with_approvals_decline_the_command_is_refused_and_the_turn_finishes,
         with_approvals_approve_the_command_runs
     ]
