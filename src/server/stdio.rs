@@ -78,13 +78,10 @@ pub(crate) async fn serve_stdio(
 /// tokio's stdout. tokio's stdout hands every write to a thread of its blocking pool and waits
 /// for it: two thread wake-ups an answer.
 fn stdout() -> Box<dyn AsyncWrite + Send + Unpin> {
-    use std::os::fd::AsFd as _;
-    let pipe = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .ok()
-        .and_then(|fd| tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok());
-    match pipe {
+    match as_pipe(
+        std::io::stdout(),
+        tokio::net::unix::pipe::Sender::from_owned_fd,
+    ) {
         Some(pipe) => Box::new(pipe),
         None => Box::new(tokio::io::stdout()),
     }
@@ -93,16 +90,22 @@ fn stdout() -> Box<dyn AsyncWrite + Send + Unpin> {
 /// stdin as the runtime's own non-blocking pipe when it is one, else tokio's stdin (which reads
 /// on a thread of its blocking pool).
 fn stdin() -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
-    use std::os::fd::AsFd as _;
-    let pipe = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .ok()
-        .and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok());
-    match pipe {
+    match as_pipe(
+        std::io::stdin(),
+        tokio::net::unix::pipe::Receiver::from_owned_fd,
+    ) {
         Some(pipe) => Box::new(pipe),
         None => Box::new(tokio::io::stdin()),
     }
+}
+
+/// A copy of `stream`'s descriptor made a pipe end of the runtime's, if it is a pipe.
+fn as_pipe<T>(
+    stream: impl std::os::fd::AsFd,
+    pipe: impl FnOnce(std::os::fd::OwnedFd) -> std::io::Result<T>,
+) -> Option<T> {
+    let fd = stream.as_fd().try_clone_to_owned().ok()?;
+    pipe(fd).ok()
 }
 
 /// Reads stdin line by line: messages go to the service, undecodable ones are answered.
