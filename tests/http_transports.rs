@@ -332,6 +332,32 @@ async fn sessions_beyond_the_cap_are_refused() {
 }
 
 #[tokio::test]
+async fn a_sessionless_job_wait_holds_up_no_other_call() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &[]).await;
+    let args = json!({"prompt": "TIME_AFTER: 600", "cwd": work(&sandbox)});
+    let job = server.call_sessionless("job_start", args).await["job_id"].clone();
+    let wait = json!({"job_id": job, "timeout_seconds": 600});
+    let _waiting = server
+        .send(server.sessionless_call("job_wait", wait, Value::Null))
+        .await;
+    server.until_logged("job_wait: waiting").await;
+    let listed = server.call_sessionless("job_list", json!({})).await;
+    assert_eq!(listed["jobs"][0]["job_id"], job, "{listed}");
+    let (status, _) = server.open_session().await;
+    assert_eq!(status, 200, "a new session is admitted meanwhile");
+}
+
+#[tokio::test]
+async fn sessionless_calls_are_not_sessions_and_pass_a_full_session_cap() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &["--max-sessions", "1"]).await;
+    server.initialize().await;
+    let listed = server.call_sessionless("job_list", json!({})).await;
+    assert_eq!(listed["jobs"], json!([]), "{listed}");
+}
+
+#[tokio::test]
 async fn listening_off_loopback_without_a_token_is_refused() {
     let sandbox = Sandbox::new();
     let bin = fake_codex();

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use futures::StreamExt as _;
-use rmcp::model::{ClientJsonRpcMessage, RequestId};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, RequestId};
 use rmcp::transport::streamable_http_server::session::SessionManager as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -279,8 +279,18 @@ async fn streamable_gate(
         (ClientJsonRpcMessage::Request(request), Some(_)) => Some(request.id.clone()),
         _ => None,
     };
+    // Only `initialize` opens a session; a request of the 2026-07-28 handshake has none to
+    // open, and must not wait on another's admission (or on its whole answer, for a `job_wait`).
+    let opens_session = matches!(
+        &*message,
+        ClientJsonRpcMessage::Request(request)
+            if matches!(request.request, ClientRequest::InitializeRequest(_))
+    );
     let request = Request::from_parts(parts, Body::from(bytes));
     let Some(session) = session else {
+        if !opens_session {
+            return next.run(request).await;
+        }
         // A new session: count and create it in one step.
         let _one_at_a_time = gate.admitting.lock().await;
         if gate.sessions.sessions.read().await.len() >= gate.cap {

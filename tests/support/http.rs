@@ -261,6 +261,66 @@ impl HttpServer {
         session
     }
 
+    /// A sessionless `tools/call` as Claude Code sends it (the 2026-07-28 handshake): no
+    /// session; the protocol version in the headers and in `_meta`, beside what `meta` adds.
+    /// The raw request, to send with `raw` or `stream`.
+    pub fn sessionless_call(&self, tool: &str, args: Value, meta: Value) -> (Vec<String>, String) {
+        let mut meta_object = serde_json::json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {}
+        });
+        if let (Some(all), Value::Object(more)) = (meta_object.as_object_mut(), meta) {
+            all.extend(more);
+        }
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": tool, "arguments": args, "_meta": meta_object}});
+        let headers = vec![
+            "Content-Type: application/json".to_owned(),
+            "Accept: application/json, text/event-stream".to_owned(),
+            "MCP-Protocol-Version: 2026-07-28".to_owned(),
+            "Mcp-Method: tools/call".to_owned(),
+            format!("Mcp-Name: {tool}"),
+        ];
+        (headers, body.to_string())
+    }
+
+    /// Calls `tool` sessionless and returns its structured answer.
+    pub async fn call_sessionless(&self, tool: &str, args: Value) -> Value {
+        let (headers, body) = self.sessionless_call(tool, args, Value::Null);
+        let headers: Vec<(&str, &str)> =
+            headers.iter().filter_map(|h| h.split_once(": ")).collect();
+        let (status, answer) = self
+            .raw("POST", &self.endpoint_path(), &headers, body.as_bytes())
+            .await;
+        assert_eq!(status, 200, "{tool}: {answer}");
+        answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+            .find(|m| m.get("id").is_some())
+            .map(|m| m["result"]["structuredContent"].clone())
+            .unwrap_or_else(|| panic!("{tool} answered no result: {answer}"))
+    }
+
+    /// Sends a request of `sessionless_call` on a connection of its own, which stays open (the
+    /// request goes on) until the stream is dropped.
+    pub async fn send(&self, (headers, body): (Vec<String>, String)) -> tokio::net::TcpStream {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n{}\r\n\r\n",
+            self.endpoint_path(),
+            self.port,
+            body.len(),
+            headers.join("\r\n")
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body.as_bytes()).await.unwrap();
+        stream
+    }
+
     /// The path of the streamable HTTP endpoint.
     pub fn endpoint_path(&self) -> String {
         if self.mount.is_empty() {
