@@ -14,6 +14,10 @@ use crate::server::http::{HttpSettings, HttpTransport};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// Without a command: serve MCP.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// How clients reach the server.
     #[arg(long, value_enum, default_value_t = Transport::Stdio)]
     pub transport: Transport,
@@ -124,12 +128,52 @@ pub struct Cli {
 
     /// Where jobs, events and notifications are kept [default: $XDG_STATE_HOME/codex-async-mcp,
     /// else ~/.local/state/codex-async-mcp].
-    #[arg(long, env = "CODEX_ASYNC_MCP_STATE_DIR")]
+    #[arg(long, env = "CODEX_ASYNC_MCP_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
 
     /// Settled jobs not updated for this long are deleted with their events (e.g. 7d, 12h, 30m).
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
+}
+
+/// What to do instead of serving MCP.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Read the jobs of the state directory, also while a server runs on it.
+    Jobs(JobsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JobsArgs {
+    #[command(subcommand)]
+    pub action: JobsAction,
+
+    /// Write JSON (a line per event for `events`) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsAction {
+    /// The jobs, newest first.
+    List,
+    /// One job: its status, options, prompt, and its latest turn's result or error.
+    Show { job_id: String },
+    /// A job's events, oldest first.
+    Events {
+        job_id: String,
+        /// Go on writing events as they come until the job settles (or its server stops).
+        #[arg(long, short)]
+        follow: bool,
+        /// Also the streamed pieces (`*_delta`) that the whole messages repeat.
+        #[arg(long)]
+        deltas: bool,
+        /// Only events after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// The final message of the job's latest turn, whole.
+    Result { job_id: String },
 }
 
 fn parse_approval_timeout(value: &str) -> Result<Duration, String> {

@@ -57,6 +57,7 @@
 
 pub mod cli;
 pub mod codex;
+pub(crate) mod commands;
 pub mod jobs;
 pub(crate) mod lines;
 pub mod model;
@@ -70,6 +71,19 @@ pub use cli::Cli;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+
+/// Runs `command` (a terminal's, not MCP): its output goes to stdout, its notes to stderr.
+pub fn run_command(cli: &Cli, command: &cli::Command) -> anyhow::Result<()> {
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    match command {
+        cli::Command::Jobs(args) => commands::jobs::run(
+            args,
+            &cli.state_dir()?,
+            &mut stdout.lock(),
+            &mut stderr.lock(),
+        ),
+    }
+}
 
 /// Runs the server on the transport the command line names until the client closes stdin (on
 /// stdio) or a SIGINT/SIGTERM arrives, then stops the engine (which settles every open job and

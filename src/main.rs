@@ -7,6 +7,22 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     one_malloc_arena();
     let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        return match codex_async_mcp::run_command(&cli, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            // Read by `head` or `less`, which stopped reading: that is the reader's choice.
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+            {
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("codex-async-mcp: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // stdout carries the MCP protocol: logs go to stderr.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -116,12 +116,16 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
     let connection = Connection::open(path).map_err(open)?;
     connection
-        .execute_batch(
-            "PRAGMA busy_timeout = 5000;
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA cache_size = -512;",
-        )
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .map_err(open)?;
+    tune(connection, path)
+}
+
+/// What every connection sets, the read-only ones too.
+fn tune(connection: Connection, path: &Path) -> Result<Connection, StoreError> {
+    let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
+    connection
+        .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -512;")
         .map_err(open)?;
     connection
         .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
@@ -154,6 +158,67 @@ impl SqliteStore {
             reader: Mutex::new(reader),
             written,
         })
+    }
+
+    /// Opens the database at `path` only to read it, beside a server that may be running on it:
+    /// no lock, no migration, no checkpoints; a write fails as on a read-only file.
+    pub fn open_to_read(path: &Path) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        if !path.exists() {
+            return Err(StoreError::Open(format!(
+                "there is no job database at {}: no server has run with this state directory. \
+                 Pass the --state-dir the server runs with",
+                path.display()
+            )));
+        }
+        let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
+        let read_only = || {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            tune(
+                Connection::open_with_flags(path, flags).map_err(open)?,
+                path,
+            )
+        };
+        let reader = read_only()?;
+        let found: i64 = reader
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(open)?;
+        if usize::try_from(found).ok() != Some(SCHEMA_VERSION) {
+            return Err(StoreError::Open(format!(
+                "the job database {} has schema version {found}; this codex-async-mcp reads \
+                 version {SCHEMA_VERSION}. Run the codex-async-mcp that serves it",
+                path.display()
+            )));
+        }
+        // Nobody listens: nothing is written to checkpoint.
+        let (written, _) = std::sync::mpsc::sync_channel(1);
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(read_only()?),
+            reader: Mutex::new(reader),
+            written,
+        })
+    }
+
+    /// One job's record as last saved, if the database has it.
+    pub fn read_job(&self, job: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        let connection = self.reader()?;
+        let record: Option<String> = connection
+            .prepare_cached("SELECT record FROM jobs WHERE id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![job.as_str()], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.read_error(e))?;
+        record
+            .map(|record| {
+                serde_json::from_str(&record).map_err(|e| StoreError::Read {
+                    problem: Problem::Damaged,
+                    detail: format!("the record of job {job} is not readable: {e}"),
+                })
+            })
+            .transpose()
     }
 
     fn writer(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {

@@ -91,6 +91,19 @@ impl StateDir {
     }
 }
 
+/// The pid of the server running on the state directory at `path`, if one is: the pid its lock
+/// file names, when that process lives. Read without taking the lock, so a server starting
+/// meanwhile is never refused.
+pub fn server_pid(path: &Path) -> Option<u32> {
+    let noted = std::fs::read_to_string(path.join("lock")).ok()?;
+    let pid: u32 = noted.trim().parse().ok()?;
+    let raw = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: signal 0 only asks whether the process exists; nothing is sent.
+    let alive = unsafe { libc::kill(raw, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    alive.then_some(pid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

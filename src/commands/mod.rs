@@ -1,0 +1,3 @@
+//! The operator's commands, run from a terminal instead of serving MCP.
+
+pub(crate) mod jobs;

@@ -1,0 +1,219 @@
+//! The operator's commands (`codex-async-mcp jobs …`) on a state directory filled by a real run
+//! of the server with the real Codex 0.169 (app-server) and a mock model, read while that server
+//! still runs on it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
+
+mod support;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use serde_json::{Value, json};
+use support::codex_install::codex;
+use support::mock_model::MockModel;
+use support::server::{Launch, Sandbox, Server, within};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+
+struct Setup {
+    sandbox: Sandbox,
+    _model: MockModel,
+    server: Server,
+}
+
+async fn setup() -> Setup {
+    let sandbox = Sandbox::new();
+    let model = MockModel::start().await;
+    sandbox.use_model(&model, "gpt-5.5");
+    let bin = codex("0.169.0");
+    let server = Launch::new(&bin, &sandbox)
+        .arg("--backend")
+        .arg("app-server")
+        .start()
+        .await;
+    Setup {
+        sandbox,
+        _model: model,
+        server,
+    }
+}
+
+impl Setup {
+    /// A job that runs `prompt` under `on-request` in a read-only sandbox; its id.
+    async fn start(&self, prompt: &str) -> String {
+        let args = json!({"prompt": prompt, "cwd": self.sandbox.work(),
+                          "approval_policy": "on-request", "sandbox": "read-only"});
+        let started = self.server.ok("job_start", args).await;
+        started["job_id"].as_str().unwrap().to_owned()
+    }
+
+    /// A job that has completed saying `text`; its id.
+    async fn completed(&self, text: &str) -> String {
+        let job = self.start(&format!("SAY: {text}")).await;
+        let news = self.server.turn_end(&job).await;
+        assert_eq!(news["status"], "completed", "{news}");
+        job
+    }
+
+    /// `codex-async-mcp jobs ARGS` on the server's state directory.
+    fn jobs(&self, args: &[&str]) -> Command {
+        jobs_in(&self.sandbox.state(), args)
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        within("a jobs command", self.jobs(args).output())
+            .await
+            .unwrap()
+    }
+
+    /// The command's stdout; it must have succeeded.
+    async fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert!(
+            output.status.success(),
+            "jobs {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// The command's stderr; it must have failed.
+    async fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert!(!output.status.success(), "jobs {args:?} succeeded");
+        String::from_utf8(output.stderr).unwrap()
+    }
+}
+
+/// `codex-async-mcp jobs ARGS` on the state directory `dir`.
+fn jobs_in(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_codex-async-mcp"));
+    command
+        .arg("jobs")
+        .args(args)
+        .arg("--state-dir")
+        .arg(dir)
+        .env_remove("CODEX_ASYNC_MCP_STATE_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn jobs_list_shows_each_job_with_its_status_while_the_server_runs() {
+    let t = setup().await;
+    let first = t.completed("the first").await;
+    let second = t.completed("the second").await;
+    let table = t.ok(&["list"]).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("JOB"), "{table}");
+    // Newest first, each with its status and prompt.
+    assert!(lines[1].starts_with(&second), "{table}");
+    assert!(lines[2].starts_with(&first), "{table}");
+    assert!(lines[1].contains("completed") && lines[1].contains("SAY: the second"));
+    let listed: Value = serde_json::from_str(&t.ok(&["list", "--json"]).await).unwrap();
+    assert_eq!(listed[0]["id"], second);
+    assert_eq!(listed[1]["status"], "completed");
+}
+
+#[tokio::test]
+async fn jobs_show_and_result_give_the_job_and_its_answer_whole() {
+    let t = setup().await;
+    let job = t.completed("all of it").await;
+    let shown = t.ok(&["show", &job]).await;
+    assert!(shown.contains("completed"), "{shown}");
+    assert!(shown.contains("prompt:\n  SAY: all of it"), "{shown}");
+    assert!(shown.contains("result:\n  all of it"), "{shown}");
+    assert_eq!(t.ok(&["result", &job]).await, "all of it\n");
+    let result: Value = serde_json::from_str(&t.ok(&["result", &job, "--json"]).await).unwrap();
+    assert_eq!(result["result"], "all of it");
+    assert_eq!(result["turn"], 1);
+}
+
+#[tokio::test]
+async fn jobs_events_lists_the_turn_without_codexs_messages_or_streamed_pieces() {
+    let t = setup().await;
+    let job = t.completed("in events").await;
+    let text = t.ok(&["events", &job]).await;
+    assert!(text.contains("agent_message"), "{text}");
+    assert!(text.contains("turn_completed"), "{text}");
+    let lines: Vec<Value> = t
+        .ok(&["events", &job, "--json"])
+        .await
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().all(|e| e["data"].get("codex").is_none()));
+    assert!(
+        lines
+            .iter()
+            .all(|e| !e["type"].as_str().unwrap().ends_with("_delta"))
+    );
+    let seqs: Vec<u64> = lines.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let last = seqs[seqs.len() - 1];
+    let after = t
+        .ok(&["events", &job, "--after", &(last - 1).to_string()])
+        .await;
+    assert_eq!(after.lines().count(), 1, "{after}");
+}
+
+#[tokio::test]
+async fn jobs_events_follow_tails_a_running_job_until_it_settles() {
+    let t = setup().await;
+    let job = t.start("ESCALATE: echo followed").await;
+    let asked = t.server.settle(&job).await;
+    assert_eq!(asked["status"], "input_required", "{asked}");
+    // The job waits on its approval: the tail has to keep following it.
+    let mut follow = t.jobs(&["events", &job, "--follow"]).spawn().unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    within("the approval request in the tail", async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("approval_requested") {
+                return;
+            }
+        }
+        panic!("the tail ended before the approval request");
+    })
+    .await;
+    let request = asked["request"]["request_id"].clone();
+    let args = json!({"job_id": job, "request_id": request, "decision": "accept"});
+    t.server.ok("job_respond", args).await;
+    let rest = within("the tail's end", async {
+        let mut rest = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            rest.push(line);
+        }
+        rest
+    })
+    .await;
+    let status = within("the tail's exit", follow.wait()).await.unwrap();
+    assert!(status.success());
+    assert!(
+        rest.iter().any(|l| l.contains("approval_resolved")),
+        "{rest:?}"
+    );
+    assert!(rest.last().unwrap().contains("turn_completed"), "{rest:?}");
+}
+
+#[tokio::test]
+async fn jobs_commands_name_the_problem_and_the_fix() {
+    let t = setup().await;
+    let unknown = t.fails(&["show", "job-nope"]).await;
+    assert!(unknown.contains("no job \"job-nope\""), "{unknown}");
+    assert!(unknown.contains("jobs list"), "{unknown}");
+    let empty = tempfile::tempdir().unwrap();
+    let output = within(
+        "jobs list on an empty directory",
+        jobs_in(empty.path(), &["list"]).output(),
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert!(!output.status.success());
+    assert!(said.contains("no job database"), "{said}");
+    assert!(said.contains("--state-dir"), "{said}");
+}
