@@ -26,7 +26,7 @@ impl std::fmt::Display for Version {
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
     #[error(
-        "the Codex binary `{bin}` was not found. Install Codex with `npm install -g @openai/codex@0.153.4`, \
+        "the Codex binary `{bin}` was not found. Install Codex with `npm install -g @openai/codex@latest`, \
          or pass --codex-bin /path/to/codex (or set CODEX_BIN)"
     )]
     NotFound { bin: String },
