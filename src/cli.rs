@@ -131,6 +131,16 @@ pub struct Cli {
     #[arg(long, env = "CODEX_ASYNC_MCP_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
 
+    /// What to log on stderr: error, warn, info, debug or trace [default: RUST_LOG when set,
+    /// else info].
+    #[arg(long, value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: Option<String>,
+
+    /// Also write a debug log, with Codex's stderr, to `logs/` in the state directory: a file a
+    /// day, kept for a week.
+    #[arg(long)]
+    pub debug: bool,
+
     /// Settled jobs not updated for this long are deleted with their events (e.g. 7d, 12h, 30m).
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
@@ -279,7 +289,7 @@ impl Cli {
     }
 
     /// The state directory: `--state-dir`, else the XDG default.
-    pub(crate) fn state_dir(&self) -> anyhow::Result<PathBuf> {
+    pub fn state_dir(&self) -> anyhow::Result<PathBuf> {
         match &self.state_dir {
             Some(dir) => Ok(dir.clone()),
             None => crate::store::state_dir::default_dir().ok_or_else(|| {

@@ -1,8 +1,12 @@
+use std::os::unix::fs::DirBuilderExt as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use codex_async_mcp::Cli;
-use tracing_subscriber::EnvFilter;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 fn main() -> ExitCode {
     one_malloc_arena();
@@ -23,17 +27,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    // stdout carries the MCP protocol: logs go to stderr.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        // When stderr is gone (a client that closed it), a log line is lost, not the server:
-        // tracing would report the failed write on stderr itself, and that write panics.
-        .log_internal_errors(false)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn")),
-        )
-        .init();
+    // Kept to the end: dropping it writes out what the debug log still buffers.
+    let _debug_log = match start_logging(&cli) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("codex-async-mcp: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,6 +57,61 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr, never stdout (which carries MCP on stdio): `--log-level`, else
+/// `RUST_LOG`, else info. With `--debug`, also a daily debug log in the state directory.
+fn start_logging(cli: &Cli) -> anyhow::Result<Option<WorkerGuard>> {
+    let stderr_filter = match (&cli.log_level, EnvFilter::try_from_default_env()) {
+        (Some(level), _) => EnvFilter::new(format!("{level},rmcp=warn")),
+        (None, Ok(from_env)) => from_env,
+        (None, Err(_)) => EnvFilter::new("info,rmcp=warn"),
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        // When stderr is gone (a client that closed it), a log line is lost, not the server:
+        // tracing would report the failed write on stderr itself, and that write panics.
+        .log_internal_errors(false)
+        .with_filter(stderr_filter);
+    let (debug_log, guard) = match cli.debug {
+        false => (None, None),
+        true => {
+            let dir = cli.state_dir()?.join("logs");
+            let cannot = |e: &dyn std::fmt::Display| {
+                anyhow::anyhow!(
+                    "--debug: cannot write the debug log in {} ({e}); pass another --state-dir",
+                    dir.display()
+                )
+            };
+            // The log holds prompts and Codex's output: the directories are the user's alone.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| cannot(&e))?;
+            let appender = tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("codex-async-mcp")
+                .filename_suffix("log")
+                .max_log_files(7)
+                .build(&dir)
+                .map_err(|e| cannot(&e))?;
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_filter(EnvFilter::new(
+                    "info,codex_async_mcp=debug,codex_stderr=debug,rmcp=info",
+                ));
+            (Some(layer), Some(guard))
+        }
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(debug_log)
+        .init();
+    Ok(guard)
 }
 
 /// glibc gives each thread that allocates its own heap (an arena) and keeps what it frees there.

@@ -1,6 +1,6 @@
-//! The operator's commands (`codex-async-mcp jobs …`) on a state directory filled by a real run
-//! of the server with the real Codex 0.169 (app-server) and a mock model, read while that server
-//! still runs on it.
+//! The operator's side. The `jobs` commands on a state directory filled by a real run of the
+//! server with the real Codex 0.169 (app-server) and a mock model, read while that server still
+//! runs on it; the debug log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
 
@@ -11,7 +11,9 @@ use std::process::{Output, Stdio};
 
 use serde_json::{Value, json};
 use support::codex_install::codex;
+use support::fake_codex;
 use support::mock_model::MockModel;
+use support::raw::RawStdio;
 use support::server::{Launch, Sandbox, Server, within};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
@@ -216,4 +218,41 @@ async fn jobs_commands_name_the_problem_and_the_fix() {
     assert!(!output.status.success());
     assert!(said.contains("no job database"), "{said}");
     assert!(said.contains("--state-dir"), "{said}");
+}
+
+#[tokio::test]
+async fn with_debug_the_state_directory_gets_a_log_with_codexs_stderr_and_stdout_only_mcp() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    // RawStdio fails the test on any stdout line that is not one JSON-RPC message.
+    let mut raw = RawStdio::start(Launch::new(&bin, &sandbox).arg("--debug")).await;
+    let args = json!({"prompt": "CRASH", "cwd": sandbox.work()});
+    let started = raw.call(2, "job_start", args).await;
+    let job = started["result"]["structuredContent"]["job_id"].clone();
+    let waited = raw
+        .call(3, "job_wait", json!({"job_id": job, "timeout_seconds": 60}))
+        .await;
+    assert_eq!(
+        waited["result"]["structuredContent"]["notifications"][0]["status"], "failed",
+        "{waited}"
+    );
+    raw.signal(libc::SIGTERM);
+    for line in raw.rest().await {
+        serde_json::from_str::<Value>(&line).expect("only MCP on stdout");
+    }
+    within("the server's exit", raw.child.wait()).await.unwrap();
+    let logs: Vec<_> = std::fs::read_dir(sandbox.state().join("logs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let name = logs[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.starts_with("codex-async-mcp.") && name.ends_with(".log"),
+        "{name}"
+    );
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(log.contains("DEBUG"), "{log}");
+    assert!(log.contains("codex_stderr"), "{log}");
+    assert!(log.contains("fake codex: crashing on purpose"), "{log}");
 }
