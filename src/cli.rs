@@ -151,6 +151,10 @@ pub struct Cli {
 pub enum Command {
     /// Read the jobs of the state directory, also while a server runs on it.
     Jobs(JobsArgs),
+    /// Print a completion script for `shell` (e.g. `completions bash > /etc/bash_completion.d/codex-async-mcp`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (e.g. `man > ~/.local/share/man/man1/codex-async-mcp.1`).
+    Man,
 }
 
 #[derive(Debug, clap::Args)]

@@ -82,8 +82,20 @@ pub fn run_command(cli: &Cli, command: &cli::Command) -> anyhow::Result<()> {
             &mut stdout.lock(),
             &mut stderr.lock(),
         ),
+        cli::Command::Completions { shell } => {
+            let mut definition = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut definition, NAME, &mut stdout.lock());
+            Ok(())
+        }
+        cli::Command::Man => {
+            let definition = <Cli as clap::CommandFactory>::command().name(NAME);
+            Ok(clap_mangen::Man::new(definition).render(&mut stdout.lock())?)
+        }
     }
 }
+
+/// The command's name, as completions and the man page call it.
+const NAME: &str = "codex-async-mcp";
 
 /// Runs the server on the transport the command line names until the client closes stdin (on
 /// stdio) or a SIGINT/SIGTERM arrives, then stops the engine (which settles every open job and

@@ -256,3 +256,23 @@ async fn with_debug_the_state_directory_gets_a_log_with_codexs_stderr_and_stdout
     assert!(log.contains("codex_stderr"), "{log}");
     assert!(log.contains("fake codex: crashing on purpose"), "{log}");
 }
+
+#[tokio::test]
+async fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_codex-async-mcp"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("complete -F"), "{bash}");
+    assert!(bash.contains("--max-concurrent-jobs") && bash.contains("jobs"));
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef codex-async-mcp"), "{zsh}");
+    let man = run(&["man"]);
+    assert!(man.contains(".TH codex-async-mcp 1"), "{man}");
+    assert!(man.contains("max\\-concurrent\\-jobs"), "{man}");
+}
