@@ -149,6 +149,13 @@ pub struct Cli {
 /// What to do instead of serving MCP.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Check that this set-up can serve: Codex and its backend, Codex's config and model, the
+    /// state directory, and for HTTP the address. Exits 1 on a problem, saying how to fix it.
+    Doctor {
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read the jobs of the state directory, also while a server runs on it.
     Jobs(JobsArgs),
     /// Print a completion script for `shell` (e.g. `completions bash > /etc/bash_completion.d/codex-async-mcp`).

@@ -73,23 +73,32 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Runs `command` (a terminal's, not MCP): its output goes to stdout, its notes to stderr.
-pub fn run_command(cli: &Cli, command: &cli::Command) -> anyhow::Result<()> {
+/// False when it ran and found something wrong (`doctor`'s problems).
+pub fn run_command(cli: &Cli, command: &cli::Command) -> anyhow::Result<bool> {
     let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
     match command {
+        cli::Command::Doctor { json } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(commands::doctor::run(cli, *json, &mut stdout.lock()))
+        }
         cli::Command::Jobs(args) => commands::jobs::run(
             args,
             &cli.state_dir()?,
             &mut stdout.lock(),
             &mut stderr.lock(),
-        ),
+        )
+        .map(|()| true),
         cli::Command::Completions { shell } => {
             let mut definition = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut definition, NAME, &mut stdout.lock());
-            Ok(())
+            Ok(true)
         }
         cli::Command::Man => {
             let definition = <Cli as clap::CommandFactory>::command().name(NAME);
-            Ok(clap_mangen::Man::new(definition).render(&mut stdout.lock())?)
+            clap_mangen::Man::new(definition).render(&mut stdout.lock())?;
+            Ok(true)
         }
     }
 }

@@ -13,7 +13,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(command) = &cli.command {
         return match codex_async_mcp::run_command(&cli, command) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
             // Read by `head` or `less`, which stopped reading: that is the reader's choice.
             Err(e)
                 if e.downcast_ref::<std::io::Error>()

@@ -1,6 +1,6 @@
 //! The operator's side. The `jobs` commands on a state directory filled by a real run of the
 //! server with the real Codex 0.169 (app-server) and a mock model, read while that server still
-//! runs on it; the debug log.
+//! runs on it; `doctor` on set-ups good and bad; the debug log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
 
@@ -22,6 +22,7 @@ struct Setup {
     sandbox: Sandbox,
     _model: MockModel,
     server: Server,
+    codex_bin: std::path::PathBuf,
 }
 
 async fn setup() -> Setup {
@@ -38,6 +39,7 @@ async fn setup() -> Setup {
         sandbox,
         _model: model,
         server,
+        codex_bin: bin,
     }
 }
 
@@ -275,4 +277,122 @@ async fn completions_and_the_man_page_come_from_the_command_line_definition() {
     let man = run(&["man"]);
     assert!(man.contains(".TH codex-async-mcp 1"), "{man}");
     assert!(man.contains("max\\-concurrent\\-jobs"), "{man}");
+}
+
+/// `codex-async-mcp doctor --json ARGS` with Codex `bin`, in a sandbox whose Codex reaches a mock
+/// model unless `model` is false: the report and whether it exited 0.
+async fn doctor(bin: &Path, model: bool, args: &[&str]) -> (Value, bool) {
+    let sandbox = Sandbox::new();
+    let mock = MockModel::start().await;
+    if model {
+        sandbox.use_model(&mock, "gpt-5.5");
+    }
+    // The flags the server would run with, then the command.
+    let launch = args
+        .iter()
+        .fold(Launch::new(bin, &sandbox), |launch, arg| launch.arg(arg))
+        .arg("doctor")
+        .arg("--json");
+    let output = within("doctor", launch.command().output()).await.unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor --json wrote no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(report["ok"], output.status.success(), "{report}");
+    (report, output.status.success())
+}
+
+/// The check `name` of `report`.
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {report}"))
+}
+
+#[tokio::test]
+async fn doctor_passes_a_good_set_up_on_each_codex_and_names_the_backend_it_picks() {
+    for (version, backend) in [("0.153.4", "mcp-server"), ("0.169.0", "app-server")] {
+        let (report, ok) = doctor(&codex(version), true, &[]).await;
+        assert!(ok, "{report}");
+        let codex_check = check(&report, "codex");
+        assert!(
+            codex_check["detail"].as_str().unwrap().contains(version),
+            "{report}"
+        );
+        let backend_check = check(&report, "backend")["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            backend_check.contains(&format!("auto picks {backend}")),
+            "{report}"
+        );
+        assert_eq!(check(&report, "model")["status"], "ok");
+    }
+}
+
+#[tokio::test]
+async fn doctor_says_codex_is_missing_and_how_to_install_it() {
+    let (report, ok) = doctor(Path::new("/nonexistent/codex"), true, &[]).await;
+    assert!(!ok);
+    let codex_check = check(&report, "codex");
+    assert_eq!(codex_check["status"], "problem");
+    assert!(
+        codex_check["fix"]
+            .as_str()
+            .unwrap()
+            .contains("npm install -g @openai/codex")
+    );
+}
+
+#[tokio::test]
+async fn doctor_says_when_codex_has_no_model_to_reach() {
+    let (report, ok) = doctor(&codex("0.169.0"), false, &[]).await;
+    assert!(!ok, "{report}");
+    let model = check(&report, "model");
+    assert_eq!(model["status"], "problem", "{report}");
+    assert!(
+        model["fix"].as_str().unwrap().contains("codex login"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn doctor_checks_the_http_address_as_the_server_would() {
+    let bin = codex("0.169.0");
+    let (report, ok) = doctor(&bin, true, &["--transport", "http", "--port", "0"]).await;
+    assert!(ok, "{report}");
+    let (report, ok) = doctor(
+        &bin,
+        true,
+        &["--transport", "http", "--host", "0.0.0.0", "--port", "0"],
+    )
+    .await;
+    assert!(!ok);
+    let http = check(&report, "http");
+    assert!(
+        http["detail"].as_str().unwrap().contains("without a token"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn doctor_sees_the_server_running_on_the_state_directory() {
+    let t = setup().await;
+    t.completed("seen").await;
+    let launch = Launch::new(&t.codex_bin, &t.sandbox).arg("doctor");
+    let output = within("doctor", launch.command().output()).await.unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{text}");
+    let pid = t.server.child.id().unwrap();
+    assert!(
+        text.contains(&format!("pid {pid} runs on this state directory")),
+        "{text}"
+    );
+    assert!(text.contains("1 jobs in"), "{text}");
 }

@@ -1,3 +1,4 @@
 //! The operator's commands, run from a terminal instead of serving MCP.
 
+pub(crate) mod doctor;
 pub(crate) mod jobs;

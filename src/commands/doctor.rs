@@ -1,0 +1,351 @@
+//! `codex-async-mcp doctor`: is this set-up ready to serve? Each check says ok, or the problem
+//! and how to fix it, so a set-up that a client would only show as "failed to connect" says why.
+//!
+//! It checks with the same settings (flags and environment) the server would run with, and
+//! starts Codex the way the server does, so "ok" means the server would start and take turns.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cli::{Cli, Transport};
+use crate::codex::{self, BackendKind};
+use crate::store::SqliteStore;
+use crate::store::state_dir::{self, DATABASE};
+
+/// What one check found.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Problem,
+}
+
+impl Check {
+    fn ok(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            status: Status::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn problem(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            name,
+            status: Status::Problem,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// Runs every check; writes the report to `out`. True when all are ok.
+pub async fn run(cli: &Cli, json: bool, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let mut checks = codex_checks(cli).await;
+    checks.push(codex_home_check());
+    checks.push(model_check());
+    checks.extend(state_checks(cli));
+    if let Some(check) = http_check(cli).await {
+        checks.push(check);
+    }
+    let healthy = checks.iter().all(|c| c.status == Status::Ok);
+    if json {
+        let report = serde_json::json!({"ok": healthy, "checks": checks});
+        serde_json::to_writer(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        for check in &checks {
+            let status = match check.status {
+                Status::Ok => "ok",
+                Status::Problem => "problem",
+            };
+            writeln!(out, "{status:<8} {:<16} {}", check.name, check.detail)?;
+            if let Some(fix) = &check.fix {
+                writeln!(out, "{:<25} fix: {fix}", "")?;
+            }
+        }
+    }
+    Ok(healthy)
+}
+
+/// Codex itself, and the backend the server would drive it with, found by starting it as the
+/// server does (and stopping it again).
+async fn codex_checks(cli: &Cli) -> Vec<Check> {
+    let settings = cli.codex_settings();
+    let (events, _ignored) = codex::event_channel();
+    let found = codex::detect::version(&settings.bin).await;
+    let version = match found {
+        Ok(version) => version,
+        Err(e) => {
+            return vec![Check::problem(
+                "codex",
+                format!("`{}` is not a usable Codex", settings.bin),
+                e.to_string(),
+            )];
+        }
+    };
+    let mut checks = vec![Check::ok(
+        "codex",
+        format!("`{}` is Codex {version}", settings.bin),
+    )];
+    let picked = match cli.backend {
+        BackendKind::Auto => "auto picks",
+        _ => "--backend",
+    };
+    checks.push(
+        match codex::start_backend(settings, cli.backend, events).await {
+            Ok(backend) => {
+                let info = backend.info();
+                backend.shutdown().await;
+                Check::ok(
+                    "backend",
+                    format!("{picked} {} (it started and answered)", info.name),
+                )
+            }
+            Err(e) => Check::problem(
+                "backend",
+                format!("Codex {version} does not start as the server would start it"),
+                format!("{e:#}"),
+            ),
+        },
+    );
+    checks
+}
+
+/// `$CODEX_HOME`, else `~/.codex`.
+fn codex_home() -> Option<PathBuf> {
+    std::env::var_os("CODEX_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".codex")))
+}
+
+/// Codex's `config.toml`, parsed; `None` when there is none.
+fn codex_config(home: &Path) -> Result<Option<toml::Table>, String> {
+    let path = home.join("config.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .parse::<toml::Table>()
+            .map(Some)
+            .map_err(|e| format!("{} is not valid TOML: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{} cannot be read: {e}", path.display())),
+    }
+}
+
+fn codex_home_check() -> Check {
+    let Some(home) = codex_home() else {
+        return Check::problem(
+            "codex config",
+            "neither CODEX_HOME nor HOME is set",
+            "set CODEX_HOME to Codex's directory (usually ~/.codex)",
+        );
+    };
+    match codex_config(&home) {
+        Ok(Some(_)) => Check::ok(
+            "codex config",
+            format!("{} loads", home.join("config.toml").display()),
+        ),
+        Ok(None) => Check::ok(
+            "codex config",
+            format!("{} has no config.toml: Codex's defaults", home.display()),
+        ),
+        Err(problem) => Check::problem(
+            "codex config",
+            problem,
+            "fix the file (Codex refuses to start with it), or point CODEX_HOME elsewhere",
+        ),
+    }
+}
+
+/// Providers that run models locally and need no key.
+const LOCAL_PROVIDERS: [&str; 3] = ["oss", "ollama", "lmstudio"];
+
+/// Whether Codex can reach a model: a login, an API key, or a configured provider whose key is
+/// set. Checked in this process's environment, which is the server's when it runs from here.
+fn model_check() -> Check {
+    let fix = "run `codex login`, set OPENAI_API_KEY, or configure a model_provider in Codex's \
+               config.toml";
+    let Some(home) = codex_home() else {
+        return Check::problem("model", "no CODEX_HOME or HOME to find a login in", fix);
+    };
+    let config = codex_config(&home).ok().flatten().unwrap_or_default();
+    let provider = config
+        .get("model_provider")
+        .and_then(toml::Value::as_str)
+        .unwrap_or("openai");
+    if provider != "openai" {
+        if LOCAL_PROVIDERS.contains(&provider) {
+            return Check::ok("model", format!("the local provider {provider:?}"));
+        }
+        let entry = config
+            .get("model_providers")
+            .and_then(|providers| providers.get(provider));
+        let Some(entry) = entry else {
+            return Check::problem(
+                "model",
+                format!(
+                    "model_provider is {provider:?}, but config.toml has no [model_providers.{provider}]"
+                ),
+                format!(
+                    "add [model_providers.{provider}] to {}, or remove model_provider",
+                    home.join("config.toml").display()
+                ),
+            );
+        };
+        return match entry.get("env_key").and_then(toml::Value::as_str) {
+            Some(key) if std::env::var_os(key).is_none_or(|v| v.is_empty()) => Check::problem(
+                "model",
+                format!("the provider {provider:?} reads its key from {key}, which is not set"),
+                format!(
+                    "set {key} in the environment the server runs in (a client's MCP entry can \
+                     pass it as env)"
+                ),
+            ),
+            Some(key) => Check::ok(
+                "model",
+                format!("the provider {provider:?}, its key in {key}"),
+            ),
+            None => Check::ok(
+                "model",
+                format!("the provider {provider:?} (no key needed)"),
+            ),
+        };
+    }
+    if home.join("auth.json").is_file() {
+        return Check::ok("model", "logged in (auth.json)");
+    }
+    if std::env::var_os("OPENAI_API_KEY").is_some_and(|v| !v.is_empty()) {
+        return Check::ok("model", "OpenAI, the key in OPENAI_API_KEY");
+    }
+    Check::problem(
+        "model",
+        format!(
+            "no login in {} and no OPENAI_API_KEY: every turn would fail",
+            home.display()
+        ),
+        fix,
+    )
+}
+
+/// The state directory, its database, and whether a server runs on it.
+fn state_checks(cli: &Cli) -> Vec<Check> {
+    let dir = match cli.state_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            return vec![Check::problem(
+                "state directory",
+                e.to_string(),
+                "pass --state-dir",
+            )];
+        }
+    };
+    if !dir.exists() {
+        let creatable = dir.ancestors().find(|a| a.exists()).is_some_and(writable);
+        return vec![if creatable {
+            Check::ok(
+                "state directory",
+                format!("{} (made on the first run)", dir.display()),
+            )
+        } else {
+            Check::problem(
+                "state directory",
+                format!("{} is missing and cannot be made here", dir.display()),
+                "pass a --state-dir this user may write",
+            )
+        }];
+    }
+    if !dir.is_dir() || !writable(&dir) {
+        return vec![Check::problem(
+            "state directory",
+            format!("{} is not a directory this user may write", dir.display()),
+            "pass another --state-dir",
+        )];
+    }
+    let database = match SqliteStore::open_to_read(&dir.join(DATABASE)) {
+        Ok(store) => match crate::store::Store::load(&store) {
+            Ok(loaded) => Check::ok(
+                "database",
+                format!(
+                    "{} jobs in {}",
+                    loaded.jobs.len(),
+                    dir.join(DATABASE).display()
+                ),
+            ),
+            Err(e) => Check::problem("database", e.to_string(), "move the database aside"),
+        },
+        Err(_) if !dir.join(DATABASE).exists() => {
+            Check::ok("database", "none yet (made on the first run)")
+        }
+        Err(e) => Check::problem(
+            "database",
+            e.to_string(),
+            "see the message; a damaged one can be moved aside",
+        ),
+    };
+    let server = match state_dir::server_pid(&dir) {
+        Some(pid) => Check::ok(
+            "server",
+            format!(
+                "pid {pid} runs on this state directory; another server needs its own --state-dir"
+            ),
+        ),
+        None => Check::ok("server", "none runs on this state directory"),
+    };
+    vec![
+        Check::ok("state directory", dir.display().to_string()),
+        database,
+        server,
+    ]
+}
+
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(name) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `name` is a valid C string for the call's duration.
+    unsafe { libc::access(name.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// For the HTTP transports: the address rules and whether the port is free, by binding it as the
+/// server would (and letting it go).
+async fn http_check(cli: &Cli) -> Option<Check> {
+    if cli.transport == Transport::Stdio {
+        return None;
+    }
+    let (addr, settings) = match cli.http_settings() {
+        Ok(Some(found)) => found,
+        Ok(None) => return None,
+        Err(e) => return Some(Check::problem("http", e.to_string(), "fix the HTTP flags")),
+    };
+    Some(match crate::server::http::bind(&addr, &settings).await {
+        Ok(_listener) => Check::ok(
+            "http",
+            format!(
+                "{addr} is free and allowed{}",
+                match settings.auth_token {
+                    Some(_) => ", with a token",
+                    None => " (loopback, no token needed)",
+                }
+            ),
+        ),
+        Err(e) => Check::problem(
+            "http",
+            format!("{e:#}"),
+            "stop what holds the port or pass another --port; off loopback pass --auth-token",
+        ),
+    })
+}
