@@ -61,6 +61,7 @@ pub(crate) mod commands;
 pub mod jobs;
 pub(crate) mod lines;
 pub mod model;
+pub(crate) mod readiness;
 pub(crate) mod server;
 pub mod store;
 pub(crate) mod text;

@@ -396,3 +396,41 @@ async fn doctor_sees_the_server_running_on_the_state_directory() {
     );
     assert!(text.contains("1 jobs in"), "{text}");
 }
+
+#[tokio::test]
+async fn a_running_server_reports_its_readiness_to_mcp_clients_as_a_resource() {
+    use rmcp::model::{ReadResourceRequestParams, ResourceContents};
+    let t = setup().await;
+    t.completed("ready").await;
+    let peer = t.server.client.peer();
+    let listed = within("resources/list", peer.list_resources(None))
+        .await
+        .unwrap();
+    let uri = "codex-async-mcp://readiness";
+    assert!(listed.resources.iter().any(|r| r.uri == uri), "{listed:?}");
+    let read = within(
+        "resources/read",
+        peer.read_resource(ReadResourceRequestParams::new(uri)),
+    )
+    .await
+    .unwrap();
+    let ResourceContents::TextResourceContents { text, .. } = &read.contents[0] else {
+        panic!("not text: {read:?}")
+    };
+    let report: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let codex_check = check(&report, "codex")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        codex_check.contains("0.169.0") && codex_check.contains("app-server"),
+        "{report}"
+    );
+    assert_eq!(check(&report, "model")["status"], "ok", "{report}");
+    let unknown = peer
+        .read_resource(ReadResourceRequestParams::new("codex-async-mcp://nope"))
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains(uri), "{unknown}");
+}

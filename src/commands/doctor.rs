@@ -5,56 +5,18 @@
 //! starts Codex the way the server does, so "ok" means the server would start and take turns.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use serde::Serialize;
+use std::path::Path;
 
 use crate::cli::{Cli, Transport};
 use crate::codex::{self, BackendKind};
+use crate::readiness::{Check, Status, codex_config_check, model_check};
 use crate::store::SqliteStore;
 use crate::store::state_dir::{self, DATABASE};
-
-/// What one check found.
-#[derive(Debug, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Ok,
-    Problem,
-}
-
-impl Check {
-    fn ok(name: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            name,
-            status: Status::Ok,
-            detail: detail.into(),
-            fix: None,
-        }
-    }
-
-    fn problem(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self {
-            name,
-            status: Status::Problem,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
-    }
-}
 
 /// Runs every check; writes the report to `out`. True when all are ok.
 pub async fn run(cli: &Cli, json: bool, out: &mut dyn Write) -> anyhow::Result<bool> {
     let mut checks = codex_checks(cli).await;
-    checks.push(codex_home_check());
+    checks.push(codex_config_check());
     checks.push(model_check());
     checks.extend(state_checks(cli));
     if let Some(check) = http_check(cli).await {
@@ -122,122 +84,6 @@ async fn codex_checks(cli: &Cli) -> Vec<Check> {
         },
     );
     checks
-}
-
-/// `$CODEX_HOME`, else `~/.codex`.
-fn codex_home() -> Option<PathBuf> {
-    std::env::var_os("CODEX_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".codex")))
-}
-
-/// Codex's `config.toml`, parsed; `None` when there is none.
-fn codex_config(home: &Path) -> Result<Option<toml::Table>, String> {
-    let path = home.join("config.toml");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .parse::<toml::Table>()
-            .map(Some)
-            .map_err(|e| format!("{} is not valid TOML: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{} cannot be read: {e}", path.display())),
-    }
-}
-
-fn codex_home_check() -> Check {
-    let Some(home) = codex_home() else {
-        return Check::problem(
-            "codex config",
-            "neither CODEX_HOME nor HOME is set",
-            "set CODEX_HOME to Codex's directory (usually ~/.codex)",
-        );
-    };
-    match codex_config(&home) {
-        Ok(Some(_)) => Check::ok(
-            "codex config",
-            format!("{} loads", home.join("config.toml").display()),
-        ),
-        Ok(None) => Check::ok(
-            "codex config",
-            format!("{} has no config.toml: Codex's defaults", home.display()),
-        ),
-        Err(problem) => Check::problem(
-            "codex config",
-            problem,
-            "fix the file (Codex refuses to start with it), or point CODEX_HOME elsewhere",
-        ),
-    }
-}
-
-/// Providers that run models locally and need no key.
-const LOCAL_PROVIDERS: [&str; 3] = ["oss", "ollama", "lmstudio"];
-
-/// Whether Codex can reach a model: a login, an API key, or a configured provider whose key is
-/// set. Checked in this process's environment, which is the server's when it runs from here.
-fn model_check() -> Check {
-    let fix = "run `codex login`, set OPENAI_API_KEY, or configure a model_provider in Codex's \
-               config.toml";
-    let Some(home) = codex_home() else {
-        return Check::problem("model", "no CODEX_HOME or HOME to find a login in", fix);
-    };
-    let config = codex_config(&home).ok().flatten().unwrap_or_default();
-    let provider = config
-        .get("model_provider")
-        .and_then(toml::Value::as_str)
-        .unwrap_or("openai");
-    if provider != "openai" {
-        if LOCAL_PROVIDERS.contains(&provider) {
-            return Check::ok("model", format!("the local provider {provider:?}"));
-        }
-        let entry = config
-            .get("model_providers")
-            .and_then(|providers| providers.get(provider));
-        let Some(entry) = entry else {
-            return Check::problem(
-                "model",
-                format!(
-                    "model_provider is {provider:?}, but config.toml has no [model_providers.{provider}]"
-                ),
-                format!(
-                    "add [model_providers.{provider}] to {}, or remove model_provider",
-                    home.join("config.toml").display()
-                ),
-            );
-        };
-        return match entry.get("env_key").and_then(toml::Value::as_str) {
-            Some(key) if std::env::var_os(key).is_none_or(|v| v.is_empty()) => Check::problem(
-                "model",
-                format!("the provider {provider:?} reads its key from {key}, which is not set"),
-                format!(
-                    "set {key} in the environment the server runs in (a client's MCP entry can \
-                     pass it as env)"
-                ),
-            ),
-            Some(key) => Check::ok(
-                "model",
-                format!("the provider {provider:?}, its key in {key}"),
-            ),
-            None => Check::ok(
-                "model",
-                format!("the provider {provider:?} (no key needed)"),
-            ),
-        };
-    }
-    if home.join("auth.json").is_file() {
-        return Check::ok("model", "logged in (auth.json)");
-    }
-    if std::env::var_os("OPENAI_API_KEY").is_some_and(|v| !v.is_empty()) {
-        return Check::ok("model", "OpenAI, the key in OPENAI_API_KEY");
-    }
-    Check::problem(
-        "model",
-        format!(
-            "no login in {} and no OPENAI_API_KEY: every turn would fail",
-            home.display()
-        ),
-        fix,
-    )
 }
 
 /// The state directory, its database, and whether a server runs on it.

@@ -11,6 +11,7 @@ mod answer;
 mod elicit;
 pub(crate) mod http;
 mod jsonrpc;
+mod resources;
 mod respond;
 mod schema;
 mod sse;
@@ -28,7 +29,8 @@ use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, GetTaskParams,
-    GetTaskResult, Implementation, JsonObject, ProgressNotificationParam, ProtocolVersion,
+    GetTaskResult, Implementation, JsonObject, ListResourcesResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
     RequestMetaObject, ServerCapabilities, ServerConfig, SubscriptionFilter, UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
@@ -688,12 +690,29 @@ impl ServerHandler for JobServer {
         Some(requested.clone())
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(resources::list())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        resources::read(&self.manager, &request.uri).map(Into::into)
+    }
+
     fn get_info(&self) -> ServerConfig {
         let backend = self.manager.backend_info();
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tasks()
+                .enable_resources()
                 .build(),
         )
         .with_server_info(Implementation::new(
