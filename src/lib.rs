@@ -68,6 +68,7 @@ pub(crate) mod text;
 mod time;
 
 pub use cli::Cli;
+pub use server::client_log::layer as client_log_layer;
 
 use std::sync::Arc;
 

@@ -111,6 +111,7 @@ fn start_logging(cli: &Cli) -> anyhow::Result<Option<WorkerGuard>> {
     tracing_subscriber::registry()
         .with(stderr)
         .with(debug_log)
+        .with(codex_async_mcp::client_log_layer())
         .init();
     Ok(guard)
 }

@@ -357,6 +357,38 @@ async fn sessionless_calls_are_not_sessions_and_pass_a_full_session_cap() {
     assert_eq!(listed["jobs"], json!([]), "{listed}");
 }
 
+/// The official Python SDK's client sets `level` with `logging/setLevel` and runs a job whose
+/// Codex writes lines that are not JSON-RPC; what it got, up to the server's warning of them.
+async fn logged_at(level: &str) -> Value {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &[]).await;
+    let args = ["log", level, &work(&sandbox), "GARBAGE", "not JSON-RPC"];
+    let out = server.sdk("http", &[], &args).await;
+    // As the conformance suite's logging-set-level scenario asks: an empty result.
+    assert_eq!(out["set_level"], json!({}), "{out}");
+    assert_eq!(out["settled"]["status"], "completed", "{out}");
+    out
+}
+
+#[tokio::test]
+async fn a_client_that_sets_a_log_level_gets_the_servers_warnings_and_nothing_below() {
+    let out = logged_at("warning").await;
+    let messages = out["messages"].as_array().unwrap();
+    let warned = messages.iter().any(|m| {
+        m["level"] == "warning" && m["data"]["message"].to_string().contains("not JSON-RPC")
+    });
+    assert!(warned, "{out}");
+    // The server logged at debug before that warning (job_start, job_wait): none of it came.
+    assert!(messages.iter().all(|m| m["level"] == "warning"), "{out}");
+}
+
+#[tokio::test]
+async fn a_client_at_debug_gets_the_servers_debug_lines_too() {
+    let out = logged_at("debug").await;
+    let messages = out["messages"].as_array().unwrap();
+    assert!(messages.iter().any(|m| m["level"] == "debug"), "{out}");
+}
+
 #[tokio::test]
 async fn listening_off_loopback_without_a_token_is_refused() {
     let sandbox = Sandbox::new();

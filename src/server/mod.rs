@@ -8,6 +8,7 @@
 //! value a client sends can panic a handler (a panic would leave its request unanswered).
 
 mod answer;
+pub(crate) mod client_log;
 mod elicit;
 pub(crate) mod http;
 mod jsonrpc;
@@ -73,6 +74,8 @@ pub struct JobServer {
     settings: ServerSettings,
     /// The jobs whose requests this session is asked about (`ask_client`).
     relays: elicit::Relays,
+    /// What this session's client asked of the server's log (`logging/setLevel`).
+    client_log: client_log::ClientLog,
     tool_router: &'static ToolRouter<Self>,
 }
 
@@ -136,6 +139,7 @@ impl JobServer {
             manager,
             settings,
             relays: elicit::Relays::default(),
+            client_log: client_log::ClientLog::default(),
             tool_router: Self::tools(),
         }
     }
@@ -690,6 +694,16 @@ impl ServerHandler for JobServer {
         Some(requested.clone())
     }
 
+    #[allow(deprecated)] // MCP logging (SEP-2577), still used by clients of earlier versions
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.client_log.set_level(&context.peer, request.level);
+        Ok(())
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -706,6 +720,7 @@ impl ServerHandler for JobServer {
         resources::read(&self.manager, &request.uri).map(Into::into)
     }
 
+    #[allow(deprecated)] // enable_logging: MCP logging (SEP-2577), see set_level
     fn get_info(&self) -> ServerConfig {
         let backend = self.manager.backend_info();
         ServerConfig::new(
@@ -713,6 +728,7 @@ impl ServerHandler for JobServer {
                 .enable_tools()
                 .enable_tasks()
                 .enable_resources()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new(

@@ -11,6 +11,10 @@ elicitation capability and declines every form):
     wait-forever JOB_ID     job_wait with a long timeout; meant to be killed mid-wait
     read-whole JOB_ID       the job's final message through job_result pages, its deltas through
                             job_events pages, and the largest structuredContent seen
+    log LEVEL CWD PROMPT NEEDLE
+                            logging/setLevel LEVEL (its result), then a job of PROMPT run to its
+                            end, and the log messages the server sent up to the first that holds
+                            NEEDLE (waited for up to 30 s)
 """
 
 import asyncio
@@ -86,6 +90,21 @@ async def read_whole(session, job_id):
     return {"text": text, "deltas": deltas, "largest": largest}
 
 
+async def log(session, messages, level, cwd, prompt, needle):
+    answer = await session.set_logging_level(level)
+    out = {"set_level": answer.model_dump(exclude_none=True, by_alias=True)}
+    started = await call(session, "job_start", {"prompt": prompt, "cwd": cwd})
+    out["settled"] = await settle(session, started["job_id"])
+    # Log messages come on a stream of their own: wait for the one the job must have caused.
+    seen = lambda: [m.model_dump(mode="json", exclude_none=True) for m in messages]
+    for _ in range(600):
+        if any(needle in json.dumps(m) for m in seen()):
+            break
+        await asyncio.sleep(0.05)
+    out["messages"] = seen()
+    return out
+
+
 async def decline_form(context, params):
     return types.ElicitResult(action="decline")
 
@@ -97,12 +116,21 @@ async def main():
         # SDK_ELICITATION=1 declares the elicitation capability (and declines any form).
         asks = os.environ.get("SDK_ELICITATION") == "1"
         callback = decline_form if asks else None
-        async with ClientSession(read, write, elicitation_callback=callback) as session:
+        messages = []
+
+        async def keep(params):
+            messages.append(params)
+
+        async with ClientSession(
+            read, write, elicitation_callback=callback, logging_callback=keep
+        ) as session:
             await session.initialize()
             if scenario == "call":
                 result = await call(session, args[0], json.loads(args[1]))
             elif scenario == "lifecycle":
                 result = await lifecycle(session, args[0])
+            elif scenario == "log":
+                result = await log(session, messages, *args)
             elif scenario == "read-whole":
                 result = await read_whole(session, args[0])
             elif scenario == "wait-forever":
