@@ -18,6 +18,12 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// A settings file (TOML; its keys are these flags' names) beneath the environment and the
+    /// flags [default: $XDG_CONFIG_HOME/codex-async-mcp/config.toml, else
+    /// ~/.config/codex-async-mcp/config.toml, when it exists].
+    #[arg(long, env = "CODEX_ASYNC_MCP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// How clients reach the server.
     #[arg(long, value_enum, default_value_t = Transport::Stdio)]
     pub transport: Transport,
@@ -153,6 +159,13 @@ pub enum Command {
     /// state directory, and for HTTP the address. Exits 1 on a problem, saying how to fix it.
     Doctor {
         /// Write the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the settings the server would run with, and where each comes from (flag,
+    /// environment, config file or default).
+    Config {
+        /// Write them as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -58,6 +58,7 @@
 pub mod cli;
 pub mod codex;
 pub(crate) mod commands;
+pub mod config;
 pub mod jobs;
 pub(crate) mod lines;
 pub mod model;
@@ -76,9 +77,14 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs `command` (a terminal's, not MCP): its output goes to stdout, its notes to stderr.
 /// False when it ran and found something wrong (`doctor`'s problems).
-pub fn run_command(cli: &Cli, command: &cli::Command) -> anyhow::Result<bool> {
+pub fn run_command(loaded: &config::Loaded, command: &cli::Command) -> anyhow::Result<bool> {
+    let cli = &loaded.cli;
     let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
     match command {
+        cli::Command::Config { json } => {
+            commands::settings::print(loaded, *json, &mut stdout.lock())?;
+            Ok(true)
+        }
         cli::Command::Doctor { json } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

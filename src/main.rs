@@ -1,8 +1,8 @@
 use std::os::unix::fs::DirBuilderExt as _;
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use codex_async_mcp::Cli;
+use codex_async_mcp::config::LoadError;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -10,9 +10,16 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 fn main() -> ExitCode {
     one_malloc_arena();
-    let cli = Cli::parse();
-    if let Some(command) = &cli.command {
-        return match codex_async_mcp::run_command(&cli, command) {
+    let loaded = match codex_async_mcp::config::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Clap(e)) => e.exit(),
+        Err(LoadError::File(problem)) => {
+            eprintln!("codex-async-mcp: {problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(command) = &loaded.cli.command {
+        return match codex_async_mcp::run_command(&loaded, command) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             // Read by `head` or `less`, which stopped reading: that is the reader's choice.
@@ -29,7 +36,7 @@ fn main() -> ExitCode {
         };
     }
     // Kept to the end: dropping it writes out what the debug log still buffers.
-    let _debug_log = match start_logging(&cli) {
+    let _debug_log = match start_logging(&loaded.cli) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("codex-async-mcp: {e:#}");
@@ -46,7 +53,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ran = runtime.block_on(codex_async_mcp::run(cli));
+    if let Some(file) = loaded.file() {
+        tracing::info!(file = %file.display(), "settings from the config file, beneath env and flags");
+    }
+    let ran = runtime.block_on(codex_async_mcp::run(loaded.cli));
     // `run` returns once the engine's tasks are done and the last answer is written. The one
     // thing left may be the blocking read of a stdin that is not a pipe, which ends only when the
     // client closes it: do not wait for it.

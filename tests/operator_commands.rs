@@ -434,3 +434,59 @@ async fn a_running_server_reports_its_readiness_to_mcp_clients_as_a_resource() {
         .unwrap_err();
     assert!(unknown.to_string().contains(uri), "{unknown}");
 }
+
+#[tokio::test]
+async fn config_says_what_each_setting_is_and_where_it_came_from() {
+    let sandbox = Sandbox::new();
+    // The default file, in the user's config directory.
+    let dir = sandbox.home().join(".config").join("codex-async-mcp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.toml");
+    std::fs::write(
+        &file,
+        "max-concurrent-jobs = 9\nport = 9000\nstate-dir = \"/nowhere\"\n",
+    )
+    .unwrap();
+    let bin = fake_codex();
+    // Launch sets CODEX_ASYNC_MCP_STATE_DIR: the environment beats the file.
+    let launch = Launch::new(&bin, &sandbox)
+        .arg("--port")
+        .arg("9001")
+        .arg("config")
+        .arg("--json");
+    let output = within("config", launch.command().output()).await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["config_file"], file.to_str().unwrap());
+    let setting = |name: &str| {
+        report["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        setting("port"),
+        json!({"name": "port", "value": "9001", "from": "flag"})
+    );
+    assert_eq!(setting("max-concurrent-jobs")["value"], "9");
+    assert_eq!(
+        setting("max-concurrent-jobs")["from"],
+        format!("config {}", file.display())
+    );
+    assert_eq!(
+        setting("state-dir")["from"],
+        "env CODEX_ASYNC_MCP_STATE_DIR"
+    );
+    assert_eq!(
+        setting("state-dir")["value"],
+        sandbox.state().to_str().unwrap()
+    );
+    assert_eq!(setting("max-sessions")["from"], "default");
+}

@@ -2,3 +2,4 @@
 
 pub(crate) mod doctor;
 pub(crate) mod jobs;
+pub(crate) mod settings;

@@ -154,6 +154,7 @@ fn server_command(
         .arg(state)
         .args(extra)
         .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("MOCK_KEY", "mock")
         .env("RUST_LOG", log)
         .kill_on_drop(true);

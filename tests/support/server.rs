@@ -280,6 +280,8 @@ impl<'a> Launch<'a> {
             .args(&self.args)
             .env("CODEX_BIN", self.codex_bin)
             .env("HOME", self.sandbox.home())
+            // The sandbox's own config directory: no settings file of the machine's applies.
+            .env("XDG_CONFIG_HOME", self.sandbox.home().join(".config"))
             .env("CODEX_HOME", self.sandbox.codex_home())
             .env("MOCK_KEY", "test-key")
             .env("CODEX_ASYNC_MCP_STATE_DIR", self.sandbox.state())
