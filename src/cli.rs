@@ -171,10 +171,77 @@ pub enum Command {
     },
     /// Read the jobs of the state directory, also while a server runs on it.
     Jobs(JobsArgs),
+    /// Register this server with a client (Claude Code, Codex, Cursor, Claude Desktop) as its
+    /// users do, saying what changed. An entry of that name already there is left alone.
+    Install(InstallArgs),
+    /// Take this server out of a client's configuration.
+    Uninstall(UninstallArgs),
     /// Print a completion script for `shell` (e.g. `completions bash > /etc/bash_completion.d/codex-async-mcp`).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (e.g. `man > ~/.local/share/man/man1/codex-async-mcp.1`).
     Man,
+}
+
+/// The clients `install` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Client {
+    /// `claude mcp add -s user` (set CLAUDE_BIN if `claude` is not on PATH).
+    ClaudeCode,
+    /// `[mcp_servers.NAME]` in `$CODEX_HOME/config.toml`.
+    Codex,
+    /// `mcpServers` in `~/.cursor/mcp.json`.
+    Cursor,
+    /// `mcpServers` in Claude Desktop's `claude_desktop_config.json` (stdio only).
+    ClaudeDesktop,
+}
+
+/// How an installed client reaches the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InstallTransport {
+    /// The client starts the server itself.
+    Stdio,
+    /// A running server's streamable HTTP endpoint (the top-level --host, --port, --mount-path
+    /// and --auth-token, or --url).
+    Http,
+    /// A running server's legacy SSE endpoint.
+    Sse,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    pub client: Client,
+
+    /// The name of the entry in the client.
+    #[arg(long, default_value = "codex_async")]
+    pub name: String,
+
+    #[arg(long, value_enum, default_value_t = InstallTransport::Stdio)]
+    pub transport: InstallTransport,
+
+    /// The server's URL, for --transport http or sse.
+    #[arg(long)]
+    pub url: Option<String>,
+
+    /// Print what would change, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The flags the client starts the server with (stdio), after `--`.
+    #[arg(last = true)]
+    pub server_args: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UninstallArgs {
+    pub client: Client,
+
+    /// The name of the entry in the client.
+    #[arg(long, default_value = "codex_async")]
+    pub name: String,
+
+    /// Print what would change, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]

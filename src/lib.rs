@@ -98,6 +98,12 @@ pub fn run_command(loaded: &config::Loaded, command: &cli::Command) -> anyhow::R
             &mut stderr.lock(),
         )
         .map(|()| true),
+        cli::Command::Install(args) => {
+            commands::install::install(cli, args, &mut stdout.lock()).map(|()| true)
+        }
+        cli::Command::Uninstall(args) => {
+            commands::install::uninstall(args, &mut stdout.lock()).map(|()| true)
+        }
         cli::Command::Completions { shell } => {
             let mut definition = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut definition, NAME, &mut stdout.lock());

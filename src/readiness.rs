@@ -162,3 +162,11 @@ pub(crate) fn model_check() -> Check {
         fix,
     )
 }
+
+/// The environment variable the configured model provider reads its key from, if it names one.
+pub(crate) fn provider_key() -> Option<String> {
+    let config = codex_config(&codex_home()?).ok().flatten()?;
+    let provider = config.get("model_provider")?.as_str()?;
+    let entry = config.get("model_providers")?.get(provider)?;
+    entry.get("env_key")?.as_str().map(str::to_owned)
+}

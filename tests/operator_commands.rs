@@ -1,6 +1,7 @@
 //! The operator's side. The `jobs` commands on a state directory filled by a real run of the
 //! server with the real Codex 0.169 (app-server) and a mock model, read while that server still
-//! runs on it; `doctor` on set-ups good and bad; the debug log.
+//! runs on it; `doctor` on set-ups good and bad; `install` and `uninstall` checked by the real
+//! clients where they install here; `config`; the debug log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
 
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 
 use serde_json::{Value, json};
-use support::codex_install::codex;
+use support::codex_install::{claude_code, codex};
 use support::fake_codex;
 use support::mock_model::MockModel;
 use support::raw::RawStdio;
@@ -489,4 +490,208 @@ async fn config_says_what_each_setting_is_and_where_it_came_from() {
         sandbox.state().to_str().unwrap()
     );
     assert_eq!(setting("max-sessions")["from"], "default");
+}
+
+/// `codex-async-mcp ARGS` with the sandbox's HOME and CODEX_HOME: its stdout, stderr and
+/// whether it succeeded.
+async fn ours_at(sandbox: &Sandbox, args: &[&str]) -> (String, String, bool) {
+    let home = sandbox.home();
+    let output = within(
+        "codex-async-mcp",
+        Command::new(env!("CARGO_BIN_EXE_codex-async-mcp"))
+            .args(args)
+            .env("HOME", &home)
+            .env("CODEX_HOME", sandbox.codex_home())
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("MOCK_KEY", "test-key")
+            .env("CLAUDE_BIN", claude_code("2.1.332"))
+            .env_remove("OPENAI_API_KEY")
+            .output(),
+    )
+    .await
+    .unwrap();
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+        output.status.success(),
+    )
+}
+
+/// A client's own command, run with the sandbox's HOME and CODEX_HOME (Claude Code offline: no
+/// updates, no telemetry); its stdout and stderr.
+async fn client_at(sandbox: &Sandbox, bin: &Path, args: &[&str]) -> String {
+    let output = within(
+        "the client",
+        Command::new(bin)
+            .args(args)
+            .env("HOME", sandbox.home())
+            .env("CODEX_HOME", sandbox.codex_home())
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_TELEMETRY", "1")
+            .env("DISABLE_ERROR_REPORTING", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+#[tokio::test]
+async fn install_codex_adds_an_entry_codex_lists_keeps_the_rest_and_uninstall_restores_the_file() {
+    let sandbox = Sandbox::new();
+    let mock = MockModel::start().await;
+    sandbox.use_model(&mock, "gpt-5.5");
+    let file = sandbox.codex_home().join("config.toml");
+    let mut before = std::fs::read_to_string(&file).unwrap();
+    before.push_str("\n# mine\n[mcp_servers.other]\ncommand = \"/bin/true\" # keep me\n");
+    std::fs::write(&file, &before).unwrap();
+    let codex_bin = codex("0.171.0");
+
+    let (said, _, ok) = ours_at(&sandbox, &["install", "codex", "--dry-run"]).await;
+    assert!(ok && said.starts_with("would add to"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        before,
+        "a dry run changes nothing"
+    );
+
+    let (said, err, ok) = ours_at(
+        &sandbox,
+        &["install", "codex", "--", "--max-concurrent-jobs", "2"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(said.contains("[mcp_servers.codex_async]"), "{said}");
+    let listed = client_at(&sandbox, &codex_bin, &["mcp", "list"]).await;
+    let ours = listed
+        .lines()
+        .find(|l| l.starts_with("codex_async"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        ours.contains("codex-async-mcp") && ours.contains("enabled"),
+        "{listed}"
+    );
+    // The worker Codex gets its home, and its provider's key by name.
+    assert!(
+        ours.contains("CODEX_HOME=") && ours.contains("MOCK_KEY="),
+        "{listed}"
+    );
+    assert!(listed.lines().any(|l| l.starts_with("other")), "{listed}");
+    let installed = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        installed.starts_with(&before),
+        "the rest of the file is kept as it was"
+    );
+    assert!(!installed.contains("test-key"), "no secret is written");
+
+    let (_, err, ok) = ours_at(&sandbox, &["install", "codex"]).await;
+    assert!(
+        !ok && err.contains("already has [mcp_servers.codex_async]"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        installed,
+        "nothing overwritten"
+    );
+
+    let (_, err, ok) = ours_at(&sandbox, &["uninstall", "codex"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    let listed = client_at(&sandbox, &codex_bin, &["mcp", "list"]).await;
+    assert!(!listed.contains("codex_async"), "{listed}");
+}
+
+#[tokio::test]
+async fn install_claude_code_registers_a_server_claude_connects_to_and_uninstall_removes_it() {
+    let sandbox = Sandbox::new();
+    let claude = claude_code("2.1.332");
+    let fake = fake_codex();
+    let state = sandbox.state();
+    let args = [
+        "install",
+        "claude-code",
+        "--",
+        "--codex-bin",
+        fake.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let (said, err, ok) = ours_at(&sandbox, &args).await;
+    assert!(ok, "{said}{err}");
+    assert!(
+        said.contains("claude") && said.contains("mcp add -s user codex_async"),
+        "{said}"
+    );
+    let listed = client_at(&sandbox, &claude, &["mcp", "list"]).await;
+    let ours = listed
+        .lines()
+        .find(|l| l.starts_with("codex_async:"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(ours.contains("Connected"), "{listed}");
+
+    let (_, err, ok) = ours_at(&sandbox, &args).await;
+    assert!(!ok && err.contains("already exists"), "{err}");
+
+    let (said, err, ok) = ours_at(&sandbox, &["uninstall", "claude-code"]).await;
+    assert!(ok, "{said}{err}");
+    let listed = client_at(&sandbox, &claude, &["mcp", "list"]).await;
+    assert!(!listed.contains("codex_async"), "{listed}");
+}
+
+#[tokio::test]
+async fn install_cursor_and_claude_desktop_edit_their_json_and_leave_other_servers_alone() {
+    let sandbox = Sandbox::new();
+    let home = sandbox.home();
+    let cursor = home.join(".cursor").join("mcp.json");
+    let desktop = home
+        .join(".config")
+        .join("Claude")
+        .join("claude_desktop_config.json");
+    for (client, file) in [("cursor", &cursor), ("claude-desktop", &desktop)] {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let other = json!({"mcpServers": {"other": {"command": "/bin/true"}}, "theme": "dark"});
+        std::fs::write(file, other.to_string()).unwrap();
+        let (said, err, ok) = ours_at(
+            &sandbox,
+            &["install", client, "--", "--max-concurrent-jobs", "2"],
+        )
+        .await;
+        assert!(ok, "{client}: {said}{err}");
+        let config: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let ours = &config["mcpServers"]["codex_async"];
+        assert!(
+            ours["command"]
+                .as_str()
+                .unwrap()
+                .ends_with("codex-async-mcp"),
+            "{config}"
+        );
+        assert_eq!(ours["args"], json!(["--max-concurrent-jobs", "2"]));
+        assert_eq!(config["mcpServers"]["other"], other["mcpServers"]["other"]);
+        assert_eq!(config["theme"], "dark");
+        let (_, err, ok) = ours_at(&sandbox, &["install", client]).await;
+        assert!(
+            !ok && err.contains("already has the server"),
+            "{client}: {err}"
+        );
+        let (_, err, ok) = ours_at(&sandbox, &["uninstall", client]).await;
+        assert!(ok, "{client}: {err}");
+        let config: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        assert_eq!(config["mcpServers"], other["mcpServers"], "{client}");
+        // Another program's entry under our name is not ours to remove.
+        let (_, err, ok) = ours_at(&sandbox, &["uninstall", client, "--name", "other"]).await;
+        assert!(
+            !ok && err.contains("is not codex-async-mcp"),
+            "{client}: {err}"
+        );
+    }
+    let (_, err, ok) = ours_at(
+        &sandbox,
+        &["install", "claude-desktop", "--transport", "http"],
+    )
+    .await;
+    assert!(!ok && err.contains("--transport stdio"), "{err}");
 }
