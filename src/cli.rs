@@ -275,6 +275,16 @@ pub enum JobsAction {
     },
     /// The final message of the job's latest turn, whole.
     Result { job_id: String },
+    /// Stop the job's running turn, through the server that runs it (the job goes on taking
+    /// replies).
+    Cancel { job_id: String },
+    /// Delete settled jobs not updated for a while, with their events: through the running
+    /// server, or on the state directory when none runs.
+    Prune {
+        /// How long unchanged (e.g. 7d, 12h) [default: --retention].
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<Duration>,
+    },
 }
 
 fn parse_approval_timeout(value: &str) -> Result<Duration, String> {

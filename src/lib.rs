@@ -94,6 +94,7 @@ pub fn run_command(loaded: &config::Loaded, command: &cli::Command) -> anyhow::R
         cli::Command::Jobs(args) => commands::jobs::run(
             args,
             &cli.state_dir()?,
+            cli.retention,
             &mut stdout.lock(),
             &mut stderr.lock(),
         )
@@ -146,6 +147,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // The first signal stops serving and drains; the second hurries the drain.
     let shutdown = CancellationToken::new();
     let hurry = CancellationToken::new();
+    // The `jobs` commands' line to this server (cancel, prune): serving goes on without it.
+    if let Err(e) = server::control::listen(state_dir.path(), manager.clone(), shutdown.clone()) {
+        tracing::warn!("`codex-async-mcp jobs cancel` and `prune` cannot reach this server: {e:#}");
+    }
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let (first, second) = (shutdown.clone(), hurry.clone());

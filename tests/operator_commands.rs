@@ -695,3 +695,66 @@ async fn install_cursor_and_claude_desktop_edit_their_json_and_leave_other_serve
     .await;
     assert!(!ok && err.contains("--transport stdio"), "{err}");
 }
+
+#[tokio::test]
+async fn jobs_cancel_stops_a_running_turn_through_the_server() {
+    let t = setup().await;
+    let job = t.start("ESCALATE: echo never").await;
+    let asked = t.server.settle(&job).await;
+    assert_eq!(asked["status"], "input_required", "{asked}");
+    let said = t.ok(&["cancel", &job]).await;
+    assert_eq!(said, format!("{job}: cancelled\n"));
+    let listed = t.server.ok("job_list", json!({})).await;
+    assert_eq!(listed["jobs"][0]["status"], "cancelled", "{listed}");
+}
+
+#[tokio::test]
+async fn jobs_prune_deletes_settled_jobs_through_the_server_or_on_its_own_when_none_runs() {
+    let t = setup().await;
+    t.completed("first").await;
+    let kept = t.start("ESCALATE: echo waits").await;
+    t.server.settle(&kept).await;
+    let said = t.ok(&["prune", "--older-than", "0s"]).await;
+    assert!(said.starts_with("deleted 1 settled jobs"), "{said}");
+    // The server's own view agrees: the waiting job stays, the settled one is gone.
+    let listed = t.server.ok("job_list", json!({})).await;
+    let ids: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![kept.as_str()], "{listed}");
+    t.server.ok("job_cancel", json!({"job_id": kept})).await;
+    let dir = t.sandbox.state();
+    let Setup { server, .. } = t;
+    server.stop().await;
+    let output = within(
+        "prune",
+        jobs_in(&dir, &["prune", "--older-than", "0s", "--json"]).output(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(said["deleted"], 1);
+}
+
+#[tokio::test]
+async fn jobs_cancel_without_a_server_says_nothing_runs_there() {
+    let t = setup().await;
+    let job = t.completed("done").await;
+    let dir = t.sandbox.state();
+    let Setup { server, .. } = t;
+    server.stop().await;
+    let output = within("cancel", jobs_in(&dir, &["cancel", &job]).output())
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert!(said.contains("no server runs on"), "{said}");
+}

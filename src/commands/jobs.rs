@@ -4,14 +4,16 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use crate::cli::{JobsAction, JobsArgs};
+use crate::jobs::expired_jobs;
 use crate::model::{Event, EventQuery, JobId, JobRecord, JobStatus};
+use crate::server::control;
 use crate::store::state_dir::{self, DATABASE};
-use crate::store::{SqliteStore, Store as _};
+use crate::store::{self, SqliteStore, Store as _};
 use crate::text::shorten;
 
 /// How often `events --follow` looks for news. The server is another process, so there is no
@@ -28,9 +30,18 @@ const SUMMARY_CHARS: usize = 160;
 pub fn run(
     args: &JobsArgs,
     dir: &Path,
+    retention: Duration,
     out: &mut dyn Write,
     note: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    // The two that change jobs: through the engine that owns them when a server runs.
+    match &args.action {
+        JobsAction::Cancel { job_id } => return cancel(dir, job_id, args.json, out),
+        JobsAction::Prune { older_than } => {
+            return prune(dir, older_than.unwrap_or(retention), args.json, out);
+        }
+        _ => {}
+    }
     let store = SqliteStore::open_to_read(&dir.join(DATABASE))?;
     let style = Style::for_stdout(args.json);
     match &args.action {
@@ -62,6 +73,7 @@ pub fn run(
                 note,
             )
         }
+        JobsAction::Cancel { .. } | JobsAction::Prune { .. } => Ok(()),
         JobsAction::Result { job_id } => {
             let job = job(&store, dir, job_id)?;
             if !job.status.is_settled() && state_dir::server_pid(dir).is_none() {
@@ -70,6 +82,86 @@ pub fn run(
             result(&job, args.json, out)
         }
     }
+}
+
+/// Asks the server running on `dir` through its control socket; its `ok` answer.
+fn ask_server(dir: &Path, request: &Value) -> anyhow::Result<Value> {
+    use std::io::BufRead as _;
+    let path = dir.join(control::SOCKET);
+    let fail = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "could not reach the server through {} ({e})",
+            path.display()
+        )
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(fail)?;
+    // A cancel waits for Codex's word, within the server's cancel grace.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(600)))
+        .map_err(fail)?;
+    writeln!(stream, "{request}").map_err(fail)?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(fail)?;
+    let answer: Value = serde_json::from_str(&line)
+        .map_err(|e| anyhow::anyhow!("the server answered what is not JSON ({e}): {line}"))?;
+    match answer.get("error").and_then(Value::as_str) {
+        Some(error) => anyhow::bail!("{error}"),
+        None => Ok(answer["ok"].clone()),
+    }
+}
+
+fn cancel(dir: &Path, job: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    if state_dir::server_pid(dir).is_none() {
+        anyhow::bail!(
+            "no server runs on {}: no turn runs there to cancel (a job shown as running reads              as interrupted once a server starts)",
+            dir.display()
+        );
+    }
+    let job = ask_server(dir, &serde_json::json!({ "cancel": job }))?;
+    if json {
+        serde_json::to_writer(&mut *out, &job)?;
+        writeln!(out)?;
+    } else {
+        let status = job["status"].as_str().unwrap_or("?");
+        writeln!(out, "{}: {status}", job["job_id"].as_str().unwrap_or(""))?;
+    }
+    Ok(())
+}
+
+fn prune(dir: &Path, older_than: Duration, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let deleted = if state_dir::server_pid(dir).is_some() {
+        let request = serde_json::json!({ "prune_older_than_seconds": older_than.as_secs() });
+        ask_server(dir, &request)?["deleted"].as_u64().unwrap_or(0)
+    } else {
+        // No server: hold the directory (none may start meanwhile) and delete here.
+        let held = state_dir::StateDir::open(dir)?;
+        let store = SqliteStore::open(&held.database())?;
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let loaded = store.load()?;
+        let expired = expired_jobs(loaded.jobs.iter().map(|j| &j.record), cutoff);
+        let batch: Vec<store::Write> = expired
+            .iter()
+            .cloned()
+            .map(store::Write::DeleteJob)
+            .collect();
+        store.write(&batch)?;
+        expired.len() as u64
+    };
+    if json {
+        serde_json::to_writer(&mut *out, &serde_json::json!({ "deleted": deleted }))?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "deleted {deleted} settled jobs unchanged for {}",
+            humantime::format_duration(older_than)
+        )?;
+    }
+    Ok(())
 }
 
 fn job(store: &SqliteStore, dir: &Path, id: &str) -> anyhow::Result<JobRecord> {

@@ -589,17 +589,10 @@ impl JobManager {
 
     /// Deletes settled jobs last updated before `cutoff`.
     pub(crate) fn purge_updated_before(&self, cutoff: SystemTime) -> Result<usize, JobError> {
-        // RFC 3339 in UTC with fixed precision sorts like the times it names.
-        let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
         let mut expired = Vec::new();
         let after = self.transact(|tx| {
-            expired = tx
-                .state()
-                .jobs
-                .values()
-                .filter(|j| j.record.status.is_settled() && j.record.updated_at < cutoff)
-                .map(|j| j.record.id.clone())
-                .collect();
+            let records = tx.state().jobs.values().map(|j| &j.record);
+            expired = expired_jobs(records, cutoff);
             expired.iter().for_each(|id| tx.delete(id));
             Ok(())
         })?;
@@ -763,4 +756,18 @@ impl Inner {
             locks.remove(job);
         }
     }
+}
+
+/// The jobs among `records` that a purge of everything last updated before `cutoff` deletes:
+/// the settled ones (a job still running or waiting is never deleted).
+pub fn expired_jobs<'a>(
+    records: impl Iterator<Item = &'a JobRecord>,
+    cutoff: SystemTime,
+) -> Vec<JobId> {
+    // RFC 3339 in UTC with fixed precision sorts like the times it names.
+    let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
+    records
+        .filter(|record| record.status.is_settled() && record.updated_at < cutoff)
+        .map(|record| record.id.clone())
+        .collect()
 }

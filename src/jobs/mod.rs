@@ -33,4 +33,4 @@ pub use api::{
     StartRequest, TurnText, WaitAnswer,
 };
 pub use error::JobError;
-pub use manager::JobManager;
+pub use manager::{JobManager, expired_jobs};

@@ -9,6 +9,7 @@
 
 mod answer;
 pub(crate) mod client_log;
+pub(crate) mod control;
 mod elicit;
 pub(crate) mod http;
 mod jsonrpc;

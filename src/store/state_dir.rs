@@ -89,6 +89,10 @@ impl StateDir {
     pub fn database(&self) -> PathBuf {
         self.path.join(DATABASE)
     }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// The pid of the server running on the state directory at `path`, if one is: the pid its lock
