@@ -383,6 +383,32 @@ async fn a_client_that_sets_a_log_level_gets_the_servers_warnings_and_nothing_be
 }
 
 #[tokio::test]
+async fn the_mcp_conformance_suites_logging_set_level_scenario_passes() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &[]).await;
+    let suite = support::codex_install::conformance("0.1.12");
+    let output = within(
+        "the conformance suite",
+        tokio::process::Command::new(suite)
+            .args(["server", "--url", &server.endpoint("streamable-http")])
+            .args(["--scenario", "logging-set-level"])
+            .arg("--output-dir")
+            .arg(sandbox.home().join("conformance"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("Passed: 1/1"), "{said}");
+}
+
+#[tokio::test]
 async fn a_client_at_debug_gets_the_servers_debug_lines_too() {
     let out = logged_at("debug").await;
     let messages = out["messages"].as_array().unwrap();

@@ -45,6 +45,17 @@ pub fn inspector(version: &str) -> PathBuf {
     )
 }
 
+/// The MCP conformance suite's CLI (`conformance`) at `version`, installed from npm on first
+/// use. 0.1.12 is the newest that runs on Node.js 20 (later ones import `fs.globSync`, Node 22).
+pub fn conformance(version: &str) -> PathBuf {
+    npm_tool(
+        "conformance-cache",
+        "@modelcontextprotocol/conformance",
+        version,
+        "conformance",
+    )
+}
+
 /// Claude Code's CLI (`claude`) at `version`, installed from npm on first use.
 pub fn claude_code(version: &str) -> PathBuf {
     npm_tool(
