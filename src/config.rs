@@ -95,13 +95,7 @@ pub enum LoadError {
 
 /// `$XDG_CONFIG_HOME/codex-async-mcp/config.toml`, else `~/.config/codex-async-mcp/config.toml`.
 pub fn default_path() -> Option<PathBuf> {
-    let from_env = |name| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    from_env("XDG_CONFIG_HOME")
-        .or_else(|| from_env("HOME").map(|home| home.join(".config")))
+    crate::paths::xdg("XDG_CONFIG_HOME", ".config")
         .map(|base| base.join("codex-async-mcp").join("config.toml"))
 }
 

@@ -62,6 +62,7 @@ pub mod config;
 pub mod jobs;
 pub(crate) mod lines;
 pub mod model;
+pub(crate) mod paths;
 pub(crate) mod readiness;
 pub(crate) mod server;
 pub mod store;

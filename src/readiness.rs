@@ -2,7 +2,7 @@
 //! checks every part of the program can make without starting anything: `doctor` runs them with
 //! its own, and a running server reports them to MCP clients.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -47,14 +47,6 @@ impl Check {
     }
 }
 
-/// `$CODEX_HOME`, else `~/.codex`.
-fn codex_home() -> Option<PathBuf> {
-    std::env::var_os("CODEX_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".codex")))
-}
-
 /// Codex's `config.toml`, parsed; `None` when there is none.
 fn codex_config(home: &Path) -> Result<Option<toml::Table>, String> {
     let path = home.join("config.toml");
@@ -69,7 +61,7 @@ fn codex_config(home: &Path) -> Result<Option<toml::Table>, String> {
 }
 
 pub(crate) fn codex_config_check() -> Check {
-    let Some(home) = codex_home() else {
+    let Some(home) = crate::paths::codex_home() else {
         return Check::problem(
             "codex config",
             "neither CODEX_HOME nor HOME is set",
@@ -101,7 +93,7 @@ const LOCAL_PROVIDERS: [&str; 3] = ["oss", "ollama", "lmstudio"];
 pub(crate) fn model_check() -> Check {
     let fix = "run `codex login`, set OPENAI_API_KEY, or configure a model_provider in Codex's \
                config.toml";
-    let Some(home) = codex_home() else {
+    let Some(home) = crate::paths::codex_home() else {
         return Check::problem("model", "no CODEX_HOME or HOME to find a login in", fix);
     };
     let config = codex_config(&home).ok().flatten().unwrap_or_default();
@@ -165,7 +157,7 @@ pub(crate) fn model_check() -> Check {
 
 /// The environment variable the configured model provider reads its key from, if it names one.
 pub(crate) fn provider_key() -> Option<String> {
-    let config = codex_config(&codex_home()?).ok().flatten()?;
+    let config = codex_config(&crate::paths::codex_home()?).ok().flatten()?;
     let provider = config.get("model_provider")?.as_str()?;
     let entry = config.get("model_providers")?.get(provider)?;
     entry.get("env_key")?.as_str().map(str::to_owned)

@@ -197,10 +197,8 @@ fn shell_word(word: &str) -> String {
 // ---- Codex: its config.toml, edited in place ---------------------------------------------
 
 fn codex_home() -> anyhow::Result<PathBuf> {
-    match std::env::var_os("CODEX_HOME").filter(|v| !v.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home)),
-        None => Ok(home()?.join(".codex")),
-    }
+    crate::paths::codex_home()
+        .ok_or_else(|| anyhow::anyhow!("neither CODEX_HOME nor HOME is set to find Codex's home"))
 }
 
 fn codex_add(name: &str, entry: &Entry, dry_run: bool, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -316,16 +314,13 @@ fn cursor_file() -> anyhow::Result<PathBuf> {
 }
 
 fn desktop_file() -> anyhow::Result<PathBuf> {
-    let home = home()?;
-    Ok(if cfg!(target_os = "macos") {
-        home.join("Library/Application Support/Claude/claude_desktop_config.json")
+    let config = if cfg!(target_os = "macos") {
+        home()?.join("Library/Application Support")
     } else {
-        std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .unwrap_or_else(|| home.join(".config"))
-            .join("Claude/claude_desktop_config.json")
-    })
+        crate::paths::xdg("XDG_CONFIG_HOME", ".config")
+            .ok_or_else(|| anyhow::anyhow!("HOME is not set to an absolute path"))?
+    };
+    Ok(config.join("Claude/claude_desktop_config.json"))
 }
 
 fn json_add(
@@ -387,10 +382,7 @@ fn json_remove(file: &Path, name: &str, dry_run: bool, out: &mut dyn Write) -> a
 // ---- shared --------------------------------------------------------------------------------
 
 fn home() -> anyhow::Result<PathBuf> {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .ok_or_else(|| anyhow::anyhow!("HOME is not set to an absolute path"))
+    crate::paths::home().ok_or_else(|| anyhow::anyhow!("HOME is not set to an absolute path"))
 }
 
 fn read_text(file: &Path) -> anyhow::Result<Option<String>> {

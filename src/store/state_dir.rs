@@ -18,14 +18,7 @@ pub const DATABASE: &str = "jobs.sqlite";
 
 /// `$XDG_STATE_HOME/codex-async-mcp`, else `~/.local/state/codex-async-mcp`.
 pub fn default_dir() -> Option<PathBuf> {
-    let from_env = |name| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    from_env("XDG_STATE_HOME")
-        .or_else(|| from_env("HOME").map(|home| home.join(".local").join("state")))
-        .map(|base| base.join("codex-async-mcp"))
+    crate::paths::xdg("XDG_STATE_HOME", ".local/state").map(|base| base.join("codex-async-mcp"))
 }
 
 /// The state directory, locked for this process until it is dropped.
