@@ -12,6 +12,10 @@
 //!   [`model::EventKind`] vocabulary; it knows nothing of the tools we serve.
 //! - [`model`] holds the nouns all of them share, and imports nothing of ours.
 //!
+//! Beside the server, `commands` holds what an operator runs from a terminal (`doctor`, `jobs`,
+//! `install`, `config`, ...), reading [`config`]'s settings like the server does; `readiness`
+//! holds the checks `doctor` and a running server share.
+//!
 //! # Embedding the engine
 //!
 //! Besides the server ([`run`] with a [`Cli`]), the crate exports the engine, so a program can
@@ -70,57 +74,12 @@ pub(crate) mod text;
 mod time;
 
 pub use cli::Cli;
+pub use commands::run as run_command;
 pub use server::client_log::layer as client_log_layer;
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-
-/// Runs `command` (a terminal's, not MCP): its output goes to stdout, its notes to stderr.
-/// False when it ran and found something wrong (`doctor`'s problems).
-pub fn run_command(loaded: &config::Loaded, command: &cli::Command) -> anyhow::Result<bool> {
-    let cli = &loaded.cli;
-    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
-    match command {
-        cli::Command::Config { json } => {
-            commands::settings::print(loaded, *json, &mut stdout.lock())?;
-            Ok(true)
-        }
-        cli::Command::Doctor { json } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(commands::doctor::run(cli, *json, &mut stdout.lock()))
-        }
-        cli::Command::Jobs(args) => commands::jobs::run(
-            args,
-            &cli.state_dir()?,
-            cli.retention,
-            &mut stdout.lock(),
-            &mut stderr.lock(),
-        )
-        .map(|()| true),
-        cli::Command::Install(args) => {
-            commands::install::install(cli, args, &mut stdout.lock()).map(|()| true)
-        }
-        cli::Command::Uninstall(args) => {
-            commands::install::uninstall(args, &mut stdout.lock()).map(|()| true)
-        }
-        cli::Command::Completions { shell } => {
-            let mut definition = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut definition, NAME, &mut stdout.lock());
-            Ok(true)
-        }
-        cli::Command::Man => {
-            let definition = <Cli as clap::CommandFactory>::command().name(NAME);
-            clap_mangen::Man::new(definition).render(&mut stdout.lock())?;
-            Ok(true)
-        }
-    }
-}
-
-/// The command's name, as completions and the man page call it.
-const NAME: &str = "codex-async-mcp";
 
 /// Runs the server on the transport the command line names until the client closes stdin (on
 /// stdio) or a SIGINT/SIGTERM arrives, then stops the engine (which settles every open job and
