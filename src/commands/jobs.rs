@@ -1,6 +1,7 @@
 //! `codex-async-mcp jobs …`: the jobs of a state directory, for a person at a terminal or a
-//! script, read straight from the database. SQLite lets a reader beside the server's writer, so
-//! this works while a server runs on the directory, and changes nothing.
+//! script. `list`, `show`, `events` and `result` read straight from the database (SQLite lets a
+//! reader beside the server's writer, so they work while a server runs there, and change
+//! nothing); `cancel` and `prune` act through the running server's control socket.
 
 use std::io::Write;
 use std::path::Path;
@@ -34,20 +35,18 @@ pub fn run(
     out: &mut dyn Write,
     note: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    // The two that change jobs: through the engine that owns them when a server runs.
-    match &args.action {
-        JobsAction::Cancel { job_id } => return cancel(dir, job_id, args.json, out),
-        JobsAction::Prune { older_than } => {
-            return prune(dir, older_than.unwrap_or(retention), args.json, out);
-        }
-        _ => {}
-    }
-    let store = SqliteStore::open_to_read(&dir.join(DATABASE))?;
+    // Reading opens the database read-only; the two that change jobs go through the engine
+    // that owns them when a server runs.
+    let store = || SqliteStore::open_to_read(&dir.join(DATABASE));
     let style = Style::for_stdout(args.json);
     match &args.action {
-        JobsAction::List => list(&store, dir, args.json, style, out, note),
+        JobsAction::Cancel { job_id } => cancel(dir, job_id, args.json, out),
+        JobsAction::Prune { older_than } => {
+            prune(dir, older_than.unwrap_or(retention), args.json, out)
+        }
+        JobsAction::List => list(&store()?, dir, args.json, style, out, note),
         JobsAction::Show { job_id } => {
-            let job = job(&store, dir, job_id)?;
+            let job = job(&store()?, dir, job_id)?;
             show(&job, args.json, style, out)
         }
         JobsAction::Events {
@@ -56,6 +55,7 @@ pub fn run(
             deltas,
             after,
         } => {
+            let store = store()?;
             job(&store, dir, job_id)?;
             let shown = Shown {
                 json: args.json,
@@ -73,9 +73,8 @@ pub fn run(
                 note,
             )
         }
-        JobsAction::Cancel { .. } | JobsAction::Prune { .. } => Ok(()),
         JobsAction::Result { job_id } => {
-            let job = job(&store, dir, job_id)?;
+            let job = job(&store()?, dir, job_id)?;
             if !job.status.is_settled() && state_dir::server_pid(dir).is_none() {
                 no_server_note(dir, note)?;
             }
