@@ -758,3 +758,25 @@ async fn jobs_cancel_without_a_server_says_nothing_runs_there() {
     let said = String::from_utf8(output.stderr).unwrap();
     assert!(said.contains("no server runs on"), "{said}");
 }
+
+#[tokio::test]
+async fn log_level_beats_rust_log_on_stderr() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    // Launch sets RUST_LOG=codex_async_mcp=debug; the flag says warn.
+    let server = Launch::new(&bin, &sandbox)
+        .arg("--log-level")
+        .arg("warn")
+        .start()
+        .await;
+    let job = server.start_job(&sandbox, "GARBAGE").await;
+    let job = job["job_id"].as_str().unwrap().to_owned();
+    server.turn_end(&job).await;
+    server.until_logged("not JSON-RPC").await;
+    let logged = server.stderr();
+    assert!(logged.contains(" WARN "), "{logged}");
+    assert!(
+        !logged.contains(" INFO ") && !logged.contains(" DEBUG "),
+        "{logged}"
+    );
+}

@@ -423,3 +423,39 @@ impl Style {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_a_terminal_statuses_are_coloured_and_elsewhere_plain() {
+        let coloured = Style { colour: true };
+        assert_eq!(
+            coloured.status(JobStatus::Completed, 10),
+            "\x1b[32mcompleted \x1b[0m"
+        );
+        assert!(
+            coloured
+                .status(JobStatus::Failed, 0)
+                .starts_with("\x1b[31m")
+        );
+        let plain = Style { colour: false };
+        assert_eq!(plain.status(JobStatus::Running, 8), "running ");
+        assert_eq!(plain.kind("turn_completed").trim_end(), "turn_completed");
+    }
+
+    #[test]
+    fn an_event_line_says_its_most_telling_field_on_one_line() {
+        assert_eq!(
+            summary(&serde_json::json!({"text": "two\nlines", "x": 1})),
+            "two lines"
+        );
+        assert_eq!(
+            summary(&serde_json::json!({"turn_id": "t"})),
+            "{\"turn_id\":\"t\"}"
+        );
+        let long = summary(&serde_json::json!({"command": "x".repeat(500)}));
+        assert!(long.contains("[truncated 340 of 500 chars]"), "{long}");
+    }
+}
