@@ -13,6 +13,7 @@ use std::process::{Output, Stdio};
 use serde_json::{Value, json};
 use support::codex_install::{claude_code, codex};
 use support::fake_codex;
+use support::http::HttpServer;
 use support::mock_model::MockModel;
 use support::raw::RawStdio;
 use support::server::{Launch, Sandbox, Server, within};
@@ -779,4 +780,54 @@ async fn log_level_beats_rust_log_on_stderr() {
         !logged.contains(" INFO ") && !logged.contains(" DEBUG "),
         "{logged}"
     );
+}
+
+#[tokio::test]
+async fn install_over_http_registers_a_running_servers_url_claude_connects_to() {
+    let sandbox = Sandbox::new();
+    let bin = fake_codex();
+    let launch = Launch::new(&bin, &sandbox)
+        .arg("--transport")
+        .arg("http")
+        .arg("--auth-token")
+        .arg("s3cret");
+    let server = HttpServer::start(launch, "/mcp").await;
+    let port = server.port.to_string();
+    let top = ["--port", port.as_str(), "--auth-token", "s3cret"];
+    let install = |client: &'static str| {
+        let mut args = top.to_vec();
+        args.extend(["install", client, "--transport", "http"]);
+        args
+    };
+    let (said, err, ok) = ours_at(&sandbox, &install("claude-code")).await;
+    assert!(ok, "{said}{err}");
+    let listed = client_at(&sandbox, &claude_code("2.1.332"), &["mcp", "list"]).await;
+    let ours = listed
+        .lines()
+        .find(|l| l.starts_with("codex_async:"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        ours.contains(&format!("http://127.0.0.1:{port}/mcp")),
+        "{listed}"
+    );
+    assert!(ours.contains("Connected"), "{listed}");
+    // Codex and Cursor get the URL, and the token by the name of the variable that holds it.
+    let (said, err, ok) = ours_at(&sandbox, &install("codex")).await;
+    assert!(ok, "{err}");
+    assert!(
+        said.contains(&format!("url = \"http://127.0.0.1:{port}/mcp\"")),
+        "{said}"
+    );
+    assert!(
+        said.contains("bearer_token_env_var = \"CODEX_ASYNC_MCP_TOKEN\""),
+        "{said}"
+    );
+    let (_, err, ok) = ours_at(&sandbox, &install("cursor")).await;
+    assert!(ok, "{err}");
+    let cursor = std::fs::read_to_string(sandbox.home().join(".cursor/mcp.json")).unwrap();
+    assert!(cursor.contains("${env:CODEX_ASYNC_MCP_TOKEN}") && !cursor.contains("s3cret"));
+    let mut sse = top.to_vec();
+    sse.extend(["install", "codex", "--transport", "sse", "--name", "other"]);
+    let (_, err, ok) = ours_at(&sandbox, &sse).await;
+    assert!(!ok && err.contains("not legacy SSE"), "{err}");
 }
