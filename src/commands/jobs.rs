@@ -114,7 +114,8 @@ fn ask_server(dir: &Path, request: &Value) -> anyhow::Result<Value> {
 fn cancel(dir: &Path, job: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     if state_dir::server_pid(dir).is_none() {
         anyhow::bail!(
-            "no server runs on {}: no turn runs there to cancel (a job shown as running reads              as interrupted once a server starts)",
+            "no server runs on {}: no turn runs there to cancel (a job shown as running reads \
+             as interrupted once a server starts)",
             dir.display()
         );
     }
