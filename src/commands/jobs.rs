@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::cli::{JobsAction, JobsArgs};
 use crate::jobs::expired_jobs;
 use crate::model::{Event, EventQuery, JobId, JobRecord, JobStatus};
-use crate::server::control;
+use crate::server::{self, control};
 use crate::store::state_dir::{self, DATABASE};
 use crate::store::{self, SqliteStore, Store as _};
 use crate::text::shorten;
@@ -339,11 +339,9 @@ fn events(
     }
 }
 
-fn write_event(mut event: Event, shown: Shown, out: &mut dyn Write) -> std::io::Result<()> {
-    if let Value::Object(data) = &mut event.data {
-        data.remove("codex");
-        data.retain(|_, value| !value.is_null());
-    }
+fn write_event(event: Event, shown: Shown, out: &mut dyn Write) -> std::io::Result<()> {
+    // As `job_events` shows it: our fields, without Codex's message.
+    let event = server::view(event, false);
     if shown.json {
         serde_json::to_writer(&mut *out, &event)?;
         return writeln!(out);

@@ -42,7 +42,7 @@ use rmcp::{
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use answer::Budget;
+pub(crate) use answer::{Budget, view};
 use serde_json::json;
 
 use crate::jobs::{
