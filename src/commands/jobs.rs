@@ -83,34 +83,6 @@ pub fn run(
     }
 }
 
-/// Asks the server running on `dir` through its control socket; its `ok` answer.
-fn ask_server(dir: &Path, request: &Value) -> anyhow::Result<Value> {
-    use std::io::BufRead as _;
-    let path = dir.join(control::SOCKET);
-    let fail = |e: std::io::Error| {
-        anyhow::anyhow!(
-            "could not reach the server through {} ({e})",
-            path.display()
-        )
-    };
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(fail)?;
-    // A cancel waits for Codex's word, within the server's cancel grace.
-    stream
-        .set_read_timeout(Some(Duration::from_secs(600)))
-        .map_err(fail)?;
-    writeln!(stream, "{request}").map_err(fail)?;
-    let mut line = String::new();
-    std::io::BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(fail)?;
-    let answer: Value = serde_json::from_str(&line)
-        .map_err(|e| anyhow::anyhow!("the server answered what is not JSON ({e}): {line}"))?;
-    match answer.get("error").and_then(Value::as_str) {
-        Some(error) => anyhow::bail!("{error}"),
-        None => Ok(answer["ok"].clone()),
-    }
-}
-
 fn cancel(dir: &Path, job: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     if state_dir::server_pid(dir).is_none() {
         anyhow::bail!(
@@ -119,7 +91,7 @@ fn cancel(dir: &Path, job: &str, json: bool, out: &mut dyn Write) -> anyhow::Res
             dir.display()
         );
     }
-    let job = ask_server(dir, &serde_json::json!({ "cancel": job }))?;
+    let job = control::ask(dir, &serde_json::json!({ "cancel": job }))?;
     if json {
         serde_json::to_writer(&mut *out, &job)?;
         writeln!(out)?;
@@ -133,7 +105,9 @@ fn cancel(dir: &Path, job: &str, json: bool, out: &mut dyn Write) -> anyhow::Res
 fn prune(dir: &Path, older_than: Duration, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let deleted = if state_dir::server_pid(dir).is_some() {
         let request = serde_json::json!({ "prune_older_than_seconds": older_than.as_secs() });
-        ask_server(dir, &request)?["deleted"].as_u64().unwrap_or(0)
+        control::ask(dir, &request)?["deleted"]
+            .as_u64()
+            .unwrap_or(0)
     } else {
         // No server: hold the directory (none may start meanwhile) and delete here.
         let held = state_dir::StateDir::open(dir)?;

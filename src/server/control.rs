@@ -4,7 +4,8 @@
 //! alone (0700), and so is the socket.
 //!
 //! One JSON line asks (`{"cancel": "JOB_ID"}` or `{"prune_older_than_seconds": N}`), one JSON
-//! line answers (`{"ok": …}` or `{"error": "what went wrong and what to do"}`).
+//! line answers (`{"ok": …}` or `{"error": "what went wrong and what to do"}`). Both ends are
+//! here: `listen` for the server, `ask` for the commands.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -93,5 +94,34 @@ async fn answer(manager: &JobManager, line: &str) -> Value {
             }
         }
         _ => json!({"error": "ask for one thing: cancel or prune_older_than_seconds"}),
+    }
+}
+
+/// Asks the server running on `dir` (the client's end, for the `jobs` commands); its `ok`
+/// answer, or its error.
+pub fn ask(dir: &Path, request: &Value) -> anyhow::Result<Value> {
+    use std::io::{BufRead as _, Write as _};
+    let path = dir.join(SOCKET);
+    let fail = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "could not reach the server through {} ({e})",
+            path.display()
+        )
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(fail)?;
+    // A cancel waits for Codex's word, within the server's cancel grace.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(600)))
+        .map_err(fail)?;
+    writeln!(stream, "{request}").map_err(fail)?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(fail)?;
+    let answer: Value = serde_json::from_str(&line)
+        .map_err(|e| anyhow::anyhow!("the server answered what is not JSON ({e}): {line}"))?;
+    match answer.get("error").and_then(Value::as_str) {
+        Some(error) => anyhow::bail!("{error}"),
+        None => Ok(answer["ok"].clone()),
     }
 }
