@@ -60,54 +60,81 @@ fn codex_config(home: &Path) -> Result<Option<toml::Table>, String> {
     }
 }
 
-pub(crate) fn codex_config_check() -> Check {
+/// Codex's config and whether Codex can reach a model, from one read of its `config.toml`.
+pub(crate) fn codex_config_checks() -> [Check; 2] {
     let Some(home) = crate::paths::codex_home() else {
-        return Check::problem(
-            "codex config",
-            "neither CODEX_HOME nor HOME is set",
-            "set CODEX_HOME to Codex's directory (usually ~/.codex)",
-        );
+        return [
+            Check::problem(
+                "codex config",
+                "neither CODEX_HOME nor HOME is set",
+                "set CODEX_HOME to Codex's directory (usually ~/.codex)",
+            ),
+            Check::problem(
+                "model",
+                "no CODEX_HOME or HOME to find a login in",
+                MODEL_FIX,
+            ),
+        ];
     };
-    match codex_config(&home) {
-        Ok(Some(_)) => Check::ok(
-            "codex config",
-            format!("{} loads", home.join("config.toml").display()),
+    let (config_check, config) = match codex_config(&home) {
+        Ok(Some(config)) => (
+            Check::ok(
+                "codex config",
+                format!("{} loads", home.join("config.toml").display()),
+            ),
+            config,
         ),
-        Ok(None) => Check::ok(
-            "codex config",
-            format!("{} has no config.toml: Codex's defaults", home.display()),
+        Ok(None) => (
+            Check::ok(
+                "codex config",
+                format!("{} has no config.toml: Codex's defaults", home.display()),
+            ),
+            toml::Table::new(),
         ),
-        Err(problem) => Check::problem(
-            "codex config",
-            problem,
-            "fix the file (Codex refuses to start with it), or point CODEX_HOME elsewhere",
+        Err(problem) => (
+            Check::problem(
+                "codex config",
+                problem,
+                "fix the file (Codex refuses to start with it), or point CODEX_HOME elsewhere",
+            ),
+            toml::Table::new(),
         ),
-    }
+    };
+    [config_check, model_check(&home, &config)]
 }
 
 /// Providers that run models locally and need no key.
 const LOCAL_PROVIDERS: [&str; 3] = ["oss", "ollama", "lmstudio"];
 
-/// Whether Codex can reach a model: a login, an API key, or a configured provider whose key is
-/// set. Checked in this process's environment, which is the server's when it runs from here.
-pub(crate) fn model_check() -> Check {
-    let fix = "run `codex login`, set OPENAI_API_KEY, or configure a model_provider in Codex's \
-               config.toml";
-    let Some(home) = crate::paths::codex_home() else {
-        return Check::problem("model", "no CODEX_HOME or HOME to find a login in", fix);
-    };
-    let config = codex_config(&home).ok().flatten().unwrap_or_default();
-    let provider = config
+const MODEL_FIX: &str = "run `codex login`, set OPENAI_API_KEY, or configure a model_provider in \
+                         Codex's config.toml";
+
+/// The model provider `config` names (`openai` when it names none), and its
+/// `[model_providers]` entry.
+fn provider(config: &toml::Table) -> (&str, Option<&toml::Value>) {
+    let name = config
         .get("model_provider")
         .and_then(toml::Value::as_str)
         .unwrap_or("openai");
+    let entry = config
+        .get("model_providers")
+        .and_then(|providers| providers.get(name));
+    (name, entry)
+}
+
+/// The environment variable a provider's entry reads its key from.
+fn env_key(entry: &toml::Value) -> Option<&str> {
+    entry.get("env_key").and_then(toml::Value::as_str)
+}
+
+/// Whether Codex can reach a model: a login, an API key, or a configured provider whose key is
+/// set. Checked in this process's environment, which is the server's when it runs from here.
+fn model_check(home: &Path, config: &toml::Table) -> Check {
+    let (provider, entry) = provider(config);
     if provider != "openai" {
         if LOCAL_PROVIDERS.contains(&provider) {
             return Check::ok("model", format!("the local provider {provider:?}"));
         }
-        let entry = config
-            .get("model_providers")
-            .and_then(|providers| providers.get(provider));
         let Some(entry) = entry else {
             return Check::problem(
                 "model",
@@ -120,7 +147,7 @@ pub(crate) fn model_check() -> Check {
                 ),
             );
         };
-        return match entry.get("env_key").and_then(toml::Value::as_str) {
+        return match env_key(entry) {
             Some(key) if std::env::var_os(key).is_none_or(|v| v.is_empty()) => Check::problem(
                 "model",
                 format!("the provider {provider:?} reads its key from {key}, which is not set"),
@@ -151,14 +178,12 @@ pub(crate) fn model_check() -> Check {
             "no login in {} and no OPENAI_API_KEY: every turn would fail",
             home.display()
         ),
-        fix,
+        MODEL_FIX,
     )
 }
 
 /// The environment variable the configured model provider reads its key from, if it names one.
 pub(crate) fn provider_key() -> Option<String> {
     let config = codex_config(&crate::paths::codex_home()?).ok().flatten()?;
-    let provider = config.get("model_provider")?.as_str()?;
-    let entry = config.get("model_providers")?.get(provider)?;
-    entry.get("env_key")?.as_str().map(str::to_owned)
+    env_key(provider(&config).1?).map(str::to_owned)
 }

@@ -9,15 +9,14 @@ use std::path::Path;
 
 use crate::cli::{Cli, Transport};
 use crate::codex::{self, BackendKind};
-use crate::readiness::{Check, Status, codex_config_check, model_check};
+use crate::readiness::{Check, Status, codex_config_checks};
 use crate::store::SqliteStore;
 use crate::store::state_dir::{self, DATABASE};
 
 /// Runs every check; writes the report to `out`. True when all are ok.
 pub async fn run(cli: &Cli, json: bool, out: &mut dyn Write) -> anyhow::Result<bool> {
     let mut checks = codex_checks(cli).await;
-    checks.push(codex_config_check());
-    checks.push(model_check());
+    checks.extend(codex_config_checks());
     checks.extend(state_checks(cli));
     if let Some(check) = http_check(cli).await {
         checks.push(check);

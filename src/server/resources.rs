@@ -7,7 +7,7 @@ use rmcp::model::{ListResourcesResult, ReadResourceResult, Resource, ResourceCon
 use serde_json::json;
 
 use crate::jobs::JobManager;
-use crate::readiness::{Check, Status, codex_config_check, model_check};
+use crate::readiness::{Check, Status, codex_config_checks};
 use crate::text::shorten;
 
 pub(super) const READINESS: &str = "codex-async-mcp://readiness";
@@ -45,7 +45,8 @@ pub(super) fn read(manager: &JobManager, uri: &str) -> Result<ReadResourceResult
         ),
         Some(Err(problem)) => Check::problem("codex", "Codex is not usable", problem),
     };
-    let checks = [codex, codex_config_check(), model_check()];
+    let [config, model] = codex_config_checks();
+    let checks = [codex, config, model];
     let ok = checks.iter().all(|c| c.status == Status::Ok);
     let report = json!({"ok": ok, "checks": checks});
     Ok(ReadResourceResult::new(vec![
