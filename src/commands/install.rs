@@ -201,13 +201,16 @@ fn codex_home() -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("neither CODEX_HOME nor HOME is set to find Codex's home"))
 }
 
+/// Codex's `config.toml` (`text`, read from `file`), for editing in place.
+fn codex_document(file: &Path, text: &str) -> anyhow::Result<toml_edit::DocumentMut> {
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("{} is not valid TOML ({e}); fix it first", file.display()))
+}
+
 fn codex_add(name: &str, entry: &Entry, dry_run: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let codex_home = codex_home()?;
     let file = codex_home.join("config.toml");
-    let text = read_text(&file)?.unwrap_or_default();
-    let mut document: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{} is not valid TOML ({e}); fix it first", file.display()))?;
+    let mut document = codex_document(&file, &read_text(&file)?.unwrap_or_default())?;
     let servers = document
         .entry("mcp_servers")
         .or_insert_with(|| {
@@ -266,7 +269,13 @@ fn codex_add(name: &str, entry: &Entry, dry_run: bool, out: &mut dyn Write) -> a
     table["default_tools_approval_mode"] = toml_edit::value("approve");
     let shown = format!("[mcp_servers.{name}]\n{table}");
     servers.insert(name, toml_edit::Item::Table(table));
-    write_change(&file, &document.to_string(), &shown, dry_run, out)?;
+    apply(
+        &file,
+        &document.to_string(),
+        Change::Add(&shown),
+        dry_run,
+        out,
+    )?;
     if matches!(entry, Entry::Http { token: Some(_), .. }) {
         writeln!(
             out,
@@ -280,9 +289,7 @@ fn codex_remove(name: &str, dry_run: bool, out: &mut dyn Write) -> anyhow::Resul
     let file = codex_home()?.join("config.toml");
     let text = read_text(&file)?
         .ok_or_else(|| anyhow::anyhow!("there is no {}: nothing to remove", file.display()))?;
-    let mut document: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{} is not valid TOML ({e}); fix it first", file.display()))?;
+    let mut document = codex_document(&file, &text)?;
     let servers = document
         .get_mut("mcp_servers")
         .and_then(toml_edit::Item::as_table_mut);
@@ -304,7 +311,13 @@ fn codex_remove(name: &str, dry_run: bool, out: &mut dyn Write) -> anyhow::Resul
     if empty {
         document.remove("mcp_servers");
     }
-    write_removal(&file, &document.to_string(), &shown, dry_run, out)
+    apply(
+        &file,
+        &document.to_string(),
+        Change::Remove(&shown),
+        dry_run,
+        out,
+    )
 }
 
 // ---- Cursor and Claude Desktop: mcpServers in a JSON file --------------------------------
@@ -361,7 +374,7 @@ fn json_add(
     let shown = serde_json::to_string_pretty(&json!({ name: added }))?;
     servers.insert(name.to_owned(), added);
     let text = serde_json::to_string_pretty(&config)? + "\n";
-    write_change(file, &text, &shown, dry_run, out)
+    apply(file, &text, Change::Add(&shown), dry_run, out)
 }
 
 fn json_remove(file: &Path, name: &str, dry_run: bool, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -376,7 +389,8 @@ fn json_remove(file: &Path, name: &str, dry_run: bool, out: &mut dyn Write) -> a
         servers.remove(name);
     }
     let text = serde_json::to_string_pretty(&config)? + "\n";
-    write_removal(file, &text, &format!("the server {name:?}"), dry_run, out)
+    let removed = format!("the server {name:?}");
+    apply(file, &text, Change::Remove(&removed), dry_run, out)
 }
 
 // ---- shared --------------------------------------------------------------------------------
@@ -413,37 +427,36 @@ fn refuse_unless_ours(name: &str, found: &Value, file: &Path) -> anyhow::Result<
     )
 }
 
-/// Writes `text` to `file` (made if missing), saying what was added; only says it on a dry run.
-fn write_change(
+/// What a change does to a client's file, as said to the user.
+enum Change<'a> {
+    /// Adds this entry, shown as written.
+    Add(&'a str),
+    /// Removes the entry so named.
+    Remove(&'a str),
+}
+
+/// Says what `change` does to `file` and writes `text` as its new content (the file and its
+/// directory made if missing); on a dry run only says it.
+fn apply(
     file: &Path,
     text: &str,
-    added: &str,
+    change: Change<'_>,
     dry_run: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let verb = if dry_run { "would add to" } else { "added to" };
-    writeln!(out, "{verb} {}:\n{}", file.display(), added.trim_end())?;
+    let shown = file.display();
+    match (change, dry_run) {
+        (Change::Add(entry), true) => writeln!(out, "would add to {shown}:\n{}", entry.trim_end()),
+        (Change::Add(entry), false) => writeln!(out, "added to {shown}:\n{}", entry.trim_end()),
+        (Change::Remove(entry), true) => writeln!(out, "would remove {entry} from {shown}"),
+        (Change::Remove(entry), false) => writeln!(out, "removed {entry} from {shown}"),
+    }?;
     if dry_run {
         return Ok(());
     }
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot make {} ({e})", dir.display()))?;
-    }
-    replace(file, text)
-}
-
-fn write_removal(
-    file: &Path,
-    text: &str,
-    removed: &str,
-    dry_run: bool,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let verb = if dry_run { "would remove" } else { "removed" };
-    writeln!(out, "{verb} {removed} from {}", file.display())?;
-    if dry_run {
-        return Ok(());
     }
     replace(file, text)
 }
