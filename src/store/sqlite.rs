@@ -180,10 +180,8 @@ impl SqliteStore {
             )
         };
         let reader = read_only()?;
-        let found: i64 = reader
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(open)?;
-        if usize::try_from(found).ok() != Some(SCHEMA_VERSION) {
+        let found = schema_version(&reader, path)?;
+        if found != SCHEMA_VERSION {
             return Err(StoreError::Open(format!(
                 "the job database {} has schema version {found}; this codex-async-mcp reads \
                  version {SCHEMA_VERSION}. Run the codex-async-mcp that serves it",
@@ -287,12 +285,18 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
         .map_err(fail)
 }
 
-fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
+/// How many of `MIGRATIONS` the database at `path` has had (a nonsense count reads as more
+/// than any).
+fn schema_version(connection: &Connection, path: &Path) -> Result<usize, StoreError> {
     let found: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(open)?;
-    let found = usize::try_from(found).unwrap_or(usize::MAX);
+        .map_err(|e| StoreError::Open(explain(path, &e)))?;
+    Ok(usize::try_from(found).unwrap_or(usize::MAX))
+}
+
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
+    let found = schema_version(connection, path)?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::Open(format!(
             "the job database {} has schema version {found}, newer than this codex-async-mcp \
