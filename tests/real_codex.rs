@@ -11,42 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::codex_install::codex;
-use support::mock_model::MockModel;
-use support::server::{Launch, Sandbox, Server, alive, is_turn_end, within};
-
-/// A server running the real Codex against a fresh mock model.
-struct Setup {
-    sandbox: Sandbox,
-    model: MockModel,
-    server: Server,
-}
-
-/// A Codex release and the backend the server is told to drive it with.
-#[derive(Clone, Copy, Debug)]
-pub struct Flavor {
-    pub version: &'static str,
-    pub backend: &'static str,
-    /// A model slug this Codex knows, so it adds no "unknown model" warnings.
-    pub model: &'static str,
-}
-
-pub const MCP_SERVER: Flavor = Flavor {
-    version: "0.153.4",
-    backend: "mcp-server",
-    model: "gpt-5.2",
-};
-
-pub const APP_SERVER: Flavor = Flavor {
-    version: "0.169.0",
-    backend: "app-server",
-    model: "gpt-5.5",
-};
-
-pub const EXEC: Flavor = Flavor {
-    version: "0.169.0",
-    backend: "exec",
-    model: "gpt-5.5",
-};
+use support::real::{APP_SERVER, EXEC, Flavor, MCP_SERVER, Setup, setup, setup_with};
+use support::server::{Server, alive, is_turn_end, within};
 
 impl Flavor {
     /// An event that shows a long turn is under way: exec streams nothing, so its turn start.
@@ -56,26 +22,6 @@ impl Flavor {
         } else {
             "agent_message_delta"
         }
-    }
-}
-
-async fn setup(f: Flavor, args: &[&str]) -> Setup {
-    setup_with(f, &codex(f.version), args).await
-}
-
-async fn setup_with(f: Flavor, bin: &std::path::Path, args: &[&str]) -> Setup {
-    let sandbox = Sandbox::new();
-    let model = MockModel::start().await;
-    sandbox.use_model(&model, f.model);
-    let launch = args.iter().fold(
-        Launch::new(bin, &sandbox).arg("--backend").arg(f.backend),
-        |launch, arg| launch.arg(arg),
-    );
-    let server = launch.start().await;
-    Setup {
-        sandbox,
-        model,
-        server,
     }
 }
 

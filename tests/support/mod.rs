@@ -11,6 +11,7 @@ pub mod codex_install;
 pub mod http;
 pub mod mock_model;
 pub mod raw;
+pub mod real;
 pub mod server;
 
 /// The scriptable fake `codex` (see the file for its script).
