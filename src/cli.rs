@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::codex::{BackendKind, CodexSettings};
-use crate::jobs::{Approvals, Decision, EngineSettings};
+use crate::jobs::{Approvals, Caps, Decision, Effort, EngineSettings, Isolation};
 use crate::server::ServerSettings;
 use crate::server::http::{HttpSettings, HttpTransport};
 
@@ -104,6 +104,39 @@ pub struct Cli {
     /// thread from disk on its next turn.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub codex_idle_restart: Duration,
+
+    /// A sandbox clients may ask for (read-only, workspace-write, danger-full-access). Given
+    /// once or more, no other is taken, in `sandbox` or in `config`. Repeatable.
+    #[arg(long = "allowed-sandbox", value_name = "SANDBOX", value_parser = ["read-only", "workspace-write", "danger-full-access"])]
+    pub allowed_sandboxes: Vec<String>,
+
+    /// An approval policy clients may ask for (untrusted, on-failure, on-request, never); given
+    /// once or more, no other is taken. Repeatable.
+    #[arg(long = "allowed-approval-policy", value_name = "POLICY", value_parser = ["untrusted", "on-failure", "on-request", "never"])]
+    pub allowed_approval_policies: Vec<String>,
+
+    /// A model clients may ask for; given once or more, no other is taken. Repeatable.
+    #[arg(long = "allowed-model", value_name = "MODEL")]
+    pub allowed_models: Vec<String>,
+
+    /// The highest reasoning effort clients may ask for.
+    #[arg(long, value_enum)]
+    pub max_effort: Option<Effort>,
+
+    /// A directory jobs may run in, with everything under it; given once or more, a `cwd`
+    /// elsewhere is refused. Repeatable.
+    #[arg(long = "allowed-cwd-root", value_name = "DIR")]
+    pub allowed_cwd_roots: Vec<PathBuf>,
+
+    /// The most jobs one MCP session may have queued, running or waiting for an answer at once
+    /// (clients on the sessionless 2026-07-28 protocol count as one session).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_jobs_per_session: Option<u32>,
+
+    /// Where jobs run that do not say (`isolation`): in their cwd, or each in a git worktree of
+    /// its own (under the state directory's `worktrees/`) on a new branch.
+    #[arg(long, value_enum, default_value_t = Isolation::None)]
+    pub isolation: Isolation,
 
     /// Turns running in Codex at once; more wait as `queued`.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
@@ -350,8 +383,31 @@ impl Cli {
         }
     }
 
-    pub(crate) fn engine_settings(&self) -> EngineSettings {
-        EngineSettings {
+    /// The caps on what clients may ask; a cwd root that does not exist is an error.
+    pub(crate) fn caps(&self) -> anyhow::Result<Caps> {
+        let cwd_roots = self
+            .allowed_cwd_roots
+            .iter()
+            .map(|root| {
+                root.canonicalize().map_err(|e| {
+                    anyhow::anyhow!(
+                        "--allowed-cwd-root {}: {e}; name a directory that exists",
+                        root.display()
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Caps {
+            sandboxes: self.allowed_sandboxes.clone(),
+            approval_policies: self.allowed_approval_policies.clone(),
+            models: self.allowed_models.clone(),
+            max_effort: self.max_effort,
+            cwd_roots,
+        })
+    }
+
+    pub(crate) fn engine_settings(&self) -> anyhow::Result<EngineSettings> {
+        Ok(EngineSettings {
             max_concurrent_jobs: usize::from(self.max_concurrent_jobs),
             cancel_grace: Duration::from_millis(self.cancel_grace_ms),
             default_cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
@@ -361,7 +417,10 @@ impl Cli {
             approval_timeout_decision: self.approval_timeout_decision,
             max_turn: (self.max_turn_seconds > 0)
                 .then(|| Duration::from_secs(self.max_turn_seconds)),
-        }
+            caps: self.caps()?,
+            isolation: self.isolation,
+            worktrees: self.state_dir()?.join("worktrees"),
+        })
     }
 
     /// Where to listen and how, for the HTTP transports; `None` for stdio.
@@ -411,6 +470,8 @@ impl Cli {
             ),
             task_poll: Duration::from_millis(self.task_poll_ms),
             task_ttl: self.retention,
+            max_jobs_per_session: self.max_jobs_per_session.map(|n| n as usize),
+            sessionless_jobs: Default::default(),
         }
     }
 }

@@ -48,6 +48,9 @@
 //!     approval_timeout: std::time::Duration::from_secs(600),
 //!     approval_timeout_decision: Decision::Decline,
 //!     max_turn: None,
+//!     caps: Default::default(),
+//!     isolation: Default::default(),
+//!     worktrees: "/tmp/worktrees".into(),
 //! }, reports_rx)?;
 //! let job = engine.start(StartRequest { prompt: "Say hello".into(), ..Default::default() }).await?;
 //! let cancelled = tokio_util::sync::CancellationToken::new();
@@ -72,6 +75,7 @@ pub(crate) mod server;
 pub mod store;
 pub(crate) mod text;
 mod time;
+pub(crate) mod worktree;
 
 pub use cli::Cli;
 pub use commands::run as run_command;
@@ -102,7 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.backend,
         events_tx,
     ));
-    let manager = jobs::JobManager::open(store, backend, cli.engine_settings(), events_rx)?;
+    let manager = jobs::JobManager::open(store, backend, cli.engine_settings()?, events_rx)?;
 
     // The first signal stops serving and drains; the second hurries the drain.
     let shutdown = CancellationToken::new();

@@ -297,6 +297,12 @@ pub struct Notification {
     /// whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_chars: Option<usize>,
+    /// The result parsed, when the turn had an `output_schema` (`result` is then left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_json: Option<Value>,
+    /// What the turn left changed in the job's worktree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The request that made the job `input_required`: answer it with job_respond.
@@ -427,6 +433,156 @@ pub struct PendingRequest {
     pub questions: Vec<Question>,
 }
 
+/// How hard the model reasons (Codex's `model_reasoning_effort`), from least to most.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Effort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+    Xhigh,
+}
+
+impl Effort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effort::Minimal => "minimal",
+            Effort::Low => "low",
+            Effort::Medium => "medium",
+            Effort::High => "high",
+            Effort::Xhigh => "xhigh",
+        }
+    }
+}
+
+/// How the model's reasoning is summarised (Codex's `model_reasoning_summary`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningSummary {
+    Auto,
+    Concise,
+    Detailed,
+    None,
+}
+
+impl ReasoningSummary {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningSummary::Auto => "auto",
+            ReasoningSummary::Concise => "concise",
+            ReasoningSummary::Detailed => "detailed",
+            ReasoningSummary::None => "none",
+        }
+    }
+}
+
+/// Tokens the model used: for one model call as a backend reports it, or summed over a turn or
+/// a job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenUsage {
+    /// Input tokens, cached ones included.
+    pub input: u64,
+    /// Input tokens read from the cache.
+    pub cached: u64,
+    /// Output tokens, reasoning included.
+    pub output: u64,
+    /// Output tokens spent reasoning.
+    pub reasoning: u64,
+}
+
+impl std::ops::AddAssign for TokenUsage {
+    fn add_assign(&mut self, other: Self) {
+        self.input += other.input;
+        self.cached += other.cached;
+        self.output += other.output;
+        self.reasoning += other.reasoning;
+    }
+}
+
+/// What Codex's review looks at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReviewTarget {
+    /// The working tree's staged, unstaged and new files.
+    Uncommitted,
+    /// The current branch against this base branch.
+    BaseBranch(String),
+    /// What this commit changed.
+    Commit(String),
+    /// Whatever these instructions ask.
+    Custom(String),
+}
+
+impl fmt::Display for ReviewTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReviewTarget::Uncommitted => f.write_str("review the uncommitted changes"),
+            ReviewTarget::BaseBranch(branch) => write!(f, "review the changes against {branch}"),
+            ReviewTarget::Commit(sha) => write!(f, "review commit {sha}"),
+            ReviewTarget::Custom(instructions) => write!(f, "review: {instructions}"),
+        }
+    }
+}
+
+/// Where a job runs.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// In its `cwd`, as it is.
+    #[default]
+    None,
+    /// In a git worktree of its own, on a new branch.
+    Worktree,
+}
+
+/// A job's worktree, as its record keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worktree {
+    /// Where it is checked out.
+    pub path: String,
+    /// Where the job's turns run: the directory in it that matches the cwd the job asked for.
+    pub cwd: String,
+    /// The branch it is on, made for the job.
+    pub branch: String,
+    /// The commit it started from.
+    pub base: String,
+    /// The repository's main checkout.
+    pub repo: String,
+    /// Set once `job_cleanup` (or retention) removed it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+    /// Set once `job_cleanup` deleted its branch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub branch_deleted: bool,
+}
+
+/// What a job changed in its worktree against the commit it started from, committed or not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Changes {
+    pub branch: String,
+    pub files: usize,
+    pub insertions: u64,
+    pub deletions: u64,
+    /// The changed paths (the first 50).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
 /// How Codex should run a new thread. Every field is optional; Codex's own config decides the rest.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ThreadOptions {
@@ -438,6 +594,11 @@ pub struct ThreadOptions {
     pub config: Option<serde_json::Map<String, Value>>,
     pub base_instructions: Option<String>,
     pub developer_instructions: Option<String>,
+    /// Holds for later turns too, until a reply changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<Effort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<ReasoningSummary>,
 }
 
 /// What a job is, as `job_list` shows it and the store keeps it.
@@ -459,6 +620,39 @@ pub struct JobRecord {
     /// Who answers Codex's requests (older saved jobs relay).
     #[serde(default)]
     pub approvals: Approvals,
+    /// Tokens used by all its turns so far.
+    #[serde(default)]
+    pub usage: TokenUsage,
+    /// The job whose thread this job's thread is a copy of (`job_fork`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<JobId>,
+    /// Its worktree, when it runs in one (`isolation: "worktree"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<Worktree>,
+}
+
+impl JobRecord {
+    /// Its worktree, unless it was removed.
+    pub fn live_worktree(&self) -> Option<&Worktree> {
+        self.worktree.as_ref().filter(|w| !w.removed)
+    }
+
+    /// Its branch, unless it was deleted.
+    pub fn branch(&self) -> Option<&str> {
+        self.worktree
+            .as_ref()
+            .filter(|w| !w.branch_deleted)
+            .map(|w| w.branch.as_str())
+    }
+
+    /// The options its turns run with: in its worktree, when it has one.
+    pub fn turn_options(&self) -> ThreadOptions {
+        let mut options = self.options.clone();
+        if let Some(worktree) = &self.worktree {
+            options.cwd = worktree.cwd.clone();
+        }
+        options
+    }
 }
 
 /// Which events of a job to read.

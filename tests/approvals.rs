@@ -439,7 +439,7 @@ async fn mcp_server_refuses_a_reply_under_another_approval_policy_naming_the_way
     let reply = json!({"job_id": job, "prompt": "SAY: again", "approval_policy": "on-request"});
     let e = t.server.err("job_reply", reply).await;
     assert!(
-        e.contains("keeps the approval policy a thread started with (never)"),
+        e.contains("keeps the approval_policy a thread started with (never)"),
         "{e}"
     );
     assert!(e.contains("start a new job"), "{e}");

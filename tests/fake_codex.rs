@@ -221,13 +221,17 @@ async fn every_tool_declares_its_input_and_output_schema() {
         [
             "codex",
             "job_cancel",
+            "job_cleanup",
             "job_events",
+            "job_fork",
             "job_list",
             "job_notifications",
             "job_reply",
             "job_respond",
             "job_result",
+            "job_review",
             "job_start",
+            "job_steer",
             "job_wait"
         ]
     );

@@ -80,6 +80,22 @@ fn hostile_calls() -> Vec<(String, Check)> {
             ),
             |a| tool_error(a, "") && a.to_string().len() < 4000,
         ),
+        // The argument at fault is named.
+        (
+            call("job_start", r#"{"prompt":"hi","effort":"max"}"#),
+            |a| tool_error(a, "effort: unknown variant `max`"),
+        ),
+        (call("job_fork", r#"{"job_id":7,"prompt":"hi"}"#), |a| {
+            tool_error(a, "job_id: invalid type")
+        }),
+        (
+            call("job_steer", r#"{"job_id":"nope","prompt":"hi"}"#),
+            |a| tool_error(a, "job_list"),
+        ),
+        (
+            call("job_start", r#"{"prompt":"hi","output_schema":[1]}"#),
+            |a| tool_error(a, "output_schema: invalid type"),
+        ),
         // Nesting below the parser's limit, but too deep to save with a job.
         (
             call(

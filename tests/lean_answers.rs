@@ -77,9 +77,11 @@ async fn answers_about_a_short_job_are_small_on_every_backend() {
             "{backend}: tools/list {tools_bytes} B, job_start {start_bytes} B, job_wait \
              {wait_bytes} B, job_events {events_bytes} B, job_result {result_bytes} B"
         );
+        // Per tool, as the tool count grows with what the server does.
         assert!(
-            tools_bytes <= 12 * 1024,
-            "{backend}: tools/list {tools_bytes} B"
+            tools_bytes <= tools.len() * 1400,
+            "{backend}: tools/list {tools_bytes} B for {} tools",
+            tools.len()
         );
         assert!(
             start_bytes <= 500,
@@ -250,5 +252,5 @@ async fn the_mcp_inspector_finds_nothing_to_warn_about_in_the_tool_schemas() {
     assert!(findings.is_empty(), "{stderr}");
     assert!(output.status.success(), "{}\n{stderr}", output.status);
     let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(listed["tools"].as_array().unwrap().len(), 10);
+    assert_eq!(listed["tools"].as_array().unwrap().len(), 14);
 }

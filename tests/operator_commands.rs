@@ -384,6 +384,47 @@ async fn doctor_checks_the_http_address_as_the_server_would() {
 }
 
 #[tokio::test]
+async fn doctor_shows_the_caps_in_force_and_refuses_a_cwd_root_that_does_not_exist() {
+    let bin = codex("0.169.0");
+    let (report, ok) = doctor(&bin, true, &[]).await;
+    assert!(ok, "{report}");
+    assert!(
+        check(&report, "caps")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("none"),
+        "{report}"
+    );
+    let caps = [
+        "--allowed-sandbox",
+        "read-only",
+        "--allowed-model",
+        "gpt-5.5",
+        "--max-effort",
+        "low",
+        "--max-jobs-per-session",
+        "3",
+    ];
+    let (report, ok) = doctor(&bin, true, &caps).await;
+    assert!(ok, "{report}");
+    assert_eq!(
+        check(&report, "caps")["detail"],
+        "--allowed-sandbox: read-only; --allowed-model: gpt-5.5; --max-effort: low; \
+         --max-jobs-per-session: 3"
+    );
+    let (report, ok) = doctor(&bin, true, &["--allowed-cwd-root", "/nonexistent/src"]).await;
+    assert!(!ok);
+    let detail = check(&report, "caps")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("--allowed-cwd-root /nonexistent/src"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
 async fn doctor_sees_the_server_running_on_the_state_directory() {
     let t = setup().await;
     t.completed("seen").await;
@@ -491,6 +532,8 @@ async fn config_says_what_each_setting_is_and_where_it_came_from() {
         sandbox.state().to_str().unwrap()
     );
     assert_eq!(setting("max-sessions")["from"], "default");
+    // The caps are settings like the rest.
+    assert_eq!(setting("allowed-sandbox")["from"], "default");
 }
 
 /// `codex-async-mcp ARGS` with the sandbox's HOME and CODEX_HOME: its stdout, stderr and

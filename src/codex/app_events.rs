@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::TurnEnd;
-use super::mapping::{Mapped, field, with_original};
+use super::mapping::{Counted, Mapped, field, token_usage, with_original};
 use crate::model::EventKind;
 
 /// The text parts of a `userMessage` item's content, joined.
@@ -24,14 +24,23 @@ fn content_text(item: &Value) -> Value {
     Value::String(parts.join("\n"))
 }
 
-/// The text of the last agent message among a turn's items.
+/// The text of an item that speaks to the user: an agent message, or a review's outcome (which
+/// a review turn ends with instead).
+fn message_text(item: &Value) -> Option<&str> {
+    match item.get("type").and_then(Value::as_str)? {
+        "agentMessage" => item.get("text")?.as_str(),
+        "exitedReviewMode" => item.get("review")?.as_str(),
+        _ => None,
+    }
+}
+
+/// The text of the last agent message (or review) among a turn's items.
 pub(crate) fn last_agent_message(turn: &Value) -> Option<String> {
     turn.get("items")?
         .as_array()?
         .iter()
         .rev()
-        .find(|item| item.get("type").and_then(Value::as_str) == Some("agentMessage"))
-        .and_then(|item| item.get("text")?.as_str())
+        .find_map(message_text)
         .map(str::to_owned)
 }
 
@@ -59,10 +68,9 @@ fn item_completed(item: &Value, params: &Value) -> Mapped {
     let record = |kind, fields| Mapped::Record(kind, with_original(fields, params));
     match item.get("type").and_then(Value::as_str).unwrap_or("") {
         "userMessage" => record(EventKind::UserMessage, json!({"text": content_text(item)})),
-        "agentMessage" => record(
-            EventKind::AgentMessage,
-            json!({"text": field(item, "text")}),
-        ),
+        "agentMessage" | "exitedReviewMode" => {
+            record(EventKind::AgentMessage, json!({"text": message_text(item)}))
+        }
         "reasoning" => {
             let summary = item
                 .get("summary")
@@ -176,10 +184,11 @@ pub(crate) fn map(method: &str, params: &Value) -> Mapped {
             EventKind::CommandOutputDelta,
             json!({"call_id": field(params, "itemId"), "stream": Value::Null, "text": field(params, "delta")}),
         ),
-        "thread/tokenUsage/updated" => record(
-            EventKind::TokenUsage,
-            json!({"usage": field(params, "tokenUsage")}),
-        ),
+        // `last` is the newest model call's; `total`, the thread's so far.
+        "thread/tokenUsage/updated" => match params.pointer("/tokenUsage/last") {
+            Some(last) => token_usage(last, Counted::Call, params),
+            None => Mapped::Skip,
+        },
         "turn/plan/updated" => record(
             EventKind::PlanUpdated,
             json!({"plan": field(params, "plan")}),

@@ -33,7 +33,8 @@ use super::{
     Update, app_events, check_approval_policy, detect, refuse_profile, thread_fields,
 };
 use crate::model::{
-    Answer, CodexRequest, Decision, JobId, JobTurn, Question, RequestKind, ThreadOptions,
+    Answer, CodexRequest, Decision, JobId, JobTurn, Question, RequestKind, ReviewTarget,
+    ThreadOptions,
 };
 
 /// How long app-server may take to answer `thread/start`, `thread/resume`, `turn/start` or
@@ -238,6 +239,7 @@ impl AppServerBackend {
                     .await?;
                 thread_id_of(&started)
             }
+            ThreadRef::Fork(parent) => fork(session, &input.turn, parent, &input.options).await,
             ThreadRef::Existing(thread_id) => {
                 if !session.routes().loaded.contains(thread_id) {
                     session
@@ -268,9 +270,38 @@ impl Backend for AppServerBackend {
         check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
     }
 
-    fn approval_policy_per_turn(&self) -> bool {
-        // `turn/start` takes `approvalPolicy`.
+    fn settings_per_turn(&self) -> bool {
+        // `turn/start` takes `approvalPolicy`, `effort` and `summary`.
         true
+    }
+
+    fn takes_output_schema(&self) -> bool {
+        // `turn/start` takes `outputSchema`.
+        true
+    }
+
+    fn forks_threads(&self) -> bool {
+        // `thread/fork`.
+        true
+    }
+
+    fn reviews(&self) -> bool {
+        // `review/start`.
+        true
+    }
+
+    fn fork_thread<'a>(
+        &'a self,
+        job: &'a JobId,
+        thread: &'a str,
+        options: &'a ThreadOptions,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        async move {
+            let session = self.session().await?;
+            // Turn 0: no turn of the job's runs; the answer files the thread as the job's.
+            fork(&session, &JobTurn::new(job.clone(), 0), thread, options).await
+        }
+        .boxed()
     }
 
     fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
@@ -324,12 +355,30 @@ impl Backend for AppServerBackend {
             }
             let mut params =
                 json!({"threadId": thread_id, "input": [{"type": "text", "text": input.prompt}]});
-            // A reply may change the policy the thread started with.
-            if let Some(policy) = &input.options.approval_policy {
+            // A reply may change the settings the thread started with.
+            let options = &input.options;
+            if let Some(policy) = &options.approval_policy {
                 params["approvalPolicy"] = json!(policy);
             }
+            if let Some(effort) = options.effort {
+                params["effort"] = json!(effort.as_str());
+            }
+            if let Some(summary) = options.summary {
+                params["summary"] = json!(summary.as_str());
+            }
+            if let Some(schema) = &input.output_schema {
+                params["outputSchema"] = schema.clone();
+            }
+            // A review is a turn too: its answer names it as `turn/start`'s does.
+            let (method, params) = match &input.review {
+                Some(target) => (
+                    "review/start",
+                    json!({"threadId": thread_id, "target": review_target(target)}),
+                ),
+                None => ("turn/start", params),
+            };
             let started = session
-                .routed_call(turn, CallKind::StartTurn, "turn/start", params)
+                .routed_call(turn, CallKind::StartTurn, method, params)
                 .await;
             if let Err(e) = started {
                 session.routes().turns(&turn.job).end(turn.turn);
@@ -345,30 +394,26 @@ impl Backend for AppServerBackend {
         async { Ok(()) }.boxed()
     }
 
-    fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn steer<'a>(
+        &'a self,
+        turn: &'a JobTurn,
+        prompt: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            let session = self.child.current().ok_or(BackendError::NoRunningTurn)?;
-            let (thread_id, codex_turn) = session
-                .routes()
-                .jobs
-                .get_mut(&turn.job)
-                .and_then(|turns| {
-                    let running = turns.running(turn.turn)?;
-                    Some((running.state.clone()?, running.codex_turn.clone()?))
-                })
-                .ok_or(BackendError::NoRunningTurn)?;
-            session
-                .rpc
-                .call(
-                    "turn/interrupt",
-                    json!({"threadId": thread_id, "turnId": codex_turn}),
-                    CALL_TIMEOUT,
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| BackendError::Io(e.to_string()))
+            // Codex refuses a steer whose expected turn is not the one it runs, so input meant
+            // for a turn that ended cannot land in another.
+            let params = |thread_id: String, codex_turn: String| {
+                json!({"threadId": thread_id, "expectedTurnId": codex_turn,
+                       "input": [{"type": "text", "text": prompt}]})
+            };
+            self.call_running(turn, "turn/steer", params).await
         }
         .boxed()
+    }
+
+    fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>> {
+        let params = |thread_id, codex_turn| json!({"threadId": thread_id, "turnId": codex_turn});
+        self.call_running(turn, "turn/interrupt", params).boxed()
     }
 
     fn forget(&self, job: &JobId) {
@@ -392,6 +437,34 @@ impl Backend for AppServerBackend {
     }
 }
 
+impl AppServerBackend {
+    /// Sends `method` about `turn`, if Codex runs it now and has named it, with the params
+    /// `params` makes of its thread and Codex's turn id.
+    async fn call_running(
+        &self,
+        turn: &JobTurn,
+        method: &str,
+        params: impl FnOnce(String, String) -> Value,
+    ) -> Result<(), BackendError> {
+        let session = self.child.current().ok_or(BackendError::NoRunningTurn)?;
+        let (thread_id, codex_turn) = session
+            .routes()
+            .jobs
+            .get_mut(&turn.job)
+            .and_then(|turns| {
+                let running = turns.running(turn.turn)?;
+                Some((running.state.clone()?, running.codex_turn.clone()?))
+            })
+            .ok_or(BackendError::NoRunningTurn)?;
+        session
+            .rpc
+            .call(method, params(thread_id, codex_turn), CALL_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|e| BackendError::Io(format!("`{method}` failed: {e}")))
+    }
+}
+
 /// Stops the child once it has run no turn for `idle`, until the backend is gone: Codex keeps
 /// every thread it has run loaded (`thread/unsubscribe` does not unload it; measured with 0.169),
 /// so a long-lived child only grows.
@@ -412,6 +485,35 @@ async fn retire_when_idle(child: Weak<ChildSlot<Routes>>, idle: Duration) {
                 idle_secs = idle.as_secs_f32(),
                 "stopped the idle codex app-server to give its memory back; the next turn starts a new one"
             );
+        }
+    }
+}
+
+/// Copies thread `parent` as a new thread of `turn`'s job, started with `options`: its id.
+async fn fork(
+    session: &Session,
+    turn: &JobTurn,
+    parent: &str,
+    options: &ThreadOptions,
+) -> Result<String, BackendError> {
+    // The same settings as a new thread's, and only the new thread's metadata back.
+    let mut params = thread_start_params(options);
+    params["threadId"] = json!(parent);
+    params["excludeTurns"] = json!(true);
+    let forked = session
+        .routed_call(turn, CallKind::OpenThread, "thread/fork", params)
+        .await?;
+    thread_id_of(&forked)
+}
+
+/// A review's target in app-server's words (`ReviewTarget`).
+fn review_target(target: &ReviewTarget) -> Value {
+    match target {
+        ReviewTarget::Uncommitted => json!({"type": "uncommittedChanges"}),
+        ReviewTarget::BaseBranch(branch) => json!({"type": "baseBranch", "branch": branch}),
+        ReviewTarget::Commit(sha) => json!({"type": "commit", "sha": sha}),
+        ReviewTarget::Custom(instructions) => {
+            json!({"type": "custom", "instructions": instructions})
         }
     }
 }

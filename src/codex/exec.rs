@@ -24,12 +24,12 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-use super::mapping::{Mapped, field, with_original};
+use super::mapping::{Counted, Mapped, field, token_usage, with_original};
 use super::rpc::{self, Line, RpcChild, RpcReader, ignore_garbage};
 use super::session::EXIT_GRACE;
 use super::{
     Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox, ThreadRef, TurnEnd,
-    TurnInput, Update, check_approval_policy, detect, thread_fields,
+    TurnInput, Update, cannot_fork, check_approval_policy, detect, thread_fields,
 };
 use crate::model::{EventKind, JobId, JobTurn, ThreadOptions};
 
@@ -64,8 +64,8 @@ impl Processes {
 struct TurnProcess {
     turn: u32,
     child: RpcChild,
-    /// Kept while the process may read it.
-    _instructions: Option<InstructionsFile>,
+    /// Kept while the process may read them.
+    _files: TurnFiles,
     /// Set when the turn is stopped on purpose (cancel, a successor, shutdown).
     stopping: AtomicBool,
 }
@@ -95,9 +95,9 @@ impl ExecBackend {
         }
     }
 
-    /// The `codex exec` command for the turn; `instructions` is the file holding the job's base
-    /// instructions, if it has any.
-    fn command(&self, input: &TurnInput, instructions: Option<&InstructionsFile>) -> Command {
+    /// The `codex exec` command for the turn, reading what it cannot take as arguments from
+    /// `files`.
+    fn command(&self, input: &TurnInput, files: &TurnFiles) -> Command {
         let options = &input.options;
         let mut command = Command::new(&self.settings.bin);
         command.current_dir(&options.cwd);
@@ -117,7 +117,7 @@ impl ExecBackend {
         }
         // Codex reads base instructions from a file only (`base_instructions` is not a key of
         // its config).
-        if let Some(file) = instructions {
+        if let Some(file) = &files.instructions {
             let path = Value::String(file.0.to_string_lossy().into_owned());
             command
                 .arg("-c")
@@ -126,21 +126,58 @@ impl ExecBackend {
         if let ThreadRef::Existing(thread_id) = &input.thread {
             command.args(["resume", thread_id]);
         }
+        if let Some(file) = &files.output_schema {
+            command.arg("--output-schema").arg(&file.0);
+        }
         // After `--`, a prompt that starts with a dash is not taken for an option.
         command.arg("--").arg(&input.prompt);
         command
     }
 }
 
-/// A private file with a turn's base instructions, removed when the turn's process is done.
-struct InstructionsFile(std::path::PathBuf);
+/// What a turn's process reads from files: Codex takes base instructions and an output schema
+/// only that way.
+#[derive(Default)]
+struct TurnFiles {
+    instructions: Option<TurnFile>,
+    output_schema: Option<TurnFile>,
+}
 
-impl InstructionsFile {
-    fn write(turn: &JobTurn, text: &str) -> std::io::Result<Self> {
+impl TurnFiles {
+    fn write(input: &TurnInput) -> Result<Self, BackendError> {
+        let turn = &input.turn;
+        let failed = |what: &str, e: std::io::Error| {
+            BackendError::Unavailable(format!("could not write the {what} for `codex exec`: {e}"))
+        };
+        let instructions = match &input.options.base_instructions {
+            Some(text) => Some(
+                TurnFile::write(turn, "md", text).map_err(|e| failed("base instructions", e))?,
+            ),
+            None => None,
+        };
+        let output_schema = match &input.output_schema {
+            Some(schema) => Some(
+                TurnFile::write(turn, "schema.json", &schema.to_string())
+                    .map_err(|e| failed("output schema", e))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            instructions,
+            output_schema,
+        })
+    }
+}
+
+/// A private file for a turn's process, removed when the process is done.
+struct TurnFile(std::path::PathBuf);
+
+impl TurnFile {
+    fn write(turn: &JobTurn, extension: &str, text: &str) -> std::io::Result<Self> {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
         let path = std::env::temp_dir().join(format!(
-            "codex-async-mcp-{}-{}-{}.md",
+            "codex-async-mcp-{}-{}-{}.{extension}",
             turn.job,
             turn.turn,
             std::process::id()
@@ -156,7 +193,7 @@ impl InstructionsFile {
     }
 }
 
-impl Drop for InstructionsFile {
+impl Drop for TurnFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
@@ -215,8 +252,13 @@ impl Backend for ExecBackend {
         check_approval_policy(&self.info(), options, &["never"])
     }
 
-    fn approval_policy_per_turn(&self) -> bool {
+    fn settings_per_turn(&self) -> bool {
         // Every turn is a new process, started with the job's options.
+        true
+    }
+
+    fn takes_output_schema(&self) -> bool {
+        // `codex exec --output-schema FILE`.
         true
     }
 
@@ -225,33 +267,31 @@ impl Backend for ExecBackend {
             if self.processes.closed.load(Ordering::Relaxed) {
                 return Err(BackendError::ShuttingDown);
             }
+            if let ThreadRef::Fork(_) = &input.thread {
+                return Err(BackendError::Unsupported(cannot_fork(&self.info())));
+            }
+            if input.review.is_some() {
+                return Err(BackendError::Unsupported("exec runs no review".to_owned()));
+            }
             let turn = input.turn.clone();
             let before = self.processes.by_job().get(&turn.job).cloned();
             if let Some(before) = before {
                 tracing::debug!(%turn, "killing the process of the job's previous turn first");
                 before.kill().await;
             }
-            let instructions = match &input.options.base_instructions {
-                Some(text) => Some(InstructionsFile::write(&turn, text).map_err(|e| {
-                    BackendError::Unavailable(format!(
-                        "could not write the base instructions for `codex exec`: {e}"
-                    ))
-                })?),
-                None => None,
-            };
-            let (child, reader) =
-                rpc::spawn(self.command(&input, instructions.as_ref())).map_err(|e| {
-                    BackendError::Unavailable(format!(
-                        "could not start `{} exec`: {e}",
-                        self.settings.bin
-                    ))
-                })?;
+            let files = TurnFiles::write(&input)?;
+            let (child, reader) = rpc::spawn(self.command(&input, &files)).map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "could not start `{} exec`: {e}",
+                    self.settings.bin
+                ))
+            })?;
             // exec reads stdin to its end before it starts.
             child.close_stdin().await;
             let process = Arc::new(TurnProcess {
                 turn: turn.turn,
                 child,
-                _instructions: instructions,
+                _files: files,
                 stopping: AtomicBool::new(false),
             });
             {
@@ -266,7 +306,7 @@ impl Backend for ExecBackend {
             let (named_tx, named) = oneshot::channel();
             let resumed = match &input.thread {
                 ThreadRef::Existing(thread_id) => Some(thread_id.clone()),
-                ThreadRef::New => None,
+                ThreadRef::New | ThreadRef::Fork(_) => None,
             };
             self.readers.spawn(read_turn(
                 turn,
@@ -441,10 +481,9 @@ fn map(event: &Value, last_message: &Option<String>, prompt: &str) -> Vec<Mapped
             ];
         }
         "turn.completed" => {
-            let usage = record(
-                EventKind::TokenUsage,
-                json!({"usage": field(event, "usage")}),
-            );
+            // The thread's tokens: a resumed thread counts its earlier turns too.
+            let counts = event.get("usage").unwrap_or(&Value::Null);
+            let usage = token_usage(counts, Counted::Thread, event);
             let end = Mapped::TurnEnded(TurnEnd::Completed {
                 result: last_message.clone(),
                 data: with_original(json!({}), event),
@@ -536,12 +575,17 @@ mod tests {
 
     #[test]
     fn a_completed_turn_reports_usage_then_ends_with_the_last_message() {
-        let event = json!({"type": "turn.completed", "usage": {"input_tokens": 3}});
+        let event = json!({"type": "turn.completed",
+            "usage": {"input_tokens": 3, "cached_input_tokens": 1, "output_tokens": 2}});
         let mapped = map(&event, &Some("done".into()), "p");
-        assert!(matches!(
-            &mapped[0],
-            Mapped::Record(EventKind::TokenUsage, _)
-        ));
+        let Mapped::Record(EventKind::TokenUsage, data) = &mapped[0] else {
+            panic!("{mapped:?}");
+        };
+        // What `exec` counts is the thread's so far: the engine takes this turn's share.
+        assert_eq!(
+            data["thread_usage"],
+            json!({"input": 3, "cached": 1, "output": 2, "reasoning": 0})
+        );
         assert!(matches!(
             &mapped[1],
             Mapped::TurnEnded(TurnEnd::Completed { result: Some(r), .. }) if r == "done"

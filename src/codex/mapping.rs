@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::TurnEnd;
-use crate::model::EventKind;
+use crate::model::{EventKind, TokenUsage};
 
 /// What to do with one message from Codex.
 #[derive(Debug, PartialEq)]
@@ -50,4 +50,48 @@ pub(crate) fn with_original(fields: Value, msg: &Value) -> Value {
     };
     data.insert("codex".into(), msg.clone());
     Value::Object(data)
+}
+
+/// What a count of tokens covers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Counted {
+    /// One model call: recorded as `usage`.
+    Call,
+    /// The whole thread so far (`codex exec resume` counts the turns before it too): recorded as
+    /// `thread_usage`, which the engine turns into this turn's `usage`.
+    Thread,
+}
+
+/// Tokens from Codex's counts in either spelling (`input_tokens` in `codex exec` and
+/// `codex mcp-server`, `inputTokens` in app-server), recorded as `token_usage` with Codex's
+/// message under `codex`; nothing when the message has no counts (a `token_count` that carries
+/// only rate limits).
+pub(crate) fn token_usage(counts: &Value, counted: Counted, msg: &Value) -> Mapped {
+    let count = |snake: &str, camel: &str| {
+        counts
+            .get(snake)
+            .or_else(|| counts.get(camel))
+            .and_then(Value::as_u64)
+    };
+    let (Some(input), Some(output)) = (
+        count("input_tokens", "inputTokens"),
+        count("output_tokens", "outputTokens"),
+    ) else {
+        return Mapped::Skip;
+    };
+    let usage = TokenUsage {
+        input,
+        cached: count("cached_input_tokens", "cachedInputTokens").unwrap_or(0),
+        output,
+        reasoning: count("reasoning_output_tokens", "reasoningOutputTokens").unwrap_or(0),
+    };
+    let key = match counted {
+        Counted::Call => "usage",
+        Counted::Thread => "thread_usage",
+    };
+    let usage = serde_json::to_value(usage).unwrap_or_default();
+    Mapped::Record(
+        EventKind::TokenUsage,
+        with_original(serde_json::json!({ key: usage }), msg),
+    )
 }

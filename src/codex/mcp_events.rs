@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::TurnEnd;
-use super::mapping::{Mapped, command_line, field as text, with_original};
+use super::mapping::{Counted, Mapped, command_line, field as text, token_usage, with_original};
 use crate::model::EventKind;
 
 pub(crate) fn map(msg: &Value) -> Mapped {
@@ -118,7 +118,11 @@ pub(crate) fn map(msg: &Value) -> Mapped {
         ),
         "web_search_end" => record(EventKind::WebSearch, json!({"query": text(msg, "query")})),
         "plan_update" => record(EventKind::PlanUpdated, json!({"plan": text(msg, "plan")})),
-        "token_count" => record(EventKind::TokenUsage, json!({"usage": text(msg, "info")})),
+        // `last_token_usage` is the newest model call's; `total_token_usage`, the thread's.
+        "token_count" => match msg.pointer("/info/last_token_usage") {
+            Some(last) => token_usage(last, Counted::Call, msg),
+            None => Mapped::Skip,
+        },
         "warning" | "stream_error" => {
             record(EventKind::Warning, json!({"message": text(msg, "message")}))
         }

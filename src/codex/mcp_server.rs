@@ -36,7 +36,7 @@ use super::session::{self, ChildSlot, Handshake};
 use super::turns::JobTurns;
 use super::{
     Backend, BackendError, BackendEvent, BackendInfo, CodexSettings, Outbox, ThreadRef, TurnEnd,
-    TurnInput, Update, check_approval_policy, detect, refuse_profile, thread_fields,
+    TurnInput, Update, cannot_fork, check_approval_policy, detect, refuse_profile, thread_fields,
 };
 use crate::model::{JobId, JobTurn, RequestKind, ThreadOptions};
 
@@ -198,13 +198,23 @@ impl Backend for McpServerBackend {
         check_approval_policy(&self.info(), options, &APPROVAL_POLICIES)
     }
 
-    fn approval_policy_per_turn(&self) -> bool {
-        // `codex-reply` takes only the prompt: the thread keeps the policy it started with.
+    fn settings_per_turn(&self) -> bool {
+        // `codex-reply` takes only the prompt: the thread keeps the settings it started with.
+        false
+    }
+
+    fn takes_output_schema(&self) -> bool {
+        // Neither `codex` nor `codex-reply` takes one.
         false
     }
 
     fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
         async move {
+            if input.review.is_some() {
+                return Err(BackendError::Unsupported(
+                    "mcp-server runs no review".to_owned(),
+                ));
+            }
             let session = self.session().await?;
             let id = session.rpc.reserve_id();
             let turn = input.turn;
@@ -219,6 +229,9 @@ impl Backend for McpServerBackend {
                     json!({"threadId": thread_id, "prompt": input.prompt}),
                     Some(thread_id.clone()),
                 ),
+                ThreadRef::Fork(_) => {
+                    return Err(BackendError::Unsupported(cannot_fork(&self.info())));
+                }
             };
             let (thread_named, named) = oneshot::channel();
             // File the routes before the request goes out: Codex may answer at once.

@@ -63,7 +63,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::{Answer, CodexRequest, EventKind, JobId, JobTurn, ThreadOptions};
+use crate::model::{Answer, CodexRequest, EventKind, JobId, JobTurn, ReviewTarget, ThreadOptions};
 
 /// How to start Codex: the binary and its `-c` overrides.
 #[derive(Clone, Debug)]
@@ -210,7 +210,7 @@ pub fn event_channel() -> (mpsc::Sender<BackendEvent>, mpsc::Receiver<BackendEve
 
 /// A new thread's settings as a wire format names them: `cwd`, then the model, approval policy,
 /// sandbox, base instructions and developer instructions under `names` (when set), then `config`
-/// (when any). The profile is not among them: Codex takes it per process (see
+/// (when any), which carries the reasoning effort and summary as Codex's config keys. The profile is not among them: Codex takes it per process (see
 /// [`refuse_profile`]).
 pub(crate) fn thread_fields(
     options: &ThreadOptions,
@@ -230,7 +230,14 @@ pub(crate) fn thread_fields(
             fields.insert(name.into(), Value::String(value.clone()));
         }
     }
-    let config = options.config.clone().unwrap_or_default();
+    let mut config = options.config.clone().unwrap_or_default();
+    // Named settings win over the same keys in `config`.
+    if let Some(effort) = options.effort {
+        config.insert("model_reasoning_effort".into(), effort.as_str().into());
+    }
+    if let Some(summary) = options.summary {
+        config.insert("model_reasoning_summary".into(), summary.as_str().into());
+    }
     if !config.is_empty() {
         fields.insert("config".into(), Value::Object(config));
     }
@@ -250,6 +257,15 @@ pub(crate) fn refuse_profile(info: &BackendInfo, options: &ThreadOptions) -> Res
         )),
         None => Ok(()),
     }
+}
+
+/// Why a backend without [`Backend::forks_threads`] refuses a [`ThreadRef::Fork`].
+pub fn cannot_fork(info: &BackendInfo) -> String {
+    format!(
+        "forking a thread is not supported by codex {} {}; it needs the app-server backend \
+         (Codex 0.154 or later)",
+        info.name, info.codex_version
+    )
 }
 
 /// Refuses an approval policy this backend does not take, naming the ones it does.
@@ -276,6 +292,9 @@ pub enum ThreadRef {
     New,
     /// Continue the Codex thread with this id.
     Existing(String),
+    /// Start a new thread as a copy of the Codex thread with this id (its history, not its
+    /// later turns), where [`Backend::forks_threads`].
+    Fork(String),
 }
 
 #[derive(Clone, Debug)]
@@ -287,6 +306,10 @@ pub struct TurnInput {
     /// The job's options: a new thread is started with them; a backend that starts a process
     /// per turn needs them for every turn.
     pub options: ThreadOptions,
+    /// A JSON Schema the turn's final message must follow.
+    pub output_schema: Option<Value>,
+    /// The turn is Codex's review of this (where [`Backend::reviews`]), not `prompt`.
+    pub review: Option<ReviewTarget>,
 }
 
 /// Why a backend could not do what was asked.
@@ -301,6 +324,9 @@ pub enum BackendError {
     /// The turn named is not the one Codex runs for the job (it ended, or never started).
     #[error("this turn is not running in Codex")]
     NoRunningTurn,
+    /// This backend cannot do what was asked; the message says what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
     /// The backend is shutting down and takes no more turns; the engine settles them.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -322,13 +348,51 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Checks options against what this backend can do, before a job is accepted.
     fn validate(&self, options: &ThreadOptions) -> Result<(), String>;
-    /// Whether a turn can run under another approval policy than its thread started with.
-    fn approval_policy_per_turn(&self) -> bool;
+    /// Whether a turn can run under other settings (approval policy, reasoning effort and
+    /// summary) than its thread started with.
+    fn settings_per_turn(&self) -> bool;
+    /// Whether a turn can carry an `output_schema`.
+    fn takes_output_schema(&self) -> bool;
+    /// Whether a job's first turn can start on a fork of another thread ([`ThreadRef::Fork`]).
+    fn forks_threads(&self) -> bool {
+        false
+    }
+    /// Copies `thread` as a new thread of `job` now, without a turn, started with `options`;
+    /// its id. Where [`Backend::forks_threads`].
+    fn fork_thread<'a>(
+        &'a self,
+        job: &'a JobId,
+        thread: &'a str,
+        options: &'a ThreadOptions,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        let _ = (job, thread, options);
+        let why = cannot_fork(&self.info());
+        async move { Err(BackendError::Unsupported(why)) }.boxed()
+    }
+    /// Whether a turn can be Codex's review ([`TurnInput::review`]).
+    fn reviews(&self) -> bool {
+        false
+    }
     /// Hands a turn to Codex and returns once Codex has it, with the thread's id when Codex
     /// named it in time; progress arrives as reports naming `input.turn`.
     fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>>;
     /// Whether a new turn can go to this existing thread; if not, why, and what to do instead.
     fn can_continue<'a>(&'a self, thread_id: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// Adds `prompt` to `turn` while Codex runs it, if it is the turn Codex runs for its job.
+    fn steer<'a>(
+        &'a self,
+        turn: &'a JobTurn,
+        prompt: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _ = (turn, prompt);
+        let info = self.info();
+        let why = format!(
+            "codex {} {} cannot add input to a running turn (app-server can, Codex 0.154 or \
+             later); cancel the turn with job_cancel and send the input with job_reply",
+            info.name, info.codex_version
+        );
+        async move { Err(BackendError::Unsupported(why)) }.boxed()
+    }
     /// Asks Codex to stop `turn`, if it is the turn Codex runs for its job. Its end arrives as a
     /// report.
     fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>>;

@@ -90,9 +90,35 @@ impl Backend for StartingBackend {
         }
     }
 
-    fn approval_policy_per_turn(&self) -> bool {
+    fn settings_per_turn(&self) -> bool {
         self.now()
-            .is_some_and(|backend| backend.approval_policy_per_turn())
+            .is_some_and(|backend| backend.settings_per_turn())
+    }
+
+    fn fork_thread<'a>(
+        &'a self,
+        job: &'a JobId,
+        thread: &'a str,
+        options: &'a ThreadOptions,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        async move {
+            let backend = self.backend().await.map_err(BackendError::Unavailable)?;
+            backend.fork_thread(job, thread, options).await
+        }
+        .boxed()
+    }
+
+    fn reviews(&self) -> bool {
+        self.now().is_some_and(|backend| backend.reviews())
+    }
+
+    fn forks_threads(&self) -> bool {
+        self.now().is_some_and(|backend| backend.forks_threads())
+    }
+
+    fn takes_output_schema(&self) -> bool {
+        self.now()
+            .is_some_and(|backend| backend.takes_output_schema())
     }
 
     fn start_turn(&self, input: TurnInput) -> BoxFuture<'_, Result<Option<String>, BackendError>> {
@@ -105,6 +131,18 @@ impl Backend for StartingBackend {
 
     fn can_continue<'a>(&'a self, thread_id: &'a str) -> BoxFuture<'a, Result<(), String>> {
         async move { self.backend().await?.can_continue(thread_id).await }.boxed()
+    }
+
+    fn steer<'a>(
+        &'a self,
+        turn: &'a JobTurn,
+        prompt: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            let backend = self.backend().await.map_err(BackendError::Unavailable)?;
+            backend.steer(turn, prompt).await
+        }
+        .boxed()
     }
 
     fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>> {

@@ -21,6 +21,7 @@ pub async fn run(cli: &Cli, json: bool, out: &mut dyn Write) -> anyhow::Result<b
     if let Some(check) = http_check(cli).await {
         checks.push(check);
     }
+    checks.push(caps_check(cli));
     let healthy = checks.iter().all(|c| c.status == Status::Ok);
     if json {
         let report = serde_json::json!({"ok": healthy, "checks": checks});
@@ -39,6 +40,31 @@ pub async fn run(cli: &Cli, json: bool, out: &mut dyn Write) -> anyhow::Result<b
         }
     }
     Ok(healthy)
+}
+
+/// The caps on what clients may ask, as the server would enforce them.
+fn caps_check(cli: &Cli) -> Check {
+    let per_session = cli
+        .max_jobs_per_session
+        .map(|n| format!("--max-jobs-per-session: {n}"));
+    match cli.caps() {
+        Ok(caps) => {
+            let lines: Vec<String> = caps.describe().into_iter().chain(per_session).collect();
+            if lines.is_empty() {
+                Check::ok(
+                    "caps",
+                    "none: clients may ask for any sandbox, policy, model or cwd",
+                )
+            } else {
+                Check::ok("caps", lines.join("; "))
+            }
+        }
+        Err(e) => Check::problem(
+            "caps",
+            e.to_string(),
+            "fix the flag or the config file's setting",
+        ),
+    }
 }
 
 /// Codex itself, and the backend the server would drive it with, found by starting it as the

@@ -7,8 +7,10 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::caps::Caps;
 use crate::model::{
-    Answer, Approvals, Decision, Event, JobId, JobStatus, JobTurn, Notification, PendingRequest,
+    Answer, Approvals, Decision, Effort, Event, Isolation, JobId, JobStatus, JobTurn, Notification,
+    PendingRequest, ReasoningSummary, ReviewTarget, TokenUsage,
 };
 
 #[derive(Clone, Debug)]
@@ -32,6 +34,12 @@ pub struct EngineSettings {
     pub approval_timeout_decision: Decision,
     /// The time limit of turns that do not say (`None`: none).
     pub max_turn: Option<Duration>,
+    /// What clients may ask for.
+    pub caps: Caps,
+    /// Where jobs run that do not say.
+    pub isolation: Isolation,
+    /// Where job worktrees are made.
+    pub worktrees: PathBuf,
 }
 
 /// What `job_start` asks for.
@@ -51,9 +59,21 @@ pub struct StartRequest {
     pub approvals: Option<Approvals>,
     /// The first turn's time limit in seconds (default: the server's; 0: none).
     pub max_turn_seconds: Option<u64>,
+    pub effort: Option<Effort>,
+    pub summary: Option<ReasoningSummary>,
+    /// A JSON Schema the first turn's final message must follow.
+    pub output_schema: Option<Value>,
+    /// Where the job runs (default: the server's).
+    pub isolation: Option<Isolation>,
+    /// The commit a worktree starts from (default: HEAD of `cwd`'s repository).
+    pub base_ref: Option<String>,
+    /// The first turn is Codex's review of this instead of `prompt` (which then says what it
+    /// is, for the job list).
+    pub review: Option<ReviewTarget>,
 }
 
-/// What `job_reply` asks for. The approval settings, when given, hold for later turns too.
+/// What `job_reply` asks for. The approval and reasoning settings, when given, hold for later
+/// turns too.
 #[derive(Clone, Debug, Default)]
 pub struct ReplyRequest {
     pub prompt: String,
@@ -61,6 +81,33 @@ pub struct ReplyRequest {
     pub approvals: Option<Approvals>,
     /// This turn's time limit in seconds (default: the server's; 0: none).
     pub max_turn_seconds: Option<u64>,
+    /// Changes the job's reasoning effort and summary, for later turns too.
+    pub effort: Option<Effort>,
+    pub summary: Option<ReasoningSummary>,
+    /// A JSON Schema this turn's final message must follow.
+    pub output_schema: Option<Value>,
+}
+
+/// What `job_fork` asks for: the fork's first turn. Everything else is the forked job's.
+#[derive(Clone, Debug, Default)]
+pub struct ForkRequest {
+    /// Empty: no turn yet; the fork is made now and waits for `job_reply`.
+    pub prompt: String,
+    pub output_schema: Option<Value>,
+    pub max_turn_seconds: Option<u64>,
+    /// `worktree`: the fork gets a worktree of its own (from `base_ref`); else it runs where
+    /// the forked job runs.
+    pub isolation: Option<Isolation>,
+    pub base_ref: Option<String>,
+}
+
+/// What `job_review` reviews in.
+#[derive(Clone, Debug)]
+pub enum ReviewSource {
+    /// A copy of this settled job's thread, where it runs (its worktree, if it has one).
+    Job(String),
+    /// A new thread in this directory.
+    Cwd(String),
 }
 
 /// What `job_respond` answers.
@@ -99,6 +146,11 @@ pub struct JobSnapshot {
     /// Codex's requests waiting for an answer (job_respond).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<PendingRequest>,
+    /// The job's git worktree, and its branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 /// A job as `job_list` shows it.
@@ -117,6 +169,17 @@ pub struct JobSummary {
     /// The last agent message, shortened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_message: Option<String>,
+    /// Tokens used by all its turns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
+    /// The job this one was forked from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<JobId>,
+    /// Its git worktree (until cleaned up), and its branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 /// A page of a job's events, with the job's state read after the page.
@@ -147,4 +210,6 @@ pub struct TurnText {
     pub text: String,
     /// Why the turn ended, when it ended otherwise than completed.
     pub error: Option<String>,
+    /// The tokens the turn used, once it ended.
+    pub usage: Option<TokenUsage>,
 }

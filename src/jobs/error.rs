@@ -59,6 +59,13 @@ pub enum JobError {
     /// The backend cannot run another turn in the job's thread.
     #[error("job {job}: {reason}")]
     CannotContinue { job: JobId, reason: String },
+    /// `job_steer` of a job whose turn is not running in Codex.
+    #[error(
+        "job {job} is {status}: only a running turn takes input. A settled job continues with \
+         job_reply; a queued turn takes it once it runs; a turn waiting for an answer gets it \
+         with job_respond"
+    )]
+    NotSteerable { job: JobId, status: JobStatus },
     /// `job_cancel` of a job with no queued or running turn.
     #[error(
         "job {job} is already {status}; there is nothing to cancel. Continue it with job_reply \

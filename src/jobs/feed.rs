@@ -86,6 +86,10 @@ impl JobManager {
             .filter(|e| e.kind != EventKind::TurnCompleted)
             .and_then(|e| e.data.get("error").or_else(|| e.data.get("reason")))
             .and_then(|why| why.as_str().map(str::to_owned));
+        let usage = end
+            .as_ref()
+            .and_then(|e| e.data.get("usage"))
+            .and_then(|u| serde_json::from_value(u.clone()).ok());
         let result = end
             .filter(|e| e.kind == EventKind::TurnCompleted)
             .and_then(|e| {
@@ -114,6 +118,7 @@ impl JobManager {
             status,
             text,
             error,
+            usage,
         })
     }
 

@@ -18,17 +18,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::api::{EngineSettings, JobSnapshot, JobSummary, Relayed, ReplyRequest, StartRequest};
+use super::api::{
+    EngineSettings, ForkRequest, JobSnapshot, JobSummary, Relayed, ReplyRequest, ReviewSource,
+    StartRequest,
+};
 use super::state::{AfterCommit, Announce, JobState, State, Stop, Tx};
 use super::status::Outcome;
 use super::{JobError, reports};
 use crate::codex::{Backend, BackendError, BackendEvent, BackendInfo, ThreadRef, TurnInput};
 use crate::model::{
-    Answer, Decision, EventKind, JobId, JobRecord, JobStatus, JobTurn, ThreadOptions,
+    Answer, Decision, Effort, EventKind, Isolation, JobId, JobRecord, JobStatus, JobTurn,
+    ReasoningSummary, ReviewTarget, ThreadOptions, TokenUsage, Worktree,
 };
 use crate::store::Store;
 use crate::text;
 use crate::time::now_rfc3339;
+use crate::worktree;
 
 /// How long `job_list` lets the prompt and the last message be.
 const LIST_TEXT_CHARS: usize = 200;
@@ -162,6 +167,16 @@ impl JobManager {
         self.inner.lock().running
     }
 
+    /// The tokens used by every job the server holds (deleted jobs no longer count).
+    pub fn total_usage(&self) -> TokenUsage {
+        let state = self.inner.lock();
+        let mut total = TokenUsage::default();
+        for job in state.jobs.values() {
+            total += job.record.usage;
+        }
+        total
+    }
+
     /// Runs `change` on the state as one saved transaction.
     pub(super) fn transact(
         &self,
@@ -209,35 +224,180 @@ impl JobManager {
 
     /// Registers a job and hands its first turn to Codex, or queues it when every slot is taken.
     pub async fn start(&self, request: StartRequest) -> Result<JobSnapshot, JobError> {
-        if request.prompt.trim().is_empty() {
+        self.create(request, None).await
+    }
+
+    /// Starts a new job on a copy of `job`'s Codex thread, with its settings, running `request`'s
+    /// prompt as its first turn; `job` is unaffected.
+    pub async fn fork(&self, job: &str, request: ForkRequest) -> Result<JobSnapshot, JobError> {
+        let (start, fork) = self.fork_of(job, request).await?;
+        self.create(start, Some(fork)).await
+    }
+
+    /// Runs Codex's review of `target` as a new job: on a copy of a job's thread, where that job
+    /// runs, or on a new thread in a directory. The job's result is the review.
+    pub async fn review(
+        &self,
+        source: ReviewSource,
+        target: ReviewTarget,
+    ) -> Result<JobSnapshot, JobError> {
+        self.codex_ready().await?;
+        let backend = &self.inner.backend;
+        if !backend.reviews() {
+            let info = backend.info();
+            return Err(JobError::InvalidArgument(format!(
+                "review is not supported by codex {} {}; it needs the app-server backend \
+                 (Codex 0.154 or later)",
+                info.name, info.codex_version
+            )));
+        }
+        let prompt = target.to_string();
+        match source {
+            ReviewSource::Job(job) => {
+                let request = ForkRequest {
+                    prompt,
+                    ..ForkRequest::default()
+                };
+                let (mut start, fork) = self.fork_of(&job, request).await?;
+                start.review = Some(target);
+                self.create(start, Some(fork)).await
+            }
+            ReviewSource::Cwd(cwd) => {
+                let start = StartRequest {
+                    prompt,
+                    cwd: Some(cwd),
+                    review: Some(target),
+                    ..StartRequest::default()
+                };
+                self.create(start, None).await
+            }
+        }
+    }
+
+    /// A new job's request and origin, for a fork of settled `job` asked as `request`.
+    async fn fork_of(
+        &self,
+        job: &str,
+        request: ForkRequest,
+    ) -> Result<(StartRequest, Fork), JobError> {
+        let id = JobId::from(job);
+        self.codex_ready().await?;
+        let backend = &self.inner.backend;
+        if !backend.forks_threads() {
+            let why = crate::codex::cannot_fork(&backend.info());
+            return Err(JobError::InvalidArgument(why));
+        }
+        let (options, approvals, thread_id, status, worktree) = {
+            let state = self.inner.lock();
+            let record = &state.job(&id)?.record;
+            (
+                record.options.clone(),
+                record.approvals,
+                record.thread_id.clone(),
+                record.status,
+                record.live_worktree().cloned(),
+            )
+        };
+        if !status.is_settled() {
+            return Err(JobError::InvalidArgument(format!(
+                "job {id} is {status}: a thread is forked between turns. Wait for the turn with \
+                 job_wait (job_id {id}), then fork"
+            )));
+        }
+        let Some(thread_id) = thread_id else {
+            return Err(JobError::NoThread { job: id });
+        };
+        let start = StartRequest {
+            prompt: request.prompt,
+            cwd: Some(options.cwd),
+            model: options.model,
+            profile: options.profile,
+            approval_policy: options.approval_policy,
+            sandbox: options.sandbox,
+            config: options.config,
+            base_instructions: options.base_instructions,
+            developer_instructions: options.developer_instructions,
+            approvals: Some(approvals),
+            effort: options.effort,
+            summary: options.summary,
+            output_schema: request.output_schema,
+            max_turn_seconds: request.max_turn_seconds,
+            client_request_id: None,
+            // A fork runs where the forked job runs unless it asks for a worktree of its own.
+            isolation: Some(request.isolation.unwrap_or(Isolation::None)),
+            base_ref: request.base_ref,
+            review: None,
+        };
+        let fork = Fork {
+            job: id,
+            thread: thread_id,
+            worktree,
+        };
+        Ok((start, fork))
+    }
+
+    /// Registers a job and queues its first turn, on a new thread or on a fork, in a worktree
+    /// when it asks for one.
+    async fn create(
+        &self,
+        request: StartRequest,
+        fork: Option<Fork>,
+    ) -> Result<JobSnapshot, JobError> {
+        // A fork with nothing to run yet: Codex copies the thread now; job_reply runs its turns.
+        let turnless =
+            fork.is_some() && request.review.is_none() && request.prompt.trim().is_empty();
+        if request.prompt.trim().is_empty() && !turnless {
             return Err(JobError::MissingPrompt);
         }
         if let Some(config) = &request.config {
             check_depth(config)?;
         }
         self.codex_ready().await?;
+        self.check_output_schema(request.output_schema.as_ref())?;
         let limit = self.turn_limit(request.max_turn_seconds);
         let options = ThreadOptions {
             cwd: self.resolve_cwd(request.cwd.as_deref())?,
-            model: request.model,
-            profile: request.profile,
-            approval_policy: request.approval_policy,
-            sandbox: request.sandbox,
-            config: request.config,
-            base_instructions: request.base_instructions,
-            developer_instructions: request.developer_instructions,
+            model: request.model.clone(),
+            profile: request.profile.clone(),
+            approval_policy: request.approval_policy.clone(),
+            sandbox: request.sandbox.clone(),
+            config: request.config.clone(),
+            base_instructions: request.base_instructions.clone(),
+            developer_instructions: request.developer_instructions.clone(),
+            effort: request.effort,
+            summary: request.summary,
         };
+        self.inner
+            .settings
+            .caps
+            .check(&options)
+            .map_err(JobError::InvalidArgument)?;
         self.inner
             .backend
             .validate(&options)
             .map_err(JobError::InvalidArgument)?;
-        let now = now_rfc3339();
         let id = JobId::generate();
-        let input = TurnInput {
-            turn: JobTurn::new(id.clone(), 1),
-            prompt: request.prompt.clone(),
-            thread: ThreadRef::New,
-            options: options.clone(),
+        let isolation = request.isolation.unwrap_or(self.inner.settings.isolation);
+        if request.base_ref.is_some() && isolation != Isolation::Worktree {
+            return Err(JobError::InvalidArgument(
+                "base_ref is the commit a worktree starts from; pass isolation: \"worktree\" \
+                 with it, or leave it out"
+                    .to_owned(),
+            ));
+        }
+        let worktree = match (isolation, fork.as_ref()) {
+            (Isolation::Worktree, _) => {
+                let key = request.client_request_id.as_deref();
+                let base_ref = request.base_ref.as_deref();
+                self.make_worktree(key, base_ref, &options, &id).await?
+            }
+            (Isolation::None, Some(fork)) => fork.worktree.clone(),
+            (Isolation::None, None) => None,
+        };
+        let now = now_rfc3339();
+        let (thread, forked_from) = match fork {
+            Some(fork) => (ThreadRef::Fork(fork.thread), Some(fork.job)),
+            None => (ThreadRef::New, None),
         };
         let record = JobRecord {
             id: id.clone(),
@@ -253,6 +413,20 @@ impl JobManager {
             error: None,
             last_seq: 0,
             approvals: request.approvals.unwrap_or(self.inner.settings.approvals),
+            usage: Default::default(),
+            forked_from,
+            worktree,
+        };
+        if let (true, ThreadRef::Fork(parent)) = (turnless, &thread) {
+            return self.create_turnless(record, parent, isolation).await;
+        }
+        let input = TurnInput {
+            turn: JobTurn::new(id.clone(), 1),
+            prompt: record.prompt.clone(),
+            thread,
+            options: record.turn_options(),
+            output_schema: request.output_schema,
+            review: request.review,
         };
         let mut existing = None;
         let after = self.transact(|tx| {
@@ -278,9 +452,22 @@ impl JobManager {
                 existing = Some(first.id.clone());
                 return Ok(());
             }
-            tx.create(JobState::new(record, None));
+            tx.create(JobState::new(record.clone(), None));
             tx.enqueue_turn(input, limit)
-        })?;
+        });
+        let after = match after {
+            Ok(after) => after,
+            Err(e) => {
+                // The job was not made: neither is its worktree.
+                if let Some(made) = record
+                    .live_worktree()
+                    .filter(|_| isolation == Isolation::Worktree)
+                {
+                    let _ = worktree::remove(made, true, true).await;
+                }
+                return Err(e);
+            }
+        };
         if let Some(existing) = existing {
             return self.inner.lock().snapshot(&existing);
         }
@@ -289,6 +476,52 @@ impl JobManager {
         // answers.
         self.publish_and_dispatch(after);
         self.inner.lock().snapshot(&id)
+    }
+
+    /// Registers `record` as a settled job with no turn yet, on a copy Codex makes now of thread
+    /// `parent`.
+    async fn create_turnless(
+        &self,
+        mut record: JobRecord,
+        parent: &str,
+        isolation: Isolation,
+    ) -> Result<JobSnapshot, JobError> {
+        let forked = self
+            .inner
+            .backend
+            .fork_thread(&record.id, parent, &record.turn_options())
+            .await;
+        let created = match forked {
+            Ok(thread_id) => {
+                record.thread_id = Some(thread_id);
+                record.turns = 0;
+                self.transact(|tx| {
+                    if !tx.accepting() {
+                        return Err(JobError::ShuttingDown);
+                    }
+                    tx.create_settled(JobState::new(record.clone(), None))
+                })
+            }
+            Err(e) => Err(JobError::InvalidArgument(format!(
+                "Codex could not fork the thread: {e}"
+            ))),
+        };
+        match created {
+            Ok(after) => {
+                self.publish(after);
+                self.inner.lock().snapshot(&record.id)
+            }
+            Err(e) => {
+                // The job was not made: neither is its worktree.
+                if let Some(made) = record
+                    .live_worktree()
+                    .filter(|_| isolation == Isolation::Worktree)
+                {
+                    let _ = worktree::remove(made, true, true).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Starts a new turn in the job's Codex thread, under the approval settings given (which
@@ -304,27 +537,15 @@ impl JobManager {
             let record = &state.job(&id)?.record;
             (record.thread_id.clone(), record.options.clone())
         };
+        self.check_output_schema(request.output_schema.as_ref())?;
+        let before = options.clone();
         if let Some(policy) = request.approval_policy {
-            let backend = &self.inner.backend;
-            let changed = options.approval_policy.as_ref() != Some(&policy);
-            if changed && !backend.approval_policy_per_turn() {
-                let info = backend.info();
-                return Err(JobError::InvalidArgument(format!(
-                    "codex {} {} keeps the approval policy a thread started with ({}); start a \
-                     new job with approval_policy {policy:?}",
-                    info.name,
-                    info.codex_version,
-                    options
-                        .approval_policy
-                        .as_deref()
-                        .unwrap_or("Codex's default")
-                )));
-            }
             options.approval_policy = Some(policy);
-            backend
-                .validate(&options)
-                .map_err(JobError::InvalidArgument)?;
         }
+        options.effort = request.effort.or(options.effort);
+        options.summary = request.summary.or(options.summary);
+        // Checked even when unchanged: the caps may have changed since the job started.
+        self.check_settings_change(&before, &options)?;
         if let Some(thread_id) = thread_id
             && let Err(reason) = self.inner.backend.can_continue(&thread_id).await
         {
@@ -347,6 +568,12 @@ impl JobManager {
             let Some(thread_id) = entry.record.thread_id.clone() else {
                 return Err(JobError::NoThread { job: id.clone() });
             };
+            if entry.record.worktree.as_ref().is_some_and(|w| w.removed) {
+                return Err(JobError::InvalidArgument(format!(
+                    "job {id}'s worktree was removed (job_cleanup); fork it with job_fork and \
+                     isolation \"worktree\", or start a new job"
+                )));
+            }
             entry.record.turns += 1;
             entry.record.options = options;
             if let Some(approvals) = request.approvals {
@@ -356,13 +583,138 @@ impl JobManager {
                 turn: entry.turn(),
                 prompt: request.prompt,
                 thread: ThreadRef::Existing(thread_id),
-                options: entry.record.options.clone(),
+                options: entry.record.turn_options(),
+                output_schema: request.output_schema,
+                review: None,
             };
             tx.enqueue_turn(input, limit)
         })?;
         // As for `start`: Codex takes (and may first resume) the thread in the background.
         self.publish_and_dispatch(after);
         self.inner.lock().snapshot(&id)
+    }
+
+    /// A new worktree for job `id` in the repository of `options.cwd`; none for a retried
+    /// request (`client_request_id`) whose first job exists: that job is the answer.
+    async fn make_worktree(
+        &self,
+        retry_key: Option<&str>,
+        base_ref: Option<&str>,
+        options: &ThreadOptions,
+        id: &JobId,
+    ) -> Result<Option<Worktree>, JobError> {
+        let retried =
+            retry_key.is_some_and(|key| self.inner.lock().by_client_request.contains_key(key));
+        if retried {
+            return Ok(None);
+        }
+        let branch = format!("codex-async/{id}");
+        let made = worktree::create(
+            Path::new(&options.cwd),
+            &self.inner.settings.worktrees,
+            id.as_str(),
+            &branch,
+            base_ref,
+        )
+        .await
+        .map_err(JobError::InvalidArgument)?;
+        Ok(Some(made))
+    }
+
+    /// Refuses a change of a thread's settings (`before` → `after`) that the backend cannot
+    /// make between turns, or settings it does not take.
+    fn check_settings_change(
+        &self,
+        before: &ThreadOptions,
+        after: &ThreadOptions,
+    ) -> Result<(), JobError> {
+        let backend = &self.inner.backend;
+        if !backend.settings_per_turn() {
+            let info = backend.info();
+            let said = |value: Option<&str>| value.unwrap_or("Codex's default").to_owned();
+            let changed = [
+                (
+                    "approval_policy",
+                    said(before.approval_policy.as_deref()),
+                    said(after.approval_policy.as_deref()),
+                ),
+                (
+                    "effort",
+                    said(before.effort.map(Effort::as_str)),
+                    said(after.effort.map(Effort::as_str)),
+                ),
+                (
+                    "summary",
+                    said(before.summary.map(ReasoningSummary::as_str)),
+                    said(after.summary.map(ReasoningSummary::as_str)),
+                ),
+            ];
+            if let Some((name, was, wanted)) = changed.into_iter().find(|(_, a, b)| a != b) {
+                return Err(JobError::InvalidArgument(format!(
+                    "codex {} {} keeps the {name} a thread started with ({was}); start a new \
+                     job with {name} {wanted:?}",
+                    info.name, info.codex_version
+                )));
+            }
+        }
+        self.inner
+            .settings
+            .caps
+            .check(after)
+            .map_err(JobError::InvalidArgument)?;
+        backend.validate(after).map_err(JobError::InvalidArgument)
+    }
+
+    /// Refuses an `output_schema` that is no JSON Schema object, or that this backend cannot
+    /// pass on.
+    fn check_output_schema(&self, schema: Option<&serde_json::Value>) -> Result<(), JobError> {
+        let Some(schema) = schema else { return Ok(()) };
+        if !schema.is_object() {
+            return Err(JobError::InvalidArgument(
+                "output_schema must be a JSON Schema object, e.g. {\"type\": \"object\", \
+                 \"properties\": {\"answer\": {\"type\": \"string\"}}, \"required\": \
+                 [\"answer\"], \"additionalProperties\": false}"
+                    .to_owned(),
+            ));
+        }
+        let backend = &self.inner.backend;
+        if !backend.takes_output_schema() {
+            let info = backend.info();
+            return Err(JobError::InvalidArgument(format!(
+                "output_schema is not supported by codex {} {}; it needs the app-server or exec \
+                 backend (Codex 0.154 or later)",
+                info.name, info.codex_version
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds `prompt` to the job's running turn, where the backend can.
+    pub async fn steer(&self, job: &str, prompt: &str) -> Result<JobSnapshot, JobError> {
+        if prompt.trim().is_empty() {
+            return Err(JobError::MissingPrompt);
+        }
+        let id = JobId::from(job);
+        let (turn, status) = {
+            let state = self.inner.lock();
+            let entry = state.job(&id)?;
+            (entry.turn(), entry.record.status)
+        };
+        if status != JobStatus::Running {
+            return Err(JobError::NotSteerable { job: id, status });
+        }
+        match self.inner.backend.steer(&turn, prompt).await {
+            Ok(()) => self.inner.lock().snapshot(&id),
+            Err(BackendError::NoRunningTurn) => {
+                // It ended meanwhile, or Codex has not started it yet.
+                let status = self.inner.lock().job(&id)?.record.status;
+                Err(JobError::NotSteerable { job: id, status })
+            }
+            Err(BackendError::Unsupported(why)) => Err(JobError::InvalidArgument(why)),
+            Err(e) => Err(JobError::InvalidArgument(format!(
+                "Codex did not take the input: {e}"
+            ))),
+        }
     }
 
     /// Waits until Codex can take turns (it may still be starting).
@@ -498,6 +850,56 @@ impl JobManager {
         }
     }
 
+    /// Removes the job's worktree, and its branch when `delete_branch`. Refused while a job may
+    /// still run in it (this one or a fork sharing it), and when it holds changes that are not
+    /// committed, unless `force`.
+    pub async fn cleanup(
+        &self,
+        job: &str,
+        delete_branch: bool,
+        force: bool,
+    ) -> Result<JobSnapshot, JobError> {
+        let id = JobId::from(job);
+        let worktree = {
+            let state = self.inner.lock();
+            let record = &state.job(&id)?.record;
+            let Some(worktree) = record.worktree.clone() else {
+                return Err(JobError::InvalidArgument(format!(
+                    "job {id} has no worktree: it did not run with isolation \"worktree\""
+                )));
+            };
+            if worktree.removed {
+                return Err(JobError::InvalidArgument(format!(
+                    "job {id}'s worktree {} is removed already",
+                    worktree.path
+                )));
+            }
+            let user = state.jobs.values().find(|j| {
+                !j.record.status.is_settled()
+                    && j.record
+                        .live_worktree()
+                        .is_some_and(|w| w.path == worktree.path)
+            });
+            if let Some(user) = user {
+                return Err(JobError::InvalidArgument(format!(
+                    "job {} is {} in worktree {}; wait for it to settle (job_wait) or cancel \
+                     it (job_cancel), then clean up",
+                    user.record.id, user.record.status, worktree.path
+                )));
+            }
+            worktree
+        };
+        worktree::remove(&worktree, force, delete_branch)
+            .await
+            .map_err(JobError::InvalidArgument)?;
+        let after = self.transact(|tx| {
+            tx.worktree_removed(&worktree.path, delete_branch);
+            Ok(())
+        })?;
+        self.publish(after);
+        self.inner.lock().snapshot(&id)
+    }
+
     /// Jobs, newest first.
     pub fn list(&self, status: Option<JobStatus>, limit: usize) -> Vec<JobSummary> {
         let state = self.inner.lock();
@@ -522,6 +924,10 @@ impl JobManager {
                     .last_message
                     .as_deref()
                     .map(|m| text::shorten(m, LIST_TEXT_CHARS)),
+                usage: Some(j.record.usage).filter(|u| *u != TokenUsage::default()),
+                forked_from: j.record.forked_from.clone(),
+                worktree: j.record.live_worktree().map(|w| w.path.clone()),
+                branch: j.record.branch().map(str::to_owned),
             })
             .collect()
     }
@@ -590,13 +996,26 @@ impl JobManager {
     /// Deletes settled jobs last updated before `cutoff`.
     pub(crate) fn purge_updated_before(&self, cutoff: SystemTime) -> Result<usize, JobError> {
         let mut expired = Vec::new();
+        let mut worktrees = Vec::new();
         let after = self.transact(|tx| {
             let records = tx.state().jobs.values().map(|j| &j.record);
             expired = expired_jobs(records, cutoff);
+            worktrees = unused_worktrees(tx.state(), &expired);
             expired.iter().for_each(|id| tx.delete(id));
             Ok(())
         })?;
         self.publish(after);
+        if !worktrees.is_empty() {
+            // Without force: a worktree with uncommitted work stays, and says so in the log.
+            self.inner.tasks.spawn(async move {
+                for worktree in worktrees {
+                    match worktree::remove(&worktree, false, false).await {
+                        Ok(()) => tracing::info!(path = %worktree.path, "removed an expired job's worktree"),
+                        Err(e) => tracing::warn!(path = %worktree.path, error = %e, "kept an expired job's worktree"),
+                    }
+                }
+            });
+        }
         for id in &expired {
             self.inner.backend.forget(id);
         }
@@ -674,8 +1093,8 @@ impl JobManager {
                 self.transact(|tx| {
                     let data = json!({"error": error});
                     let announce = Announce {
-                        result: None,
                         error: Some(error.clone()),
+                        ..Announce::default()
                     };
                     tx.end_turn(
                         &turn,
@@ -702,6 +1121,34 @@ impl JobManager {
             }
         }
     }
+}
+
+/// The live worktrees of the `expired` jobs that no job staying behind runs in.
+fn unused_worktrees(state: &State, expired: &[JobId]) -> Vec<Worktree> {
+    let mut unused: Vec<Worktree> = Vec::new();
+    for id in expired {
+        let Some(worktree) = state.jobs.get(id).and_then(|j| j.record.live_worktree()) else {
+            continue;
+        };
+        let kept_user = state.jobs.values().any(|j| {
+            !expired.contains(&j.record.id)
+                && j.record
+                    .live_worktree()
+                    .is_some_and(|w| w.path == worktree.path)
+        });
+        if !kept_user && !unused.iter().any(|w| w.path == worktree.path) {
+            unused.push(worktree.clone());
+        }
+    }
+    unused
+}
+
+/// The job a new job forks, and what it takes from it.
+struct Fork {
+    job: JobId,
+    thread: String,
+    /// The forked job's worktree, which the fork shares unless it asks for its own.
+    worktree: Option<Worktree>,
 }
 
 /// Refuses a `config` nested so deeply that the saved job could not be read back.

@@ -4,9 +4,10 @@
 //! layer, hands turns to a [`crate::codex::Backend`], applies what the backend reports in order,
 //! and writes everything a client can read to the [`crate::store::Store`].
 //!
-//! - `api`: what a call asks for and gets back.
+//! - `api`: what a call asks for and gets back; `caps`: what an operator lets clients ask for.
 //! - `manager`: the commands, the hand-over of turns to Codex, retention and shutdown.
-//! - `reports`: Codex's reports, applied to the turn they name.
+//! - `reports`: Codex's reports, applied to the turn they name; `output`: a turn's final message
+//!   checked against the `output_schema` it was asked to follow.
 //! - `requests`: Codex's requests: answered by policy, by clients or by the approval timeout;
 //!   and the turns' time limits.
 //! - `feed`: event pages, the notification feed and waiting on it.
@@ -14,9 +15,11 @@
 //!   as a pure function of its facts.
 
 mod api;
+mod caps;
 mod error;
 mod feed;
 mod manager;
+mod output;
 mod reports;
 mod requests;
 mod state;
@@ -25,12 +28,14 @@ mod status;
 mod tests;
 
 pub use crate::model::{
-    Answer, Approvals, DecidedBy, Decision, Event, EventKind, EventQuery, JobId, JobRecord,
-    JobStatus, Notification, PendingRequest, ThreadOptions,
+    Answer, Approvals, DecidedBy, Decision, Effort, Event, EventKind, EventQuery, Isolation, JobId,
+    JobRecord, JobStatus, Notification, PendingRequest, ReasoningSummary, ReviewTarget,
+    ThreadOptions, TokenUsage,
 };
 pub use api::{
-    EngineSettings, EventsAnswer, JobSnapshot, JobSummary, Relayed, ReplyRequest, RespondRequest,
-    StartRequest, TurnText, WaitAnswer,
+    EngineSettings, EventsAnswer, ForkRequest, JobSnapshot, JobSummary, Relayed, ReplyRequest,
+    RespondRequest, ReviewSource, StartRequest, TurnText, WaitAnswer,
 };
+pub use caps::Caps;
 pub use error::JobError;
 pub use manager::{JobManager, expired_jobs};

@@ -6,6 +6,7 @@
 //! about an earlier turn is dropped with a debug log. So a late end cannot end the next turn and
 //! nothing is recorded after a turn's terminal event.
 
+use std::collections::HashMap;
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 
@@ -15,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobError;
 use super::manager::{Inner, JobManager};
-use super::requests;
 use super::state::{Announce, Reply, Stop, Tx};
 use super::status::Outcome;
+use super::{output, requests};
 use crate::codex::{BackendEvent, TurnEnd, Update};
-use crate::model::{Answer, DecidedBy, Decision, EventKind, JobTurn};
+use crate::model::{Answer, Changes, DecidedBy, Decision, EventKind, JobTurn, Worktree};
+use crate::worktree;
 
 /// How many backend reports are saved in one transaction at most.
 const APPLY_BATCH: usize = 256;
@@ -57,7 +59,8 @@ pub(super) async fn apply_loop(
         let manager = JobManager { inner };
         #[cfg(test)]
         let taken = batch.len();
-        manager.apply(std::mem::take(&mut batch));
+        let changes = manager.worktree_changes(&batch).await;
+        manager.apply(std::mem::take(&mut batch), changes);
         manager.retry_unsaved_failures();
         #[cfg(test)]
         manager.inner.reports_taken.send_modify(|n| *n += taken);
@@ -81,8 +84,37 @@ async fn gather_deltas(events: &mut mpsc::Receiver<BackendEvent>, batch: &mut Ve
 }
 
 impl JobManager {
-    /// Applies a batch of the backend's reports, saved as one transaction.
-    fn apply(&self, batch: Vec<BackendEvent>) {
+    /// What each turn `batch` ends left changed in its job's worktree. Read before the batch is
+    /// applied, so git never runs under the state lock.
+    async fn worktree_changes(&self, batch: &[BackendEvent]) -> HashMap<JobTurn, Changes> {
+        let ended: Vec<(JobTurn, Worktree)> = {
+            let state = self.inner.lock();
+            batch
+                .iter()
+                .filter(|report| matches!(report.update, Update::TurnEnded(_)))
+                .filter_map(|report| {
+                    let job = state.jobs.get(&report.turn.job)?;
+                    Some((report.turn.clone(), job.record.live_worktree()?.clone()))
+                })
+                .collect()
+        };
+        let mut changes = HashMap::new();
+        for (turn, worktree) in ended {
+            match worktree::changes(&worktree).await {
+                Ok(found) => {
+                    changes.insert(turn, found);
+                }
+                Err(e) => {
+                    tracing::warn!(%turn, error = %e, "could not read the worktree's changes")
+                }
+            }
+        }
+        changes
+    }
+
+    /// Applies a batch of the backend's reports, saved as one transaction; a turn's end carries
+    /// what it left changed in its worktree, from `changes`.
+    fn apply(&self, batch: Vec<BackendEvent>, mut changes: HashMap<JobTurn, Changes>) {
         let mut touched: Vec<JobTurn> = Vec::new();
         let applied = self.transact(|tx| {
             for BackendEvent { turn, update } in batch {
@@ -96,7 +128,11 @@ impl JobManager {
                 if !touched.contains(&turn) {
                     touched.push(turn.clone());
                 }
-                apply_one(tx, &turn, update)?;
+                let changed = match update {
+                    Update::TurnEnded(_) => changes.remove(&turn),
+                    _ => None,
+                };
+                apply_one(tx, &turn, update, changed)?;
             }
             Ok(())
         });
@@ -182,8 +218,14 @@ impl JobManager {
     }
 }
 
-/// One report of the backend, as a change to its running turn.
-fn apply_one(tx: &mut Tx<'_>, turn: &JobTurn, update: Update) -> Result<(), JobError> {
+/// One report of the backend, as a change to its running turn; a turn's end with what it left
+/// `changed` in the job's worktree.
+fn apply_one(
+    tx: &mut Tx<'_>,
+    turn: &JobTurn,
+    update: Update,
+    changed: Option<Changes>,
+) -> Result<(), JobError> {
     let job = &turn.job;
     match update {
         Update::Event { kind, data } => tx.record(job, kind, data),
@@ -202,8 +244,15 @@ fn apply_one(tx: &mut Tx<'_>, turn: &JobTurn, update: Update) -> Result<(), JobE
             tx.request(turn, request, Reply::new(reply), answer_now)
         }
         Update::TurnEnded(end) => {
-            let stop = tx.job(job)?.stop.clone();
-            let (outcome, kind, data, announce) = closing(end, stop.as_ref());
+            let entry = tx.job(job)?;
+            let (stop, schema) = (entry.stop.clone(), entry.output_schema.take());
+            let (outcome, kind, mut data, mut announce) =
+                closing(end, stop.as_ref(), schema.as_ref());
+            if let (Some(changed), Value::Object(fields)) = (&changed, &mut data) {
+                let value = serde_json::to_value(changed).unwrap_or_default();
+                fields.insert("changes".into(), value);
+            }
+            announce.changes = changed;
             tx.end_turn(turn, outcome, kind, data, announce).map(drop)
         }
     }
@@ -211,24 +260,59 @@ fn apply_one(tx: &mut Tx<'_>, turn: &JobTurn, update: Update) -> Result<(), JobE
 
 /// How a turn Codex ended is recorded: its outcome, closing event and announcement. An
 /// interruption we asked for ends the way the stop says (cancelled, or failed on its time limit).
-fn closing(end: TurnEnd, stop: Option<&Stop>) -> (Outcome, EventKind, Value, Announce) {
+/// A turn asked for output following `schema` completes with it parsed as `result_json`, or
+/// fails saying how the output missed it.
+fn closing(
+    end: TurnEnd,
+    stop: Option<&Stop>,
+    schema: Option<&Value>,
+) -> (Outcome, EventKind, Value, Announce) {
     match (end, stop) {
-        (TurnEnd::Completed { result, data }, _) => (
-            Outcome::Completed,
-            EventKind::TurnCompleted,
-            merge(json!({"result": result}), data),
-            Announce {
-                result,
-                error: None,
-            },
-        ),
+        (TurnEnd::Completed { result, data }, _) => {
+            match schema.map(|schema| output::parse(result.as_deref(), schema)) {
+                None => (
+                    Outcome::Completed,
+                    EventKind::TurnCompleted,
+                    merge(json!({"result": result}), data),
+                    Announce {
+                        result,
+                        ..Announce::default()
+                    },
+                ),
+                Some(Ok(parsed)) => (
+                    Outcome::Completed,
+                    EventKind::TurnCompleted,
+                    merge(json!({"result": result, "result_json": parsed}), data),
+                    Announce {
+                        result,
+                        result_json: Some(parsed),
+                        ..Announce::default()
+                    },
+                ),
+                Some(Err(mismatch)) => {
+                    let error = format!(
+                        "Codex's final message does not match output_schema: {mismatch} \
+                         (job_result reads the message)"
+                    );
+                    (
+                        Outcome::Failed,
+                        EventKind::TurnFailed,
+                        merge(json!({"error": error}), data),
+                        Announce {
+                            error: Some(error),
+                            ..Announce::default()
+                        },
+                    )
+                }
+            }
+        }
         (TurnEnd::Failed { error, data }, _) => (
             Outcome::Failed,
             EventKind::TurnFailed,
             merge(json!({"error": error}), data),
             Announce {
-                result: None,
                 error: Some(error),
+                ..Announce::default()
             },
         ),
         (TurnEnd::Interrupted { reason, data }, Some(stop)) => {
@@ -240,8 +324,8 @@ fn closing(end: TurnEnd, stop: Option<&Stop>) -> (Outcome, EventKind, Value, Ann
                 kind,
                 merge(json!({"reason": reason}), data),
                 Announce {
-                    result: None,
                     error,
+                    ..Announce::default()
                 },
             )
         }
@@ -252,8 +336,8 @@ fn closing(end: TurnEnd, stop: Option<&Stop>) -> (Outcome, EventKind, Value, Ann
                 EventKind::TurnInterrupted,
                 merge(json!({"reason": reason}), data),
                 Announce {
-                    result: None,
                     error: Some(reason),
+                    ..Announce::default()
                 },
             )
         }
@@ -282,13 +366,13 @@ mod tests {
             data: json!({}),
         };
         let stop = Stop::Cancel("cancelled with job_cancel".into());
-        let (outcome, kind, _, announce) = closing(end(), Some(&stop));
+        let (outcome, kind, _, announce) = closing(end(), Some(&stop), None);
         assert_eq!(
             (outcome, kind),
             (Outcome::Cancelled, EventKind::TurnCancelled)
         );
         assert!(announce.error.is_none());
-        let (outcome, kind, data, announce) = closing(end(), None);
+        let (outcome, kind, data, announce) = closing(end(), None, None);
         assert_eq!(
             (outcome, kind),
             (Outcome::Interrupted, EventKind::TurnInterrupted)
@@ -307,7 +391,7 @@ mod tests {
             data: json!({}),
         };
         let stop = Stop::TimeLimit(std::time::Duration::from_secs(60));
-        let (outcome, kind, _, announce) = closing(end, Some(&stop));
+        let (outcome, kind, _, announce) = closing(end, Some(&stop), None);
         assert_eq!((outcome, kind), (Outcome::Failed, EventKind::TurnFailed));
         let error = announce.error.unwrap_or_default();
         assert!(error.contains("max_turn_seconds (60 s"), "{error}");
@@ -319,7 +403,7 @@ mod tests {
             result: Some("done".into()),
             data: json!({"codex": {"x": 1}}),
         };
-        let (outcome, kind, data, announce) = closing(end, None);
+        let (outcome, kind, data, announce) = closing(end, None, None);
         assert_eq!(
             (outcome, kind),
             (Outcome::Completed, EventKind::TurnCompleted)

@@ -23,8 +23,8 @@ use super::status::{self, Facts, Outcome};
 use super::{JobError, JobSnapshot};
 use crate::codex::TurnInput;
 use crate::model::{
-    Answer, CodexRequest, DecidedBy, Event, EventKind, JobId, JobRecord, JobStatus, JobTurn,
-    Notification, PendingRequest,
+    Answer, Changes, CodexRequest, DecidedBy, Event, EventKind, JobId, JobRecord, JobStatus,
+    JobTurn, Notification, PendingRequest, TokenUsage,
 };
 use crate::store::{Loaded, Store, Write};
 use crate::time::now_rfc3339;
@@ -63,6 +63,10 @@ pub(super) struct JobState {
     pub next_limit: Option<Duration>,
     /// The running turn's time limit and how much of it is used.
     pub clock: Option<TurnClock>,
+    /// The JSON Schema the open turn's final message must follow.
+    pub output_schema: Option<Value>,
+    /// The tokens the open turn has used so far.
+    pub turn_usage: TokenUsage,
 }
 
 /// A request of Codex's that waits for an answer.
@@ -183,6 +187,8 @@ impl JobState {
             stop: None,
             next_limit: None,
             clock: None,
+            output_schema: None,
+            turn_usage: TokenUsage::default(),
         }
     }
 
@@ -201,6 +207,28 @@ impl JobState {
         self.record.turns == turn && (self.facts.queued || self.facts.turn_running)
     }
 
+    /// The tokens a `token_usage` event adds to the job. A count of the whole thread so far
+    /// (`thread_usage`) adds what the job has not counted yet, and is recorded as that (`usage`).
+    fn count_tokens(&self, data: &mut Value) -> Option<TokenUsage> {
+        let fields = data.as_object_mut()?;
+        let read = |v: Value| serde_json::from_value::<TokenUsage>(v).ok();
+        let used = match fields.remove("thread_usage").and_then(read) {
+            Some(thread) => {
+                let counted = self.record.usage;
+                let used = TokenUsage {
+                    input: thread.input.saturating_sub(counted.input),
+                    cached: thread.cached.saturating_sub(counted.cached),
+                    output: thread.output.saturating_sub(counted.output),
+                    reasoning: thread.reasoning.saturating_sub(counted.reasoning),
+                };
+                fields.insert("usage".into(), serde_json::to_value(used).ok()?);
+                used
+            }
+            None => read(fields.get("usage")?.clone())?,
+        };
+        Some(used)
+    }
+
     /// Whether `turn` is the turn running in Codex, whose reports are taken.
     pub fn takes_reports_for(&self, turn: u32) -> bool {
         self.record.turns == turn && self.facts.turn_running && self.unsaved_failure.is_none()
@@ -208,8 +236,13 @@ impl JobState {
 }
 
 /// What the feed announces when a turn ends.
+#[derive(Default)]
 pub(super) struct Announce {
     pub result: Option<String>,
+    /// The result as the JSON its `output_schema` asked for.
+    pub result_json: Option<Value>,
+    /// What the turn left changed in the job's worktree.
+    pub changes: Option<Changes>,
     pub error: Option<String>,
 }
 
@@ -290,6 +323,8 @@ impl State {
                 )),
                 None => record.error.clone(),
             },
+            worktree: record.live_worktree().map(|w| w.path.clone()),
+            branch: record.branch().map(str::to_owned),
         })
     }
 }
@@ -400,6 +435,16 @@ impl<'a> Tx<'a> {
         self.jobs.insert(job.record.id.clone(), job);
     }
 
+    /// Adds a job that has no turn to run yet (a fork without a prompt): settled, and announced
+    /// as such so that a wait for it returns.
+    pub fn create_settled(&mut self, mut job: JobState) -> Result<(), JobError> {
+        let id = job.record.id.clone();
+        job.facts.outcome = Some(Outcome::Completed);
+        self.create(job);
+        self.commit_status(&id)?;
+        self.notify(&id, Announce::default(), None)
+    }
+
     /// Deletes a job with its events and notifications.
     pub fn delete(&mut self, id: &JobId) {
         self.writes.push(Write::DeleteJob(id.clone()));
@@ -414,6 +459,14 @@ impl<'a> Tx<'a> {
         }
         let entry = self.job(id)?;
         let mut job_changed = kind == EventKind::ThreadStarted;
+        let mut data = data;
+        if kind == EventKind::TokenUsage
+            && let Some(used) = entry.count_tokens(&mut data)
+        {
+            entry.turn_usage += used;
+            entry.record.usage += used;
+            job_changed = true;
+        }
         if let (EventKind::AgentMessage, Some(text)) =
             (kind, data.get("text").and_then(Value::as_str))
         {
@@ -497,6 +550,22 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Notes that the worktree at `path` is gone (and its branch, when `branch_deleted`), in
+    /// every job that ran in it.
+    pub fn worktree_removed(&mut self, path: &str, branch_deleted: bool) {
+        let mut changed = Vec::new();
+        for job in self.state.jobs.values_mut() {
+            if let Some(worktree) = job.record.worktree.as_mut().filter(|w| w.path == path) {
+                worktree.removed = true;
+                worktree.branch_deleted |= branch_deleted;
+                changed.push(job.record.clone());
+            }
+        }
+        for record in changed {
+            self.writes.push(Write::Job(Box::new(record)));
+        }
+    }
+
     /// Derives the job's status from its facts and saves the record; the turn's clock runs only
     /// while the turn runs and no request waits.
     pub fn commit_status(&mut self, id: &JobId) -> Result<(), JobError> {
@@ -522,6 +591,8 @@ impl<'a> Tx<'a> {
     ) -> Result<(), JobError> {
         let id = input.turn.job.clone();
         let entry = self.job(&id)?;
+        entry.output_schema = input.output_schema.clone();
+        entry.turn_usage = TokenUsage::default();
         entry.queued_turn = Some(input);
         entry.next_limit = limit;
         entry.facts.queued = true;
@@ -584,6 +655,16 @@ impl<'a> Tx<'a> {
             tracing::debug!(%turn, ?kind, "the turn is not open; its end is dropped");
             return Ok(false);
         }
+        let used = self.job(id)?.turn_usage;
+        let mut data = data;
+        if used != TokenUsage::default()
+            && let Value::Object(fields) = &mut data
+        {
+            fields.insert(
+                "usage".into(),
+                serde_json::to_value(used).unwrap_or_default(),
+            );
+        }
         self.record(id, kind, data)?;
         let entry = self.job(id)?;
         let held_slot = entry.facts.turn_running;
@@ -603,7 +684,7 @@ impl<'a> Tx<'a> {
         entry.record.error = announce.error.clone();
         self.after.turns_changed = true;
         self.commit_status(id)?;
-        self.notify(id, announce.result, announce.error, None)?;
+        self.notify(id, announce, None)?;
         self.queue.retain(|queued| queued != id);
         if held_slot {
             self.running = self.running.saturating_sub(1);
@@ -616,10 +697,17 @@ impl<'a> Tx<'a> {
     fn notify(
         &mut self,
         id: &JobId,
-        result: Option<String>,
-        error: Option<String>,
+        announce: Announce,
         request: Option<PendingRequest>,
     ) -> Result<(), JobError> {
+        // A result that is JSON is said once, as JSON.
+        let Announce {
+            result,
+            result_json,
+            changes,
+            error,
+        } = announce;
+        let result = result.filter(|_| result_json.is_none());
         let seq = self.last_notification + 1;
         let entry = self.job(id)?;
         entry.last_notification = Some(seq);
@@ -632,10 +720,13 @@ impl<'a> Tx<'a> {
             at: now_rfc3339(),
             result,
             result_chars: None,
+            result_json,
+            changes,
             error,
             request,
         };
-        self.writes.push(Write::Notification(notification));
+        self.writes
+            .push(Write::Notification(Box::new(notification)));
         self.last_notification = seq;
         self.after.notified = Some(seq);
         Ok(())
@@ -710,7 +801,7 @@ impl<'a> Tx<'a> {
             }
             None => {
                 self.commit_status(id)?;
-                self.notify(id, None, None, Some(pending.clone()))?;
+                self.notify(id, Announce::default(), Some(pending.clone()))?;
                 self.after.relayed.push(Relayed {
                     turn: turn.clone(),
                     request: pending,
@@ -783,8 +874,8 @@ impl<'a> Tx<'a> {
             kind,
             json!({"reason": reason}),
             Announce {
-                result: None,
                 error,
+                ..Announce::default()
             },
         )
     }

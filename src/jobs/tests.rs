@@ -50,7 +50,11 @@ impl Backend for Scripted {
         Ok(())
     }
 
-    fn approval_policy_per_turn(&self) -> bool {
+    fn settings_per_turn(&self) -> bool {
+        true
+    }
+
+    fn takes_output_schema(&self) -> bool {
         true
     }
 
@@ -217,6 +221,9 @@ fn engine_tuned(
         approval_timeout: APPROVAL_TIMEOUT,
         approval_timeout_decision: Decision::Decline,
         max_turn: None,
+        caps: Default::default(),
+        isolation: Default::default(),
+        worktrees: dir.path().join("worktrees"),
     };
     let mut settings = settings;
     tune(&mut settings);
@@ -811,10 +818,12 @@ async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
         at: "2026-12-01T00:00:00.000Z".into(),
         result: None,
         result_chars: None,
+        result_json: None,
+        changes: None,
         error: None,
         request: None,
     };
-    *e.store.before_next_read.lock().unwrap() = Some(vec![Write::Notification(late)]);
+    *e.store.before_next_read.lock().unwrap() = Some(vec![Write::Notification(Box::new(late))]);
     let (page, cursor) = e.manager.notifications(0, None, 100).unwrap();
     assert_eq!(page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(cursor, 2, "the next page must not repeat entry 2");

@@ -129,17 +129,25 @@ impl Budget {
             .cloned()
             .map(|n| Notification {
                 result: None,
+                result_json: None,
                 error: None,
                 ..n
             })
             .collect();
         let texts = entries
             .iter()
-            .map(|n| usize::from(n.result.is_some()) + usize::from(n.error.is_some()))
+            .map(|n| {
+                let result = n.result.is_some() || n.result_json.is_some();
+                usize::from(result) + usize::from(n.error.is_some())
+            })
             .sum::<usize>()
             .max(1);
         let share = (self.0.saturating_sub(size(&bare)) / texts).max(ENTRY_SHARE_AT_LEAST);
         for entry in entries.iter_mut() {
+            // JSON cannot be cut and stay JSON: one too long is cut as text.
+            if let Some(json) = entry.result_json.take_if(|json| size_of(json) > share) {
+                entry.result = Some(json.to_string());
+            }
             if let Some(result) = &mut entry.result
                 && result.len() > share
             {
@@ -405,6 +413,8 @@ mod tests {
             at: "2026-12-01T00:00:00.000Z".into(),
             result: Some("r".repeat(10_000)),
             result_chars: None,
+            result_json: None,
+            changes: None,
             error: None,
             request: None,
         };

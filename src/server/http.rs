@@ -470,6 +470,7 @@ async fn healthz(State(manager): State<JobManager>) -> Response {
         "backend": backend.name,
         "codex_version": backend.codex_version,
         "jobs_running": manager.running_count(),
+        "usage": manager.total_usage(),
     });
     if let Some(problem) = problem {
         body["problem"] = json!(problem);

@@ -16,6 +16,7 @@ mod jsonrpc;
 mod resources;
 mod respond;
 mod schema;
+mod session_jobs;
 mod sse;
 mod stdio;
 mod tasks;
@@ -46,8 +47,8 @@ pub(crate) use answer::{Budget, view};
 use serde_json::json;
 
 use crate::jobs::{
-    Answer, Event, EventKind, EventQuery, JobError, JobManager, JobSnapshot, JobStatus,
-    ReplyRequest, RespondRequest, StartRequest, WaitAnswer,
+    Answer, Event, EventKind, EventQuery, ForkRequest, JobError, JobManager, JobSnapshot,
+    JobStatus, ReplyRequest, RespondRequest, ReviewSource, ReviewTarget, StartRequest, WaitAnswer,
 };
 use crate::text;
 use tools::*;
@@ -67,6 +68,10 @@ pub struct ServerSettings {
     pub task_poll: Duration,
     /// How long a task is kept after it was created: as long as its job.
     pub task_ttl: Duration,
+    /// The most unsettled jobs one session may have (`None`: no limit).
+    pub max_jobs_per_session: Option<usize>,
+    /// The jobs of clients without a session, which share one count.
+    pub sessionless_jobs: session_jobs::SessionJobs,
 }
 
 #[derive(Clone)]
@@ -77,15 +82,24 @@ pub struct JobServer {
     relays: elicit::Relays,
     /// What this session's client asked of the server's log (`logging/setLevel`).
     client_log: client_log::ClientLog,
+    /// The jobs this session started (`--max-jobs-per-session`).
+    session_jobs: session_jobs::SessionJobs,
     tool_router: &'static ToolRouter<Self>,
 }
 
-/// Parses a tool's arguments; a mistake becomes an answer that names it.
+/// Parses a tool's arguments; a mistake becomes an answer that names it and the argument.
 fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::Object(args)).map_err(|e| {
+    serde_path_to_error::deserialize(serde_json::Value::Object(args)).map_err(|e| {
         // The parser's message may quote a client's whole value back.
-        let e = text::shorten(&e.to_string(), 300);
-        format!("invalid arguments for {tool}: {e}. The tool's input schema lists what it takes")
+        let problem = text::shorten(&e.inner().to_string(), 300);
+        let at = match e.path().to_string() {
+            path if path == "." => String::new(),
+            path => format!("{path}: "),
+        };
+        format!(
+            "invalid arguments for {tool}: {at}{problem}. The tool's input schema lists what it \
+             takes"
+        )
     })
 }
 
@@ -141,6 +155,7 @@ impl JobServer {
             settings,
             relays: elicit::Relays::default(),
             client_log: client_log::ClientLog::default(),
+            session_jobs: session_jobs::SessionJobs::default(),
             tool_router: Self::tools(),
         }
     }
@@ -180,24 +195,33 @@ impl JobServer {
         Self::check_ask_client(args.ask_client, &peer)?;
         // Subscribed first: Codex may ask before job_start answers.
         let requests = args.ask_client.then(|| self.manager.subscribe_requests());
+        let start = self.manager.start(StartRequest {
+            prompt: args.prompt,
+            cwd: args.cwd,
+            model: args.model,
+            profile: args.profile,
+            approval_policy: args.approval_policy,
+            sandbox: args.sandbox.map(|s| s.as_str().to_owned()),
+            config: args.config,
+            base_instructions: args.base_instructions,
+            developer_instructions: args.developer_instructions,
+            client_request_id: args.client_request_id,
+            approvals: args.approvals,
+            max_turn_seconds: args.max_turn_seconds,
+            effort: args.effort,
+            summary: args.summary,
+            output_schema: args.output_schema.map(serde_json::Value::Object),
+            isolation: args.isolation,
+            base_ref: args.base_ref,
+            review: None,
+        });
+        let cap = self.settings.max_jobs_per_session;
         let job = self
-            .manager
-            .start(StartRequest {
-                prompt: args.prompt,
-                cwd: args.cwd,
-                model: args.model,
-                profile: args.profile,
-                approval_policy: args.approval_policy,
-                sandbox: args.sandbox.map(|s| s.as_str().to_owned()),
-                config: args.config,
-                base_instructions: args.base_instructions,
-                developer_instructions: args.developer_instructions,
-                client_request_id: args.client_request_id,
-                approvals: args.approvals,
-                max_turn_seconds: args.max_turn_seconds,
+            .session_jobs
+            .start(&self.manager, cap, async {
+                start.await.map_err(user_error)
             })
-            .await
-            .map_err(user_error)?;
+            .await?;
         if let Some(requests) = requests {
             self.relays
                 .start(self.manager.clone(), peer, job.job_id.clone(), requests);
@@ -218,6 +242,9 @@ impl JobServer {
             approval_policy: args.approval_policy,
             approvals: args.approvals,
             max_turn_seconds: args.max_turn_seconds,
+            effort: args.effort,
+            summary: args.summary,
+            output_schema: args.output_schema.map(serde_json::Value::Object),
         };
         let job = self
             .manager
@@ -460,6 +487,7 @@ impl JobServer {
             offset,
             next_offset: Some(total_chars),
             total_chars,
+            usage: turn.usage,
         };
         let room = budget.0.saturating_sub(answer::size_of(&out));
         let rest: String = turn.text.chars().skip(offset).collect();
@@ -482,6 +510,119 @@ impl JobServer {
     ) -> Result<CallToolResult, String> {
         let args: ReplyArgs = parse("job_reply", args)?;
         let job = self.reply_job(args, peer).await?;
+        self.settings.answer_budget.answer(&ReplyOut::from(job))
+    }
+
+    #[tool(
+        description = "Start a new job on a copy of a settled job's thread (app-server), with \
+                       its settings; the original is unaffected.",
+        input_schema = schema::input::<ForkArgs>(),
+        output_schema = schema::output::<ReplyOut>()
+    )]
+    async fn job_fork(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, String> {
+        let args: ForkArgs = parse("job_fork", args)?;
+        let fork = ForkRequest {
+            prompt: args.prompt.unwrap_or_default(),
+            output_schema: args.output_schema.map(serde_json::Value::Object),
+            max_turn_seconds: args.max_turn_seconds,
+            isolation: args.isolation,
+            base_ref: args.base_ref,
+        };
+        let start = self.manager.fork(&args.job_id, fork);
+        let cap = self.settings.max_jobs_per_session;
+        let job = self
+            .session_jobs
+            .start(&self.manager, cap, async {
+                start.await.map_err(user_error)
+            })
+            .await?;
+        self.settings.answer_budget.answer(&ReplyOut::from(job))
+    }
+
+    #[tool(
+        description = "Run Codex's code review (app-server) as a new job whose result is the \
+                       review: of a job's work (job_id) or of a directory (cwd).",
+        input_schema = schema::input::<ReviewArgs>(),
+        output_schema = schema::output::<ReplyOut>()
+    )]
+    async fn job_review(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, String> {
+        let args: ReviewArgs = parse("job_review", args)?;
+        let source = match (args.job_id, args.cwd) {
+            (Some(job), None) => ReviewSource::Job(job),
+            (None, Some(cwd)) => ReviewSource::Cwd(cwd),
+            _ => {
+                return Err(
+                    "job_review takes job_id (review that job's work) or cwd (review a \
+                            directory), one of them"
+                        .to_owned(),
+                );
+            }
+        };
+        let needs = |target: &str, field: &str, value: Option<String>| {
+            value.ok_or_else(|| format!("target {target:?} needs {field}"))
+        };
+        let target = match args.target {
+            ReviewKind::Uncommitted => ReviewTarget::Uncommitted,
+            ReviewKind::BaseBranch => {
+                ReviewTarget::BaseBranch(needs("base_branch", "branch", args.branch)?)
+            }
+            ReviewKind::Commit => ReviewTarget::Commit(needs("commit", "sha", args.sha)?),
+            ReviewKind::Custom => {
+                ReviewTarget::Custom(needs("custom", "instructions", args.instructions)?)
+            }
+        };
+        let start = self.manager.review(source, target);
+        let cap = self.settings.max_jobs_per_session;
+        let job = self
+            .session_jobs
+            .start(&self.manager, cap, async {
+                start.await.map_err(user_error)
+            })
+            .await?;
+        self.settings.answer_budget.answer(&ReplyOut::from(job))
+    }
+
+    #[tool(
+        description = "Remove a settled job's git worktree (and its branch with \
+                       delete_branch); refused if uncommitted changes would be lost, unless force.",
+        input_schema = schema::input::<CleanupArgs>(),
+        output_schema = schema::output::<ReplyOut>()
+    )]
+    async fn job_cleanup(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, String> {
+        let args: CleanupArgs = parse("job_cleanup", args)?;
+        let job = self
+            .manager
+            .cleanup(&args.job_id, args.delete_branch, args.force)
+            .await
+            .map_err(user_error)?;
+        self.settings.answer_budget.answer(&ReplyOut::from(job))
+    }
+
+    #[tool(
+        description = "Add input to a job's running turn (app-server): Codex takes it as it \
+                       works, in the same turn.",
+        input_schema = schema::input::<SteerArgs>(),
+        output_schema = schema::output::<ReplyOut>()
+    )]
+    async fn job_steer(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, String> {
+        let args: SteerArgs = parse("job_steer", args)?;
+        let job = self
+            .manager
+            .steer(&args.job_id, &args.prompt)
+            .await
+            .map_err(user_error)?;
         self.settings.answer_budget.answer(&ReplyOut::from(job))
     }
 
@@ -650,16 +791,31 @@ impl ServerHandler for JobServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        // A request without a session counts its jobs with every other such request.
+        let sessionless = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .is_some_and(|parts| !parts.headers.contains_key("mcp-session-id"));
+        let shared;
+        let this = if sessionless {
+            shared = Self {
+                session_jobs: self.settings.sessionless_jobs.clone(),
+                ..self.clone()
+            };
+            &shared
+        } else {
+            self
+        };
         let tasks = context
             .client_capabilities()
             .is_some_and(|c| c.supports_tasks());
         if tasks && tasks::TASK_TOOLS.contains(&request.name.as_ref()) {
             let args = request.arguments.unwrap_or_default();
             let peer = context.peer.clone();
-            return Ok(self.start_task(&request.name, args, peer).await);
+            return Ok(this.start_task(&request.name, args, peer).await);
         }
-        let call = ToolCallContext::new(self, request, context);
-        self.tool_router.call(call).await
+        let call = ToolCallContext::new(this, request, context);
+        this.tool_router.call(call).await
     }
 
     async fn get_task(

@@ -246,13 +246,12 @@ impl JobServer {
             budget.answer(&self.start_out(snapshot, Some(next)))
         } else {
             budget.answer(&ReplyOut {
-                job_id: job.job_id.clone(),
                 status: text.status,
                 turn: text.turn,
-                cursor: job.cursor,
                 result: completed.then_some(text.text),
                 error: text.error,
                 next: Some(next),
+                ..ReplyOut::from(job.clone())
             })
         };
         let mut answer = answer.map_err(|e| McpError::internal_error(e, None))?;

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::jobs::{
-    Approvals, Decision, Event, JobId, JobSnapshot, JobStatus, JobSummary, Notification,
-    PendingRequest,
+    Approvals, Decision, Effort, Event, Isolation, JobId, JobSnapshot, JobStatus, JobSummary,
+    Notification, PendingRequest, ReasoningSummary, TokenUsage,
 };
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -37,6 +37,15 @@ pub struct StartArgs {
     pub base_instructions: Option<String>,
     /// Extra instructions (a developer message).
     pub developer_instructions: Option<String>,
+    /// Reasoning effort.
+    pub effort: Option<Effort>,
+    pub summary: Option<ReasoningSummary>,
+    /// JSON Schema for the final message (answered as result_json).
+    pub output_schema: Option<serde_json::Map<String, Value>>,
+    /// worktree: run in a new git worktree of cwd's repository, on its own branch.
+    pub isolation: Option<Isolation>,
+    /// The commit the worktree starts from (default HEAD).
+    pub base_ref: Option<String>,
     /// Your key: a retry with it returns the first job.
     pub client_request_id: Option<String>,
 }
@@ -136,6 +145,9 @@ pub struct ResultOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_offset: Option<usize>,
     pub total_chars: usize,
+    /// The tokens the turn used, once it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -152,6 +164,71 @@ pub struct ReplyArgs {
     #[serde(default)]
     pub ask_client: bool,
     pub max_turn_seconds: Option<u64>,
+    /// Change the reasoning effort, for later turns too.
+    pub effort: Option<Effort>,
+    pub summary: Option<ReasoningSummary>,
+    /// JSON Schema for this turn's final message.
+    pub output_schema: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkArgs {
+    /// The settled job whose thread to copy.
+    pub job_id: String,
+    /// The fork's first turn (none: job_reply runs it).
+    pub prompt: Option<String>,
+    pub output_schema: Option<serde_json::Map<String, Value>>,
+    pub max_turn_seconds: Option<u64>,
+    /// worktree: a new worktree of its own (default: where the job runs).
+    pub isolation: Option<Isolation>,
+    pub base_ref: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewArgs {
+    /// Review where this settled job runs, on a copy of its thread.
+    pub job_id: Option<String>,
+    /// Or in this directory, on a new thread.
+    pub cwd: Option<String>,
+    pub target: ReviewKind,
+    /// For base_branch.
+    pub branch: Option<String>,
+    /// For commit.
+    pub sha: Option<String>,
+    /// For custom.
+    pub instructions: Option<String>,
+}
+
+/// What a review looks at.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewKind {
+    Uncommitted,
+    BaseBranch,
+    Commit,
+    Custom,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupArgs {
+    pub job_id: String,
+    /// Delete the job's branch too.
+    #[serde(default)]
+    pub delete_branch: bool,
+    /// Remove even with uncommitted changes (they are lost).
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SteerArgs {
+    pub job_id: String,
+    /// Input for the running turn.
+    pub prompt: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -193,6 +270,10 @@ pub struct ReplyOut {
     /// What to do next, once there is an answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 impl From<JobSnapshot> for ReplyOut {
@@ -205,6 +286,8 @@ impl From<JobSnapshot> for ReplyOut {
             result: None,
             error: None,
             next: None,
+            worktree: job.worktree,
+            branch: job.branch,
         }
     }
 }

@@ -82,7 +82,8 @@ pub enum Write {
     Job(Box<JobRecord>),
     /// Appends an event; its seq continues the job's stream.
     Event(JobId, Event),
-    Notification(Notification),
+    /// Boxed: rarer than events, and larger.
+    Notification(Box<Notification>),
     /// Deletes a job with its events and notifications.
     DeleteJob(JobId),
 }

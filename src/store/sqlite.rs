@@ -630,6 +630,9 @@ mod tests {
             error: None,
             last_seq: 0,
             approvals: crate::model::Approvals::Relay,
+            usage: Default::default(),
+            forked_from: None,
+            worktree: None,
         }
     }
 
@@ -653,6 +656,8 @@ mod tests {
             at: "2026-01-01T00:00:00.000Z".into(),
             result: Some("m".into()),
             result_chars: None,
+            result_json: None,
+            changes: None,
             error: None,
             request: None,
         }
@@ -968,8 +973,8 @@ mod tests {
         fill(&store, "job-b", &[EventKind::AgentMessage]);
         store
             .write(&[
-                Write::Notification(notification(1, "job-a")),
-                Write::Notification(notification(2, "job-b")),
+                Write::Notification(Box::new(notification(1, "job-a"))),
+                Write::Notification(Box::new(notification(2, "job-b"))),
             ])
             .unwrap();
         store

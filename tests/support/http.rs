@@ -287,6 +287,20 @@ impl HttpServer {
 
     /// Calls `tool` sessionless and returns its structured answer.
     pub async fn call_sessionless(&self, tool: &str, args: Value) -> Value {
+        let result = self.sessionless_result(tool, args).await;
+        assert_ne!(result["isError"], true, "{tool}: {result}");
+        result["structuredContent"].clone()
+    }
+
+    /// Calls `tool` sessionless and returns the text of the error it must answer with.
+    pub async fn sessionless_error(&self, tool: &str, args: Value) -> String {
+        let result = self.sessionless_result(tool, args).await;
+        assert_eq!(result["isError"], true, "{tool}: {result}");
+        result["content"][0]["text"].as_str().unwrap().to_owned()
+    }
+
+    /// Calls `tool` sessionless and returns the whole `CallToolResult`.
+    pub async fn sessionless_result(&self, tool: &str, args: Value) -> Value {
         let (headers, body) = self.sessionless_call(tool, args, Value::Null);
         let headers: Vec<(&str, &str)> =
             headers.iter().filter_map(|h| h.split_once(": ")).collect();
@@ -299,7 +313,7 @@ impl HttpServer {
             .filter_map(|l| l.strip_prefix("data:"))
             .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
             .find(|m| m.get("id").is_some())
-            .map(|m| m["result"]["structuredContent"].clone())
+            .map(|m| m["result"].clone())
             .unwrap_or_else(|| panic!("{tool} answered no result: {answer}"))
     }
 

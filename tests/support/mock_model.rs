@@ -21,7 +21,11 @@
 //! | `FAILSTREAM: text` | a `response.failed` event |
 //! | anything else | `hello` |
 //!
-//! Every request body is recorded so a test can assert what Codex sent.
+//! A request of Codex's review (it carries Codex's review guidelines) gets a review with no
+//! findings whose explanation is `mock review: nothing to flag`.
+//!
+//! Every request body is recorded so a test can assert what Codex sent. Every response reports
+//! the same token usage, [`USAGE`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,6 +115,12 @@ fn last_input(body: &Value) -> LastInput {
 async fn respond(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     requests.lock().unwrap().push(body.clone());
+    // Codex's review asks with its guidelines and wants its findings as JSON.
+    if body.to_string().contains("# Review guidelines") {
+        let review = json!({"findings": [], "overall_correctness": "patch is correct",
+            "overall_explanation": "mock review: nothing to flag", "overall_confidence_score": 0.9});
+        return sse(message(&review.to_string()));
+    }
     let text = match last_input(&body) {
         LastInput::ToolOutput(output) => return sse(message(&format!("done: {output}"))),
         LastInput::UserText(text) => text,
@@ -220,11 +230,17 @@ fn created() -> String {
     event(json!({"type": "response.created", "response": {"id": "resp_mock"}}))
 }
 
+/// The tokens every response reports using: four different numbers, so a test can tell each
+/// count from the others.
+pub const USAGE: [u64; 4] = [100, 40, 7, 3];
+
 fn completed() -> String {
+    let [input, cached, output, reasoning] = USAGE;
     event(
         json!({"type": "response.completed", "response": {"id": "resp_mock", "usage": {
-        "input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 15}}}),
+        "input_tokens": input, "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output, "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": input + output}}}),
     )
 }
 

@@ -1,0 +1,192 @@
+//! Git worktrees for isolated jobs: a job with `isolation: "worktree"` runs in a worktree of its
+//! own, on a branch of its own, so jobs on one repository do not trample each other's files.
+//!
+//! Everything here runs `git` as a child process (no git library: the user's git, with its
+//! config and hooks, is the one that must agree). Nothing here knows about jobs beyond the names
+//! it is given.
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use crate::model::{Changes, Worktree};
+
+/// How many changed paths a [`Changes`] lists by name.
+const PATHS_LISTED: usize = 50;
+
+/// Runs `git args` in `dir`; its stdout, or what went wrong in one line.
+async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("could not run git: {e}"))?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_owned());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let why = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no message");
+    Err(format!("`git {}` failed: {why}", args.join(" ")))
+}
+
+/// Creates a worktree for `job` under `root`, on the new branch `branch`, from `base_ref`
+/// (default: HEAD) of the repository `cwd` is in. Its `cwd` is the directory in it that matches
+/// `cwd` (which may be a subdirectory of the repository).
+pub async fn create(
+    cwd: &Path,
+    root: &Path,
+    job: &str,
+    branch: &str,
+    base_ref: Option<&str>,
+) -> Result<Worktree, String> {
+    let top = git(cwd, &["rev-parse", "--show-toplevel"])
+        .await
+        .map_err(|_| {
+            format!(
+                "cwd {} is not in a git repository, so it cannot get a worktree; pass a cwd in \
+                 a repository, or leave isolation out",
+                cwd.display()
+            )
+        })?;
+    let top = PathBuf::from(top);
+    let inside = cwd
+        .canonicalize()
+        .ok()
+        .and_then(|real| {
+            let top = top.canonicalize().ok()?;
+            real.strip_prefix(&top).ok().map(Path::to_path_buf)
+        })
+        .unwrap_or_default();
+    let base_ref = base_ref.unwrap_or("HEAD");
+    let base = git(
+        &top,
+        &["rev-parse", "--verify", &format!("{base_ref}^{{commit}}")],
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "base_ref {base_ref:?} names no commit in {}; pass a branch, tag or commit \
+                 (a repository needs one commit before it can have worktrees)",
+            top.display()
+        )
+    })?;
+    std::fs::create_dir_all(root)
+        .map_err(|e| format!("could not create {}: {e}", root.display()))?;
+    let path = root.join(job);
+    let path_text = path.to_string_lossy().into_owned();
+    git(&top, &["worktree", "add", "-b", branch, &path_text, &base]).await?;
+    let worktree = Worktree {
+        cwd: path.join(inside).to_string_lossy().into_owned(),
+        path: path_text,
+        branch: branch.to_owned(),
+        base,
+        repo: top.to_string_lossy().into_owned(),
+        removed: false,
+        branch_deleted: false,
+    };
+    Ok(worktree)
+}
+
+/// What the worktree changed against its base: commits on its branch, staged, unstaged and new
+/// files alike.
+pub async fn changes(worktree: &Worktree) -> Result<Changes, String> {
+    let dir = Path::new(&worktree.path);
+    let mut changes = Changes {
+        branch: worktree.branch.clone(),
+        ..Changes::default()
+    };
+    // Tracked files, against the base commit (`-z`: paths as they are).
+    let numstat = git(dir, &["diff", "--numstat", "-z", &worktree.base]).await?;
+    let mut fields = numstat.split('\0').filter(|f| !f.is_empty());
+    while let Some(counts) = fields.next() {
+        let mut parts = counts.splitn(3, '\t');
+        let (added, deleted, path) = (parts.next(), parts.next(), parts.next());
+        // A rename has an empty path here and its two paths in the next fields.
+        let path = match path {
+            Some(path) if !path.is_empty() => path.to_owned(),
+            _ => {
+                fields.next();
+                fields.next().unwrap_or_default().to_owned()
+            }
+        };
+        changes.insertions += added.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        changes.deletions += deleted.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        changes.files += 1;
+        if changes.paths.len() < PATHS_LISTED {
+            changes.paths.push(path);
+        }
+    }
+    // New files git does not track yet: every line of each is an insertion.
+    let untracked = git(dir, &["ls-files", "--others", "--exclude-standard", "-z"]).await?;
+    for path in untracked.split('\0').filter(|p| !p.is_empty()) {
+        let lines = std::fs::read(dir.join(path))
+            .map(|bytes| bytecount_lines(&bytes))
+            .unwrap_or(0);
+        changes.insertions += lines;
+        changes.files += 1;
+        if changes.paths.len() < PATHS_LISTED {
+            changes.paths.push(path.to_owned());
+        }
+    }
+    Ok(changes)
+}
+
+/// The lines of a file as git counts them: newlines, and a last line without one.
+fn bytecount_lines(bytes: &[u8]) -> u64 {
+    let newlines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+    let unterminated = u64::from(bytes.last().is_some_and(|b| *b != b'\n'));
+    newlines + unterminated
+}
+
+/// Removes the worktree; refuses, saying what would be lost, when it holds changes that are not
+/// committed, unless `force`. Deletes its branch too when `delete_branch`.
+pub async fn remove(worktree: &Worktree, force: bool, delete_branch: bool) -> Result<(), String> {
+    let repo = Path::new(&worktree.repo);
+    let dir = Path::new(&worktree.path);
+    if dir.exists() {
+        if !force {
+            let dirty = git(dir, &["status", "--porcelain"]).await?;
+            let files = dirty.lines().count();
+            if files > 0 {
+                return Err(format!(
+                    "worktree {} has uncommitted changes in {files} file(s) that removing it \
+                     would lose; commit them on branch {}, or pass force: true to discard them",
+                    worktree.path, worktree.branch
+                ));
+            }
+        }
+        let mut args = vec!["worktree", "remove"];
+        if force {
+            args.push("--force");
+        }
+        args.push(&worktree.path);
+        git(repo, &args).await?;
+    } else {
+        // Removed by hand: forget its administrative files.
+        git(repo, &["worktree", "prune"]).await?;
+    }
+    if delete_branch {
+        git(repo, &["branch", "-D", &worktree.branch]).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_counted_as_git_counts_them() {
+        assert_eq!(bytecount_lines(b""), 0);
+        assert_eq!(bytecount_lines(b"a\nb\n"), 2);
+        assert_eq!(bytecount_lines(b"a\nb"), 2);
+    }
+}
