@@ -1,7 +1,8 @@
-//! End to end: Codex's features beyond a plain turn (reasoning settings, structured output, token
-//! usage), through the built server over stdio, on the real Codex against the mock model.
-//! Each case runs where the feature exists: app-server 0.169.0 has all of them, `codex exec`
-//! 0.169.0 most, `codex mcp-server` 0.153.4 refuses what it cannot do.
+//! End to end: Codex's features beyond a plain turn (steer, fork, review, worktrees, reasoning
+//! settings, structured output, token usage) and the caps on them, through the built server over
+//! stdio (and HTTP for the caps), on the real Codex against the mock model.
+//! Each case runs where the feature exists: app-server (0.169.0, and 0.171.0 for most) has all of
+//! them, `codex exec` 0.169.0 most, `codex mcp-server` 0.153.4 refuses what it cannot do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use support::mock_model::USAGE;
-use support::real::{APP_SERVER, EXEC, Flavor, MCP_SERVER, Setup, setup};
+use support::real::{APP_SERVER, APP_SERVER_171, EXEC, Flavor, MCP_SERVER, Setup, setup};
 
 /// A schema the mock's answers are checked against: `{"answer": string, "score": integer}`.
 fn answer_schema() -> Value {
@@ -71,6 +72,16 @@ fn git_repository(t: &Setup) -> PathBuf {
     repo
 }
 
+/// The input of the model request whose newest user message is `prompt`.
+fn request_for(t: &Setup, prompt: &str) -> String {
+    t.model
+        .requests()
+        .iter()
+        .map(|r| r["input"].to_string())
+        .rfind(|input| input.contains(prompt))
+        .unwrap_or_else(|| panic!("no request for {prompt}"))
+}
+
 /// What `USAGE` says, `times` over, in our words.
 fn usage_times(times: u64) -> Value {
     let [input, cached, output, reasoning] = USAGE.map(|n| n * times);
@@ -79,6 +90,149 @@ fn usage_times(times: u64) -> Value {
 
 mod cases {
     use super::*;
+
+    pub async fn steering_reaches_the_running_turn_which_ends_on_it(f: Flavor) {
+        let t = setup(f, &[]).await;
+        let started = t
+            .server
+            .ok(
+                "job_start",
+                json!({"prompt": "SLEEP: 3", "cwd": t.sandbox.work()}),
+            )
+            .await;
+        let job_id = started["job_id"].as_str().unwrap();
+        t.server.until_event(job_id, "agent_message_delta").await;
+        let steered = t
+            .server
+            .ok(
+                "job_steer",
+                json!({"job_id": job_id, "prompt": "SAY: steered"}),
+            )
+            .await;
+        assert_eq!(
+            (&steered["status"], &steered["turn"]),
+            (&json!("running"), &json!(1))
+        );
+        let settled = t.server.settle(job_id).await;
+        assert_eq!(
+            (&settled["turn"], &settled["result"]),
+            (&json!(1), &json!("steered")),
+            "{settled}"
+        );
+        // The model saw both inputs in the one thread, the steer last.
+        let input = t.last_model_request()["input"].to_string();
+        let (first, then) = (input.find("SLEEP: 3"), input.find("SAY: steered"));
+        assert!(first.is_some() && then > first, "{input}");
+    }
+
+    pub async fn a_fork_sees_the_parents_history_and_the_parent_goes_on_unaffected(f: Flavor) {
+        let t = setup(f, &[]).await;
+        let (parent, _) = t.run("SAY: parent-secret", json!({})).await;
+        let fork = t
+            .server
+            .ok(
+                "job_fork",
+                json!({"job_id": parent, "prompt": "SAY: forked"}),
+            )
+            .await;
+        let fork_id = fork["job_id"].as_str().unwrap();
+        assert_ne!(fork_id, parent);
+        let settled = t.server.settle(fork_id).await;
+        assert_eq!(settled["result"], "forked", "{settled}");
+        assert!(request_for(&t, "SAY: forked").contains("parent-secret"));
+        // The parent's thread did not get the fork's turn.
+        t.server
+            .ok(
+                "job_reply",
+                json!({"job_id": parent, "prompt": "SAY: parent-again"}),
+            )
+            .await;
+        assert_eq!(t.server.settle(&parent).await["result"], "parent-again");
+        let parents_turn = request_for(&t, "SAY: parent-again");
+        assert!(
+            parents_turn.contains("parent-secret") && !parents_turn.contains("SAY: forked"),
+            "{parents_turn}"
+        );
+        let listed = t.server.ok("job_list", json!({})).await;
+        let jobs = listed["jobs"].as_array().unwrap();
+        let listed_fork = jobs.iter().find(|j| j["job_id"] == fork_id).unwrap();
+        let listed_parent = jobs
+            .iter()
+            .find(|j| j["job_id"] == parent.as_str())
+            .unwrap();
+        assert_eq!(listed_fork["forked_from"], parent.as_str());
+        assert_ne!(listed_fork["thread_id"], listed_parent["thread_id"]);
+    }
+
+    pub async fn a_review_of_a_worktree_jobs_work_is_a_job_whose_result_is_the_review(f: Flavor) {
+        let t = setup(f, &[]).await;
+        let repo = git_repository(&t);
+        let (job_id, _) = t
+            .run(
+                "RUN: echo draft > notes.txt",
+                json!({"cwd": repo, "isolation": "worktree"}),
+            )
+            .await;
+        let review = t
+            .server
+            .ok(
+                "job_review",
+                json!({"job_id": job_id, "target": "uncommitted"}),
+            )
+            .await;
+        let review_id = review["job_id"].as_str().unwrap();
+        assert_ne!(review_id, job_id);
+        let settled = t.server.settle(review_id).await;
+        assert_eq!(settled["status"], "completed", "{settled}");
+        // The mock's findings, as Codex words them.
+        assert_eq!(
+            settled["result"], "mock review: nothing to flag",
+            "{settled}"
+        );
+        let asked = t.last_model_request().to_string();
+        assert!(asked.contains("# Review guidelines"), "{asked}");
+        let listed = t.server.ok("job_list", json!({})).await;
+        let listed = &listed["jobs"][0];
+        assert_eq!(listed["prompt"], "review the uncommitted changes");
+        assert_eq!(listed["forked_from"], job_id.as_str());
+    }
+
+    pub async fn cleanup_refuses_to_lose_uncommitted_work_unless_forced(f: Flavor) {
+        let t = setup(f, &[]).await;
+        let repo = git_repository(&t);
+        let (job_id, settled) = t
+            .run(
+                "RUN: echo draft > notes.txt",
+                json!({"cwd": repo, "isolation": "worktree"}),
+            )
+            .await;
+        assert_eq!(settled["changes"]["files"], 1, "{settled}");
+        let listed = t.server.ok("job_list", json!({})).await;
+        let worktree = PathBuf::from(listed["jobs"][0]["worktree"].as_str().unwrap());
+        let branch = format!("codex-async/{job_id}");
+        let e = t.server.err("job_cleanup", json!({"job_id": job_id})).await;
+        assert!(
+            e.contains("uncommitted changes in 1 file(s)") && e.contains("force: true"),
+            "{e}"
+        );
+        assert!(worktree.join("notes.txt").exists(), "nothing was lost");
+        // Committed, the work is safe: the worktree goes, the branch stays.
+        git(&worktree, &["add", "."]);
+        git(&worktree, &["commit", "-q", "-m", "notes"]);
+        let cleaned = t.server.ok("job_cleanup", json!({"job_id": job_id})).await;
+        assert!(cleaned.get("worktree").is_none(), "{cleaned}");
+        assert_eq!(cleaned["branch"], branch.as_str());
+        assert!(!worktree.exists());
+        assert!(git(&repo, &["branch", "--list", &branch]).contains(&branch));
+        let e = t
+            .server
+            .err(
+                "job_reply",
+                json!({"job_id": job_id, "prompt": "SAY: more"}),
+            )
+            .await;
+        assert!(e.contains("worktree was removed"), "{e}");
+    }
 
     pub async fn two_worktree_jobs_in_one_repository_write_one_file_on_their_own_branches(
         f: Flavor,
@@ -247,6 +401,17 @@ mod cases {
 }
 
 support::suite!(
+    app_servers,
+    [app_server = APP_SERVER, app_server_0_171 = APP_SERVER_171],
+    [
+        steering_reaches_the_running_turn_which_ends_on_it,
+        a_fork_sees_the_parents_history_and_the_parent_goes_on_unaffected,
+        a_review_of_a_worktree_jobs_work_is_a_job_whose_result_is_the_review,
+        cleanup_refuses_to_lose_uncommitted_work_unless_forced,
+    ]
+);
+
+support::suite!(
     worktrees,
     [app_server = APP_SERVER, exec = EXEC],
     [two_worktree_jobs_in_one_repository_write_one_file_on_their_own_branches]
@@ -268,7 +433,11 @@ support::suite!(
 
 support::suite!(
     per_turn_settings,
-    [app_server = APP_SERVER, exec = EXEC],
+    [
+        app_server = APP_SERVER,
+        app_server_0_171 = APP_SERVER_171,
+        exec = EXEC
+    ],
     [
         a_reply_changes_the_effort_for_its_turn,
         output_schema_gives_the_result_as_json,
@@ -502,41 +671,6 @@ mod steer {
     use super::*;
 
     #[tokio::test]
-    async fn steering_reaches_the_running_turn_which_ends_on_it() {
-        let t = setup(APP_SERVER, &[]).await;
-        let started = t
-            .server
-            .ok(
-                "job_start",
-                json!({"prompt": "SLEEP: 3", "cwd": t.sandbox.work()}),
-            )
-            .await;
-        let job_id = started["job_id"].as_str().unwrap();
-        t.server.until_event(job_id, "agent_message_delta").await;
-        let steered = t
-            .server
-            .ok(
-                "job_steer",
-                json!({"job_id": job_id, "prompt": "SAY: steered"}),
-            )
-            .await;
-        assert_eq!(
-            (&steered["status"], &steered["turn"]),
-            (&json!("running"), &json!(1))
-        );
-        let settled = t.server.settle(job_id).await;
-        assert_eq!(
-            (&settled["turn"], &settled["result"]),
-            (&json!(1), &json!("steered")),
-            "{settled}"
-        );
-        // The model saw both inputs in the one thread, the steer last.
-        let input = t.last_model_request()["input"].to_string();
-        let (first, then) = (input.find("SLEEP: 3"), input.find("SAY: steered"));
-        assert!(first.is_some() && then > first, "{input}");
-    }
-
-    #[tokio::test]
     async fn steering_a_settled_job_is_refused_pointing_to_job_reply() {
         let t = setup(APP_SERVER, &[]).await;
         let (job_id, _) = t.run("SAY: done", json!({})).await;
@@ -583,56 +717,6 @@ mod steer {
 /// `job_fork`: a new job on a copy of a job's thread.
 mod fork {
     use super::*;
-
-    /// The input of the model request whose newest user message is `prompt`.
-    fn request_for(t: &Setup, prompt: &str) -> String {
-        t.model
-            .requests()
-            .iter()
-            .map(|r| r["input"].to_string())
-            .rfind(|input| input.contains(prompt))
-            .unwrap_or_else(|| panic!("no request for {prompt}"))
-    }
-
-    #[tokio::test]
-    async fn a_fork_sees_the_parents_history_and_the_parent_goes_on_unaffected() {
-        let t = setup(APP_SERVER, &[]).await;
-        let (parent, _) = t.run("SAY: parent-secret", json!({})).await;
-        let fork = t
-            .server
-            .ok(
-                "job_fork",
-                json!({"job_id": parent, "prompt": "SAY: forked"}),
-            )
-            .await;
-        let fork_id = fork["job_id"].as_str().unwrap();
-        assert_ne!(fork_id, parent);
-        let settled = t.server.settle(fork_id).await;
-        assert_eq!(settled["result"], "forked", "{settled}");
-        assert!(request_for(&t, "SAY: forked").contains("parent-secret"));
-        // The parent's thread did not get the fork's turn.
-        t.server
-            .ok(
-                "job_reply",
-                json!({"job_id": parent, "prompt": "SAY: parent-again"}),
-            )
-            .await;
-        assert_eq!(t.server.settle(&parent).await["result"], "parent-again");
-        let parents_turn = request_for(&t, "SAY: parent-again");
-        assert!(
-            parents_turn.contains("parent-secret") && !parents_turn.contains("SAY: forked"),
-            "{parents_turn}"
-        );
-        let listed = t.server.ok("job_list", json!({})).await;
-        let jobs = listed["jobs"].as_array().unwrap();
-        let listed_fork = jobs.iter().find(|j| j["job_id"] == fork_id).unwrap();
-        let listed_parent = jobs
-            .iter()
-            .find(|j| j["job_id"] == parent.as_str())
-            .unwrap();
-        assert_eq!(listed_fork["forked_from"], parent.as_str());
-        assert_ne!(listed_fork["thread_id"], listed_parent["thread_id"]);
-    }
 
     #[tokio::test]
     async fn a_fork_without_a_prompt_is_made_at_once_and_takes_its_first_turn_from_job_reply() {
@@ -706,44 +790,6 @@ mod fork {
 /// `isolation: "worktree"` and `job_cleanup`.
 mod worktree {
     use super::*;
-
-    #[tokio::test]
-    async fn cleanup_refuses_to_lose_uncommitted_work_unless_forced() {
-        let t = setup(APP_SERVER, &[]).await;
-        let repo = git_repository(&t);
-        let (job_id, settled) = t
-            .run(
-                "RUN: echo draft > notes.txt",
-                json!({"cwd": repo, "isolation": "worktree"}),
-            )
-            .await;
-        assert_eq!(settled["changes"]["files"], 1, "{settled}");
-        let listed = t.server.ok("job_list", json!({})).await;
-        let worktree = PathBuf::from(listed["jobs"][0]["worktree"].as_str().unwrap());
-        let branch = format!("codex-async/{job_id}");
-        let e = t.server.err("job_cleanup", json!({"job_id": job_id})).await;
-        assert!(
-            e.contains("uncommitted changes in 1 file(s)") && e.contains("force: true"),
-            "{e}"
-        );
-        assert!(worktree.join("notes.txt").exists(), "nothing was lost");
-        // Committed, the work is safe: the worktree goes, the branch stays.
-        git(&worktree, &["add", "."]);
-        git(&worktree, &["commit", "-q", "-m", "notes"]);
-        let cleaned = t.server.ok("job_cleanup", json!({"job_id": job_id})).await;
-        assert!(cleaned.get("worktree").is_none(), "{cleaned}");
-        assert_eq!(cleaned["branch"], branch.as_str());
-        assert!(!worktree.exists());
-        assert!(git(&repo, &["branch", "--list", &branch]).contains(&branch));
-        let e = t
-            .server
-            .err(
-                "job_reply",
-                json!({"job_id": job_id, "prompt": "SAY: more"}),
-            )
-            .await;
-        assert!(e.contains("worktree was removed"), "{e}");
-    }
 
     #[tokio::test]
     async fn forced_cleanup_discards_the_work_and_can_delete_the_branch() {
@@ -893,40 +939,6 @@ mod worktree {
 /// `job_review`: Codex's review as a job.
 mod review {
     use super::*;
-
-    #[tokio::test]
-    async fn a_review_of_a_worktree_jobs_work_is_a_job_whose_result_is_the_review() {
-        let t = setup(APP_SERVER, &[]).await;
-        let repo = git_repository(&t);
-        let (job_id, _) = t
-            .run(
-                "RUN: echo draft > notes.txt",
-                json!({"cwd": repo, "isolation": "worktree"}),
-            )
-            .await;
-        let review = t
-            .server
-            .ok(
-                "job_review",
-                json!({"job_id": job_id, "target": "uncommitted"}),
-            )
-            .await;
-        let review_id = review["job_id"].as_str().unwrap();
-        assert_ne!(review_id, job_id);
-        let settled = t.server.settle(review_id).await;
-        assert_eq!(settled["status"], "completed", "{settled}");
-        // The mock's findings, as Codex words them.
-        assert_eq!(
-            settled["result"], "mock review: nothing to flag",
-            "{settled}"
-        );
-        let asked = t.last_model_request().to_string();
-        assert!(asked.contains("# Review guidelines"), "{asked}");
-        let listed = t.server.ok("job_list", json!({})).await;
-        let listed = &listed["jobs"][0];
-        assert_eq!(listed["prompt"], "review the uncommitted changes");
-        assert_eq!(listed["forked_from"], job_id.as_str());
-    }
 
     #[tokio::test]
     async fn a_review_of_a_directory_runs_on_a_new_thread_with_custom_instructions() {

@@ -35,6 +35,13 @@ pub const APP_SERVER: Flavor = Flavor {
     model: "gpt-5.5",
 };
 
+/// The Codex users install today.
+pub const APP_SERVER_171: Flavor = Flavor {
+    version: "0.171.0",
+    backend: "app-server",
+    model: "gpt-5.5",
+};
+
 pub const EXEC: Flavor = Flavor {
     version: "0.169.0",
     backend: "exec",
