@@ -299,9 +299,11 @@ pub struct Notification {
     pub result_chars: Option<usize>,
     /// The result parsed, when the turn had an `output_schema` (`result` is then left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
     pub result_json: Option<Value>,
     /// What the turn left changed in the job's worktree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
     pub changes: Option<Changes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -629,6 +631,12 @@ pub struct JobRecord {
     /// Its worktree, when it runs in one (`isolation: "worktree"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree: Option<Worktree>,
+    /// The latest finished turn's result parsed, when it had an `output_schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_json: Option<Value>,
+    /// What the latest finished turn left changed in the worktree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
 }
 
 impl JobRecord {

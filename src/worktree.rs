@@ -66,6 +66,12 @@ pub async fn create(
         })
         .unwrap_or_default();
     let base_ref = base_ref.unwrap_or("HEAD");
+    // A ref is never an option of git's.
+    if base_ref.starts_with('-') {
+        return Err(format!(
+            "base_ref {base_ref:?} starts with '-'; pass a branch, tag or commit"
+        ));
+    }
     let base = git(
         &top,
         &["rev-parse", "--verify", &format!("{base_ref}^{{commit}}")],

@@ -120,3 +120,44 @@ async fn a_request_of_codex_is_answered_in_claude_code_dialog_and_the_command_ru
         run.screen
     );
 }
+
+#[tokio::test]
+async fn claude_code_runs_a_job_in_a_worktree_of_its_own_and_hears_what_it_changed() {
+    let sandbox = Sandbox::new();
+    let model = MockModel::start().await;
+    sandbox.use_model(&model, "gpt-5.5");
+    let repo = sandbox.work().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["commit", "-q", "--allow-empty", "-m", "base"],
+    ] {
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let input = json!({"prompt": "RUN: echo isolated > made.txt", "cwd": repo,
+                       "sandbox": "workspace-write", "approval_policy": "never",
+                       "isolation": "worktree"});
+    let run = run_claude_code(&sandbox, "mcp__codex_async__job_start", input, "").await;
+    let woken = run.woken_with();
+    assert!(woken.contains("<status>completed</status>"), "{woken}");
+    // The model hears the job's branch and what the turn changed there.
+    assert!(
+        woken.contains("codex-async/job-") && woken.contains(r#"\"paths\":[\"made.txt\"]"#),
+        "{woken}"
+    );
+    // The file is in the job's worktree, not in the checkout Claude Code named.
+    assert!(!repo.join("made.txt").exists());
+    let worktrees: Vec<_> = std::fs::read_dir(sandbox.state().join("worktrees"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(worktrees.len(), 1);
+    assert!(worktrees[0].path().join("made.txt").exists());
+}

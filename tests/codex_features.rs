@@ -345,6 +345,20 @@ mod cases {
         assert_eq!(result["text"], r#"{"answer": "yes", "score": 3}"#);
     }
 
+    pub async fn the_one_shot_codex_tool_answers_with_the_result_as_json(f: Flavor) {
+        let t = setup(f, &[]).await;
+        let answer = t
+            .server
+            .ok(
+                "codex",
+                json!({"prompt": r#"SAY: {"answer": "one shot", "score": 1}"#,
+                       "cwd": t.sandbox.work(), "output_schema": answer_schema()}),
+            )
+            .await;
+        assert_eq!(answer["result_json"]["answer"], "one shot", "{answer}");
+        assert!(answer.get("result").is_none(), "{answer}");
+    }
+
     pub async fn output_that_misses_the_schema_fails_the_turn_saying_how(f: Flavor) {
         let t = setup(f, &[]).await;
         let (job_id, settled) = t
@@ -441,6 +455,7 @@ support::suite!(
     [
         a_reply_changes_the_effort_for_its_turn,
         output_schema_gives_the_result_as_json,
+        the_one_shot_codex_tool_answers_with_the_result_as_json,
         output_that_misses_the_schema_fails_the_turn_saying_how,
         a_reply_can_ask_for_structured_output,
     ]
@@ -849,6 +864,15 @@ mod worktree {
             )
             .await;
         assert!(e.contains(r#"base_ref "nope" names no commit"#), "{e}");
+        let e = t
+            .server
+            .err(
+                "job_start",
+                json!({"prompt": "SAY: x", "cwd": repo, "isolation": "worktree",
+                       "base_ref": "--output=/tmp/x"}),
+            )
+            .await;
+        assert!(e.contains("starts with '-'"), "{e}");
     }
 
     #[tokio::test]

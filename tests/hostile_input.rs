@@ -96,6 +96,13 @@ fn hostile_calls() -> Vec<(String, Check)> {
             call("job_start", r#"{"prompt":"hi","output_schema":[1]}"#),
             |a| tool_error(a, "output_schema: invalid type"),
         ),
+        (
+            call(
+                "job_start",
+                r#"{"prompt":"hi","output_schema":{"type":"array"}}"#,
+            ),
+            |a| tool_error(a, "output_schema must be a JSON Schema of an object"),
+        ),
         // Nesting below the parser's limit, but too deep to save with a job.
         (
             call(

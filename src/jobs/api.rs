@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::caps::Caps;
 use crate::model::{
-    Answer, Approvals, Decision, Effort, Event, Isolation, JobId, JobStatus, JobTurn, Notification,
-    PendingRequest, ReasoningSummary, ReviewTarget, TokenUsage,
+    Answer, Approvals, Changes, Decision, Effort, Event, Isolation, JobId, JobStatus, JobTurn,
+    Notification, PendingRequest, ReasoningSummary, ReviewTarget, TokenUsage,
 };
 
 #[derive(Clone, Debug)]
@@ -141,6 +141,14 @@ pub struct JobSnapshot {
     /// The last agent message of the latest finished turn.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// That result parsed, when the turn had an output_schema (result is then left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    pub result_json: Option<Value>,
+    /// What the latest finished turn left changed in the job's worktree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    pub changes: Option<Changes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Codex's requests waiting for an answer (job_respond).

@@ -416,6 +416,8 @@ impl JobManager {
             usage: Default::default(),
             forked_from,
             worktree,
+            result_json: None,
+            changes: None,
         };
         if let (true, ThreadRef::Fork(parent)) = (turnless, &thread) {
             return self.create_turnless(record, parent, isolation).await;
@@ -669,11 +671,13 @@ impl JobManager {
     /// pass on.
     fn check_output_schema(&self, schema: Option<&serde_json::Value>) -> Result<(), JobError> {
         let Some(schema) = schema else { return Ok(()) };
-        if !schema.is_object() {
+        // The model's structured outputs take an object at the root, and result_json is one.
+        if schema.get("type").and_then(serde_json::Value::as_str) != Some("object") {
             return Err(JobError::InvalidArgument(
-                "output_schema must be a JSON Schema object, e.g. {\"type\": \"object\", \
-                 \"properties\": {\"answer\": {\"type\": \"string\"}}, \"required\": \
-                 [\"answer\"], \"additionalProperties\": false}"
+                "output_schema must be a JSON Schema of an object (\"type\": \"object\" at its \
+                 root), e.g. {\"type\": \"object\", \"properties\": {\"answer\": \
+                 {\"type\": \"string\"}}, \"required\": [\"answer\"], \
+                 \"additionalProperties\": false}"
                     .to_owned(),
             ));
         }

@@ -28,9 +28,9 @@ mod status;
 mod tests;
 
 pub use crate::model::{
-    Answer, Approvals, DecidedBy, Decision, Effort, Event, EventKind, EventQuery, Isolation, JobId,
-    JobRecord, JobStatus, Notification, PendingRequest, ReasoningSummary, ReviewTarget,
-    ThreadOptions, TokenUsage,
+    Answer, Approvals, Changes, DecidedBy, Decision, Effort, Event, EventKind, EventQuery,
+    Isolation, JobId, JobRecord, JobStatus, Notification, PendingRequest, ReasoningSummary,
+    ReviewTarget, ThreadOptions, TokenUsage,
 };
 pub use api::{
     EngineSettings, EventsAnswer, ForkRequest, JobSnapshot, JobSummary, Relayed, ReplyRequest,

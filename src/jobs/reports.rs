@@ -258,6 +258,25 @@ fn apply_one(
     }
 }
 
+/// A turn that completed after it was asked for output following `schema`: its result parsed,
+/// or, when the output misses the schema, the turn as failed, saying how.
+fn check_output(end: TurnEnd, schema: Option<&Value>) -> (TurnEnd, Option<Value>) {
+    let (Some(schema), TurnEnd::Completed { result, data }) = (schema, &end) else {
+        return (end, None);
+    };
+    let (result, data) = (result.clone(), data.clone());
+    match output::parse(result.as_deref(), schema) {
+        Ok(parsed) => (TurnEnd::Completed { result, data }, Some(parsed)),
+        Err(mismatch) => {
+            let error = format!(
+                "Codex's final message does not match output_schema: {mismatch} (job_result \
+                 reads the message)"
+            );
+            (TurnEnd::Failed { error, data }, None)
+        }
+    }
+}
+
 /// How a turn Codex ended is recorded: its outcome, closing event and announcement. An
 /// interruption we asked for ends the way the stop says (cancelled, or failed on its time limit).
 /// A turn asked for output following `schema` completes with it parsed as `result_json`, or
@@ -267,44 +286,23 @@ fn closing(
     stop: Option<&Stop>,
     schema: Option<&Value>,
 ) -> (Outcome, EventKind, Value, Announce) {
+    let (end, result_json) = check_output(end, schema);
     match (end, stop) {
         (TurnEnd::Completed { result, data }, _) => {
-            match schema.map(|schema| output::parse(result.as_deref(), schema)) {
-                None => (
-                    Outcome::Completed,
-                    EventKind::TurnCompleted,
-                    merge(json!({"result": result}), data),
-                    Announce {
-                        result,
-                        ..Announce::default()
-                    },
-                ),
-                Some(Ok(parsed)) => (
-                    Outcome::Completed,
-                    EventKind::TurnCompleted,
-                    merge(json!({"result": result, "result_json": parsed}), data),
-                    Announce {
-                        result,
-                        result_json: Some(parsed),
-                        ..Announce::default()
-                    },
-                ),
-                Some(Err(mismatch)) => {
-                    let error = format!(
-                        "Codex's final message does not match output_schema: {mismatch} \
-                         (job_result reads the message)"
-                    );
-                    (
-                        Outcome::Failed,
-                        EventKind::TurnFailed,
-                        merge(json!({"error": error}), data),
-                        Announce {
-                            error: Some(error),
-                            ..Announce::default()
-                        },
-                    )
-                }
+            let mut fields = json!({"result": result});
+            if let Some(parsed) = &result_json {
+                fields["result_json"] = parsed.clone();
             }
+            (
+                Outcome::Completed,
+                EventKind::TurnCompleted,
+                merge(fields, data),
+                Announce {
+                    result,
+                    result_json,
+                    ..Announce::default()
+                },
+            )
         }
         (TurnEnd::Failed { error, data }, _) => (
             Outcome::Failed,

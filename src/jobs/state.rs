@@ -313,8 +313,15 @@ impl State {
             turn: record.turns,
             cursor: record.last_seq,
             requests: entry.requests(),
-            result: (record.status == JobStatus::Completed)
+            // A result that is JSON is said once, as JSON.
+            result: (record.status == JobStatus::Completed && record.result_json.is_none())
                 .then(|| record.last_message.clone())
+                .flatten(),
+            result_json: (record.status == JobStatus::Completed)
+                .then(|| record.result_json.clone())
+                .flatten(),
+            changes: (record.status.is_settled())
+                .then(|| record.changes.clone())
                 .flatten(),
             error: match &entry.unsaved_failure {
                 Some(reason) => Some(format!(
@@ -682,6 +689,8 @@ impl<'a> Tx<'a> {
             entry.record.last_message = Some(result.clone());
         }
         entry.record.error = announce.error.clone();
+        entry.record.result_json = announce.result_json.clone();
+        entry.record.changes = announce.changes.clone();
         self.after.turns_changed = true;
         self.commit_status(id)?;
         self.notify(id, announce, None)?;

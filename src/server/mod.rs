@@ -186,6 +186,16 @@ impl JobServer {
         Budget::asked(asked, self.settings.answer_budget)
     }
 
+    /// Runs `start`, which makes a new job, under this session's `--max-jobs-per-session`.
+    async fn new_job(
+        &self,
+        start: impl Future<Output = Result<JobSnapshot, JobError>>,
+    ) -> Result<JobSnapshot, String> {
+        let cap = self.settings.max_jobs_per_session;
+        let start = async { start.await.map_err(user_error) };
+        self.session_jobs.start(&self.manager, cap, start).await
+    }
+
     /// Starts a job as `job_start` (and `codex`) asks.
     pub(super) async fn start_job(
         &self,
@@ -215,13 +225,7 @@ impl JobServer {
             base_ref: args.base_ref,
             review: None,
         });
-        let cap = self.settings.max_jobs_per_session;
-        let job = self
-            .session_jobs
-            .start(&self.manager, cap, async {
-                start.await.map_err(user_error)
-            })
-            .await?;
+        let job = self.new_job(start).await?;
         if let Some(requests) = requests {
             self.relays
                 .start(self.manager.clone(), peer, job.job_id.clone(), requests);
@@ -532,13 +536,7 @@ impl JobServer {
             base_ref: args.base_ref,
         };
         let start = self.manager.fork(&args.job_id, fork);
-        let cap = self.settings.max_jobs_per_session;
-        let job = self
-            .session_jobs
-            .start(&self.manager, cap, async {
-                start.await.map_err(user_error)
-            })
-            .await?;
+        let job = self.new_job(start).await?;
         self.settings.answer_budget.answer(&ReplyOut::from(job))
     }
 
@@ -578,13 +576,7 @@ impl JobServer {
             }
         };
         let start = self.manager.review(source, target);
-        let cap = self.settings.max_jobs_per_session;
-        let job = self
-            .session_jobs
-            .start(&self.manager, cap, async {
-                start.await.map_err(user_error)
-            })
-            .await?;
+        let job = self.new_job(start).await?;
         self.settings.answer_budget.answer(&ReplyOut::from(job))
     }
 

@@ -234,11 +234,22 @@ impl JobServer {
             job.job_id
         );
         let budget = self.settings.answer_budget;
+        // What the job says of its latest finished turn is this turn's, if it is the latest.
+        let (result_json, changes) = match job.turn == text.turn {
+            true => (job.result_json.clone(), job.changes.clone()),
+            false => (None, None),
+        };
+        // A result that is JSON is said once, as JSON.
+        let result = completed
+            .then_some(text.text)
+            .filter(|_| result_json.is_none());
         let answer = if text.turn == 1 {
             let snapshot = JobSnapshot {
                 status: text.status,
                 turn: text.turn,
-                result: completed.then_some(text.text),
+                result,
+                result_json,
+                changes,
                 error: text.error,
                 requests: Vec::new(),
                 ..job.clone()
@@ -248,7 +259,9 @@ impl JobServer {
             budget.answer(&ReplyOut {
                 status: text.status,
                 turn: text.turn,
-                result: completed.then_some(text.text),
+                result,
+                result_json,
+                changes,
                 error: text.error,
                 next: Some(next),
                 ..ReplyOut::from(job.clone())

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::jobs::{
-    Approvals, Decision, Effort, Event, Isolation, JobId, JobSnapshot, JobStatus, JobSummary,
-    Notification, PendingRequest, ReasoningSummary, TokenUsage,
+    Approvals, Changes, Decision, Effort, Event, Isolation, JobId, JobSnapshot, JobStatus,
+    JobSummary, Notification, PendingRequest, ReasoningSummary, TokenUsage,
 };
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -271,11 +271,18 @@ pub struct ReplyOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    pub result_json: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    pub changes: Option<Changes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub worktree: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
 }
 
+/// The job as it stands, without the outcome of a turn before the one the answer is about.
 impl From<JobSnapshot> for ReplyOut {
     fn from(job: JobSnapshot) -> Self {
         Self {
@@ -286,6 +293,8 @@ impl From<JobSnapshot> for ReplyOut {
             result: None,
             error: None,
             next: None,
+            result_json: None,
+            changes: None,
             worktree: job.worktree,
             branch: job.branch,
         }

@@ -633,6 +633,8 @@ mod tests {
             usage: Default::default(),
             forked_from: None,
             worktree: None,
+            result_json: None,
+            changes: None,
         }
     }
 
