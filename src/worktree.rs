@@ -153,8 +153,8 @@ fn bytecount_lines(bytes: &[u8]) -> u64 {
 }
 
 /// Removes the worktree; refuses, saying what would be lost, when it holds changes that are not
-/// committed, unless `force`. Deletes its branch too when `delete_branch`.
-pub async fn remove(worktree: &Worktree, force: bool, delete_branch: bool) -> Result<(), String> {
+/// committed, unless `force`. Its branch stays.
+pub async fn remove(worktree: &Worktree, force: bool) -> Result<(), String> {
     let repo = Path::new(&worktree.repo);
     let dir = Path::new(&worktree.path);
     if dir.exists() {
@@ -179,10 +179,15 @@ pub async fn remove(worktree: &Worktree, force: bool, delete_branch: bool) -> Re
         // Removed by hand: forget its administrative files.
         git(repo, &["worktree", "prune"]).await?;
     }
-    if delete_branch {
-        git(repo, &["branch", "-D", &worktree.branch]).await?;
-    }
     Ok(())
+}
+
+/// Deletes the worktree's branch, merged or not.
+pub async fn delete_branch(worktree: &Worktree) -> Result<(), String> {
+    let repo = Path::new(&worktree.repo);
+    git(repo, &["branch", "-D", &worktree.branch])
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]

@@ -232,6 +232,11 @@ mod cases {
             )
             .await;
         assert!(e.contains("worktree was removed"), "{e}");
+        let e = t
+            .server
+            .err("job_fork", json!({"job_id": job_id, "prompt": "SAY: more"}))
+            .await;
+        assert!(e.contains("worktree was removed"), "{e}");
     }
 
     pub async fn two_worktree_jobs_in_one_repository_write_one_file_on_their_own_branches(

@@ -137,7 +137,6 @@ impl ExecBackend {
 
 /// What a turn's process reads from files: Codex takes base instructions and an output schema
 /// only that way.
-#[derive(Default)]
 struct TurnFiles {
     instructions: Option<TurnFile>,
     output_schema: Option<TurnFile>,

@@ -210,8 +210,8 @@ pub fn event_channel() -> (mpsc::Sender<BackendEvent>, mpsc::Receiver<BackendEve
 
 /// A new thread's settings as a wire format names them: `cwd`, then the model, approval policy,
 /// sandbox, base instructions and developer instructions under `names` (when set), then `config`
-/// (when any), which carries the reasoning effort and summary as Codex's config keys. The profile is not among them: Codex takes it per process (see
-/// [`refuse_profile`]).
+/// (when any), which carries the reasoning effort and summary as Codex's config keys. The
+/// profile is not among them: Codex takes it per process (see [`refuse_profile`]).
 pub(crate) fn thread_fields(
     options: &ThreadOptions,
     names: [&'static str; 5],

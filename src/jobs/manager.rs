@@ -290,6 +290,14 @@ impl JobManager {
         let (options, approvals, thread_id, status, worktree) = {
             let state = self.inner.lock();
             let record = &state.job(&id)?.record;
+            // Where the job ran is gone: the fork would run in the checkout it started from.
+            let own_worktree = request.isolation == Some(Isolation::Worktree);
+            if record.worktree.as_ref().is_some_and(|w| w.removed) && !own_worktree {
+                return Err(JobError::InvalidArgument(format!(
+                    "job {id}'s worktree was removed (job_cleanup); pass isolation \
+                     \"worktree\" to give the fork one of its own"
+                )));
+            }
             (
                 record.options.clone(),
                 record.approvals,
@@ -460,13 +468,7 @@ impl JobManager {
         let after = match after {
             Ok(after) => after,
             Err(e) => {
-                // The job was not made: neither is its worktree.
-                if let Some(made) = record
-                    .live_worktree()
-                    .filter(|_| isolation == Isolation::Worktree)
-                {
-                    let _ = worktree::remove(made, true, true).await;
-                }
+                discard_worktree(&record, isolation).await;
                 return Err(e);
             }
         };
@@ -514,13 +516,7 @@ impl JobManager {
                 self.inner.lock().snapshot(&record.id)
             }
             Err(e) => {
-                // The job was not made: neither is its worktree.
-                if let Some(made) = record
-                    .live_worktree()
-                    .filter(|_| isolation == Isolation::Worktree)
-                {
-                    let _ = worktree::remove(made, true, true).await;
-                }
+                discard_worktree(&record, isolation).await;
                 Err(e)
             }
         }
@@ -864,43 +860,40 @@ impl JobManager {
         force: bool,
     ) -> Result<JobSnapshot, JobError> {
         let id = JobId::from(job);
-        let worktree = {
-            let state = self.inner.lock();
-            let record = &state.job(&id)?.record;
-            let Some(worktree) = record.worktree.clone() else {
-                return Err(JobError::InvalidArgument(format!(
-                    "job {id} has no worktree: it did not run with isolation \"worktree\""
-                )));
-            };
-            if worktree.removed {
-                return Err(JobError::InvalidArgument(format!(
-                    "job {id}'s worktree {} is removed already",
-                    worktree.path
-                )));
-            }
-            let user = state.jobs.values().find(|j| {
-                !j.record.status.is_settled()
-                    && j.record
-                        .live_worktree()
-                        .is_some_and(|w| w.path == worktree.path)
-            });
-            if let Some(user) = user {
-                return Err(JobError::InvalidArgument(format!(
-                    "job {} is {} in worktree {}; wait for it to settle (job_wait) or cancel \
-                     it (job_cancel), then clean up",
-                    user.record.id, user.record.status, worktree.path
-                )));
-            }
-            worktree
-        };
-        worktree::remove(&worktree, force, delete_branch)
-            .await
-            .map_err(JobError::InvalidArgument)?;
+        // Marked removed in the same step as the check, so no turn can start in it meanwhile
+        // (a reply to a job whose worktree is removed is refused); unmarked if it stays.
+        let mut taken = None;
         let after = self.transact(|tx| {
-            tx.worktree_removed(&worktree.path, delete_branch);
+            let worktree = removable_worktree(tx.state(), &id)?;
+            tx.mark_worktree(&worktree.path, |w| w.removed = true);
+            taken = Some(worktree);
             Ok(())
         })?;
         self.publish(after);
+        let Some(worktree) = taken else {
+            return self.inner.lock().snapshot(&id);
+        };
+        if let Err(e) = worktree::remove(&worktree, force).await {
+            let after = self.transact(|tx| {
+                tx.mark_worktree(&worktree.path, |w| w.removed = false);
+                Ok(())
+            })?;
+            self.publish(after);
+            return Err(JobError::InvalidArgument(e));
+        }
+        if delete_branch {
+            worktree::delete_branch(&worktree).await.map_err(|e| {
+                JobError::InvalidArgument(format!(
+                    "the worktree is removed, but its branch {} stays: {e}",
+                    worktree.branch
+                ))
+            })?;
+            let after = self.transact(|tx| {
+                tx.mark_worktree(&worktree.path, |w| w.branch_deleted = true);
+                Ok(())
+            })?;
+            self.publish(after);
+        }
         self.inner.lock().snapshot(&id)
     }
 
@@ -1013,7 +1006,7 @@ impl JobManager {
             // Without force: a worktree with uncommitted work stays, and says so in the log.
             self.inner.tasks.spawn(async move {
                 for worktree in worktrees {
-                    match worktree::remove(&worktree, false, false).await {
+                    match worktree::remove(&worktree, false).await {
                         Ok(()) => tracing::info!(path = %worktree.path, "removed an expired job's worktree"),
                         Err(e) => tracing::warn!(path = %worktree.path, error = %e, "kept an expired job's worktree"),
                     }
@@ -1125,6 +1118,48 @@ impl JobManager {
             }
         }
     }
+}
+
+/// Removes the worktree made for `record` (`isolation` says it was made for it, not shared with
+/// a forked job), whose job was not made after all.
+async fn discard_worktree(record: &JobRecord, isolation: Isolation) {
+    if let Some(made) = record
+        .live_worktree()
+        .filter(|_| isolation == Isolation::Worktree)
+        && let Err(e) = worktree::remove(made, true).await
+    {
+        tracing::warn!(path = %made.path, error = %e, "could not remove the worktree of a job not made");
+    }
+}
+
+/// Job `id`'s worktree, if `job_cleanup` may remove it: it has one, not removed yet, and no job
+/// that runs in it is queued or running.
+fn removable_worktree(state: &State, id: &JobId) -> Result<Worktree, JobError> {
+    let Some(worktree) = state.job(id)?.record.worktree.clone() else {
+        return Err(JobError::InvalidArgument(format!(
+            "job {id} has no worktree: it did not run with isolation \"worktree\""
+        )));
+    };
+    if worktree.removed {
+        return Err(JobError::InvalidArgument(format!(
+            "job {id}'s worktree {} is removed already",
+            worktree.path
+        )));
+    }
+    let user = state.jobs.values().find(|j| {
+        !j.record.status.is_settled()
+            && j.record
+                .live_worktree()
+                .is_some_and(|w| w.path == worktree.path)
+    });
+    if let Some(user) = user {
+        return Err(JobError::InvalidArgument(format!(
+            "job {} is {} in worktree {}; wait for it to settle (job_wait) or cancel it \
+             (job_cancel), then clean up",
+            user.record.id, user.record.status, worktree.path
+        )));
+    }
+    Ok(worktree)
 }
 
 /// The live worktrees of the `expired` jobs that no job staying behind runs in.

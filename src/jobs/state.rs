@@ -24,7 +24,7 @@ use super::{JobError, JobSnapshot};
 use crate::codex::TurnInput;
 use crate::model::{
     Answer, Changes, CodexRequest, DecidedBy, Event, EventKind, JobId, JobRecord, JobStatus,
-    JobTurn, Notification, PendingRequest, TokenUsage,
+    JobTurn, Notification, PendingRequest, TokenUsage, Worktree,
 };
 use crate::store::{Loaded, Store, Write};
 use crate::time::now_rfc3339;
@@ -557,14 +557,13 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Notes that the worktree at `path` is gone (and its branch, when `branch_deleted`), in
-    /// every job that ran in it.
-    pub fn worktree_removed(&mut self, path: &str, branch_deleted: bool) {
+    /// Notes what became of the worktree at `path` in every job that ran in it: `mark` sets
+    /// `removed` or `branch_deleted`.
+    pub fn mark_worktree(&mut self, path: &str, mark: impl Fn(&mut Worktree)) {
         let mut changed = Vec::new();
         for job in self.state.jobs.values_mut() {
             if let Some(worktree) = job.record.worktree.as_mut().filter(|w| w.path == path) {
-                worktree.removed = true;
-                worktree.branch_deleted |= branch_deleted;
+                mark(worktree);
                 changed.push(job.record.clone());
             }
         }
