@@ -432,7 +432,7 @@ support::suite!(
 
 support::suite!(
     worktrees,
-    [app_server = APP_SERVER, exec = EXEC],
+    [app_server = APP_SERVER, exec = EXEC, mcp_server = MCP_SERVER],
     [two_worktree_jobs_in_one_repository_write_one_file_on_their_own_branches]
 );
 
