@@ -71,6 +71,7 @@ pub(crate) mod lines;
 pub mod model;
 pub(crate) mod paths;
 pub(crate) mod readiness;
+pub(crate) mod schema_check;
 pub(crate) mod server;
 pub mod store;
 pub(crate) mod text;

@@ -311,7 +311,7 @@ mod cases {
             )
             .await;
         assert!(
-            e.contains("effort: unknown variant `extreme`") && e.contains("`xhigh`"),
+            e.contains(r#"$.effort: a string "extreme" is not one of"#) && e.contains("xhigh"),
             "{e}"
         );
     }
@@ -432,7 +432,11 @@ support::suite!(
 
 support::suite!(
     worktrees,
-    [app_server = APP_SERVER, exec = EXEC, mcp_server = MCP_SERVER],
+    [
+        app_server = APP_SERVER,
+        exec = EXEC,
+        mcp_server = MCP_SERVER
+    ],
     [two_worktree_jobs_in_one_repository_write_one_file_on_their_own_branches]
 );
 

@@ -83,10 +83,10 @@ fn hostile_calls() -> Vec<(String, Check)> {
         // The argument at fault is named.
         (
             call("job_start", r#"{"prompt":"hi","effort":"max"}"#),
-            |a| tool_error(a, "effort: unknown variant `max`"),
+            |a| tool_error(a, r#"$.effort: a string "max" is not one of"#),
         ),
         (call("job_fork", r#"{"job_id":7,"prompt":"hi"}"#), |a| {
-            tool_error(a, "job_id: invalid type")
+            tool_error(a, "$.job_id: expected string, got a number 7")
         }),
         (
             call("job_steer", r#"{"job_id":"nope","prompt":"hi"}"#),
@@ -94,7 +94,7 @@ fn hostile_calls() -> Vec<(String, Check)> {
         ),
         (
             call("job_start", r#"{"prompt":"hi","output_schema":[1]}"#),
-            |a| tool_error(a, "output_schema: invalid type"),
+            |a| tool_error(a, "$.output_schema: expected object, got an array"),
         ),
         (
             call(

@@ -40,6 +40,7 @@ use rmcp::service::RequestContext;
 use rmcp::{
     ErrorData as McpError, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router,
 };
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -87,18 +88,19 @@ pub struct JobServer {
     tool_router: &'static ToolRouter<Self>,
 }
 
-/// Parses a tool's arguments; a mistake becomes an answer that names it and the argument.
-fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, String> {
-    serde_path_to_error::deserialize(serde_json::Value::Object(args)).map_err(|e| {
+/// Parses a tool's arguments; a mistake becomes an answer that names it, and the argument at
+/// fault as the tool's input schema finds it (serde names the problem, not where it is).
+fn parse<T: DeserializeOwned + JsonSchema>(tool: &str, args: JsonObject) -> Result<T, String> {
+    let args = serde_json::Value::Object(args);
+    T::deserialize(&args).map_err(|e| {
+        let schema = serde_json::Value::Object(schema::input::<T>().as_ref().clone());
         // The parser's message may quote a client's whole value back.
-        let problem = text::shorten(&e.inner().to_string(), 300);
-        let at = match e.path().to_string() {
-            path if path == "." => String::new(),
-            path => format!("{path}: "),
+        let problem = match crate::schema_check::check(&args, &schema) {
+            Err(at) => text::shorten(&at, 300),
+            Ok(()) => text::shorten(&e.to_string(), 300),
         };
         format!(
-            "invalid arguments for {tool}: {at}{problem}. The tool's input schema lists what it \
-             takes"
+            "invalid arguments for {tool}: {problem}. The tool's input schema lists what it takes"
         )
     })
 }
