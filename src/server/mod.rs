@@ -92,17 +92,27 @@ pub struct JobServer {
 /// fault as the tool's input schema finds it (serde names the problem, not where it is).
 fn parse<T: DeserializeOwned + JsonSchema>(tool: &str, args: JsonObject) -> Result<T, String> {
     let args = serde_json::Value::Object(args);
-    T::deserialize(&args).map_err(|e| {
-        let schema = serde_json::Value::Object(schema::input::<T>().as_ref().clone());
-        // The parser's message may quote a client's whole value back.
-        let problem = match crate::schema_check::check(&args, &schema) {
-            Err(at) => text::shorten(&at, 300),
-            Ok(()) => text::shorten(&e.to_string(), 300),
-        };
-        format!(
-            "invalid arguments for {tool}: {problem}. The tool's input schema lists what it takes"
-        )
-    })
+    // From a copy: `from_value`'s code is shared with every other parse of a `Value` (from a
+    // reference would compile each argument type's parser again), and the arguments are small.
+    serde_json::from_value(args.clone())
+        .map_err(|e| bad_arguments(tool, &args, &schema::input::<T>(), &e))
+}
+
+/// What is wrong with a tool's `args`: where they miss its input `schema`, else the parser's
+/// `error`. Not generic, so compiled once.
+fn bad_arguments(
+    tool: &str,
+    args: &serde_json::Value,
+    schema: &JsonObject,
+    error: &serde_json::Error,
+) -> String {
+    let schema = serde_json::Value::Object(schema.clone());
+    // The parser's message may quote a client's whole value back.
+    let problem = match crate::schema_check::check(args, &schema) {
+        Err(at) => text::shorten(&at, 300),
+        Ok(()) => text::shorten(&error.to_string(), 300),
+    };
+    format!("invalid arguments for {tool}: {problem}. The tool's input schema lists what it takes")
 }
 
 /// The answer to a failed call: the log gets a store failure's details, the client its kind.

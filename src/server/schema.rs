@@ -16,19 +16,28 @@ use std::sync::Arc;
 
 use rmcp::model::JsonObject;
 use schemars::JsonSchema;
+use schemars::Schema;
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value};
 
 /// The schema of a tool's arguments.
 pub(crate) fn input<T: JsonSchema>() -> Arc<JsonObject> {
-    lean::<T>(SchemaSettings::draft2020_12())
+    lean(SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<T>())
 }
 
 /// The schema of a tool's answer (`structuredContent`), as the server writes it, without
 /// descriptions. Objects nested deeper than [`OUTPUT_DEPTH`] are just objects: their shape is the
 /// README's, and spelling it out in every tool that returns one would cost more than it tells.
 pub(crate) fn output<T: JsonSchema>() -> Arc<JsonObject> {
-    let mut schema = lean::<T>(SchemaSettings::draft2020_12().for_serialize());
+    let schema = SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    answer_shape(lean(schema))
+}
+
+/// [`output`]'s work past the type: not generic, so compiled once rather than once a tool.
+fn answer_shape(mut schema: Arc<JsonObject>) -> Arc<JsonObject> {
     let root = Arc::make_mut(&mut schema);
     if let Some(Value::Object(fields)) = root.get_mut("properties") {
         fields.values_mut().for_each(|f| flatten_below(f, 1));
@@ -67,8 +76,9 @@ fn flatten_below(schema: &mut Value, depth: usize) {
     }
 }
 
-fn lean<T: JsonSchema>(settings: SchemaSettings) -> Arc<JsonObject> {
-    let schema = settings.into_generator().into_root_schema_for::<T>();
+/// A generated schema in the portable, lean form. Not generic (only generating the schema is), so
+/// compiled once rather than once a tool: an idle server is mostly its code pages.
+fn lean(schema: Schema) -> Arc<JsonObject> {
     let mut value = serde_json::to_value(schema).unwrap_or_default();
     if let Value::Object(root) = &mut value {
         let defs = match root.remove("$defs") {
