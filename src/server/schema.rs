@@ -22,7 +22,11 @@ use serde_json::{Map, Value};
 
 /// The schema of a tool's arguments.
 pub(crate) fn input<T: JsonSchema>() -> Arc<JsonObject> {
-    lean(SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<T>())
+    lean(
+        SchemaSettings::draft2020_12()
+            .into_generator()
+            .into_root_schema_for::<T>(),
+    )
 }
 
 /// The schema of a tool's answer (`structuredContent`), as the server writes it, without
