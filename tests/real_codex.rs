@@ -1002,3 +1002,31 @@ async fn app_server_continues_a_thread_whose_turn_failed() {
         (&json!(2), &json!("second"))
     );
 }
+
+#[tokio::test]
+async fn app_server_a_turn_cancelled_as_soon_as_it_starts_is_stopped_in_codex() {
+    // Codex answers turn/start before it begins the turn, and refuses an interrupt until then
+    // ("no active turn") while the turn goes on: the interrupt must reach it once it has begun.
+    let t = setup(APP_SERVER, &[]).await;
+    let started = t
+        .server
+        .ok(
+            "job_start",
+            json!({"prompt": "SLEEP: 30", "cwd": t.sandbox.work()}),
+        )
+        .await;
+    let job_id = started["job_id"].as_str().unwrap();
+    let cancelled = t.server.ok("job_cancel", json!({"job_id": job_id})).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let events = t.server.all_events(job_id, 1000).await;
+    let end = events.last().unwrap();
+    assert_eq!(end["type"], "turn_cancelled", "{end}");
+    // Codex confirmed it: the turn stopped there, not only in our records.
+    assert!(
+        end["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Codex: interrupted"),
+        "{end}"
+    );
+}

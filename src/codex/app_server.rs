@@ -64,7 +64,7 @@ struct Routes {
     /// Threads this child has started or resumed.
     loaded: HashSet<String>,
     /// Each job's turns in this child; the running one keeps its thread, once known.
-    jobs: HashMap<JobId, JobTurns<Option<String>>>,
+    jobs: HashMap<JobId, JobTurns<TurnState>>,
     /// Requests whose answers the reader files before passing them on.
     calls: HashMap<i64, Call>,
     /// The files each proposed patch changes (`(kind, path)`), by item id, until it completes:
@@ -77,7 +77,7 @@ struct Routes {
 }
 
 impl Routes {
-    fn turns(&mut self, job: &JobId) -> &mut JobTurns<Option<String>> {
+    fn turns(&mut self, job: &JobId) -> &mut JobTurns<TurnState> {
         self.jobs.entry(job.clone()).or_default()
     }
 
@@ -109,6 +109,18 @@ impl Routes {
             .filter_map(|(job, turns)| Some(JobTurn::new(job.clone(), turns.running.take()?.turn)))
             .collect()
     }
+}
+
+/// What this backend keeps about a job's running turn.
+#[derive(Default)]
+struct TurnState {
+    /// Its thread, once known.
+    thread: Option<String>,
+    /// Codex said it has begun the turn (`turn/started`).
+    begun: bool,
+    /// An interrupt came before Codex had begun the turn, which Codex refuses ("no active
+    /// turn"): it is sent again when `turn/started` says the turn has begun.
+    interrupt_when_started: bool,
 }
 
 struct Call {
@@ -320,7 +332,9 @@ impl Backend for AppServerBackend {
                         routes.retired = true;
                         (false, true)
                     } else {
-                        routes.turns(&turn.job).start(turn.turn, None);
+                        routes
+                            .turns(&turn.job)
+                            .start(turn.turn, TurnState::default());
                         routes.quiet_since = Some(Instant::now());
                         (true, false)
                     }
@@ -350,7 +364,7 @@ impl Backend for AppServerBackend {
                 let mut routes = session.routes();
                 routes.by_thread.insert(thread_id.clone(), turn.job.clone());
                 if let Some(running) = routes.turns(&turn.job).running(turn.turn) {
-                    running.state = Some(thread_id.clone());
+                    running.state.thread = Some(thread_id.clone());
                 }
             }
             let mut params =
@@ -412,8 +426,34 @@ impl Backend for AppServerBackend {
     }
 
     fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>> {
-        let params = |thread_id, codex_turn| json!({"threadId": thread_id, "turnId": codex_turn});
-        self.call_running(turn, "turn/interrupt", params).boxed()
+        async move {
+            let params = |thread_id, codex_turn| interrupt_params(thread_id, codex_turn);
+            match self.call_running(turn, "turn/interrupt", params).await {
+                // Codex answered `turn/start` but has not begun the turn: it refuses the
+                // interrupt, then runs the turn anyway. Ask again once it has begun.
+                Err(BackendError::Io(e)) if e.contains("no active turn") => {
+                    let session = self.child.current().ok_or(BackendError::NoRunningTurn)?;
+                    let begun = {
+                        let mut routes = session.routes();
+                        let running = routes
+                            .jobs
+                            .get_mut(&turn.job)
+                            .and_then(|turns| turns.running(turn.turn))
+                            .ok_or(BackendError::NoRunningTurn)?;
+                        // Under the lock the reader sets `begun` with: one of the two sends it.
+                        running.state.interrupt_when_started = !running.state.begun;
+                        running.state.begun
+                    };
+                    if begun {
+                        return self.call_running(turn, "turn/interrupt", params).await;
+                    }
+                    tracing::debug!(%turn, "codex has not begun the turn; interrupting it once it has");
+                    Ok(())
+                }
+                other => other,
+            }
+        }
+        .boxed()
     }
 
     fn forget(&self, job: &JobId) {
@@ -453,7 +493,7 @@ impl AppServerBackend {
             .get_mut(&turn.job)
             .and_then(|turns| {
                 let running = turns.running(turn.turn)?;
-                Some((running.state.clone()?, running.codex_turn.clone()?))
+                Some((running.state.thread.clone()?, running.codex_turn.clone()?))
             })
             .ok_or(BackendError::NoRunningTurn)?;
         session
@@ -487,6 +527,10 @@ async fn retire_when_idle(child: Weak<ChildSlot<Routes>>, idle: Duration) {
             );
         }
     }
+}
+
+fn interrupt_params(thread_id: String, codex_turn: String) -> Value {
+    json!({"threadId": thread_id, "turnId": codex_turn})
 }
 
 /// Copies thread `parent` as a new thread of `turn`'s job, started with `options`: its id.
@@ -593,7 +637,7 @@ fn turn_of(routes: &mut Routes, params: &Value) -> Option<JobTurn> {
     Some(JobTurn::new(job, turn))
 }
 
-async fn on_notification(session: &Session, out: &Outbox, method: &str, params: Value) {
+async fn on_notification(session: &Arc<Session>, out: &Outbox, method: &str, params: Value) {
     let mapped = app_events::map(method, &params);
     let report = {
         let mut routes = session.routes();
@@ -602,6 +646,9 @@ async fn on_notification(session: &Session, out: &Outbox, method: &str, params: 
             tracing::debug!(%method, "notification for no turn we know; ignored");
             return;
         };
+        if method == "turn/started" {
+            turn_begun(session, &mut routes, &turn);
+        }
         let update = match mapped {
             Mapped::Skip | Mapped::TaskComplete(_) => None,
             Mapped::Record(kind, data) => Some(Update::Event { kind, data }),
@@ -617,6 +664,38 @@ async fn on_notification(session: &Session, out: &Outbox, method: &str, params: 
     if let Some((turn, update)) = report {
         out.send(turn, update).await;
     }
+}
+
+/// Notes that Codex has begun `turn`, and sends the interrupt Codex refused before it had, if
+/// one came (without holding up the reader: its answer comes through it).
+fn turn_begun(session: &Arc<Session>, routes: &mut Routes, turn: &JobTurn) {
+    let Some(running) = routes
+        .jobs
+        .get_mut(&turn.job)
+        .and_then(|turns| turns.running(turn.turn))
+    else {
+        return;
+    };
+    running.state.begun = true;
+    if !std::mem::take(&mut running.state.interrupt_when_started) {
+        return;
+    }
+    let (Some(thread_id), Some(codex_turn)) =
+        (running.state.thread.clone(), running.codex_turn.clone())
+    else {
+        return;
+    };
+    let (session, turn) = (session.clone(), turn.clone());
+    tokio::spawn(async move {
+        let params = interrupt_params(thread_id, codex_turn);
+        if let Err(e) = session
+            .rpc
+            .call("turn/interrupt", params, CALL_TIMEOUT)
+            .await
+        {
+            tracing::warn!(%turn, error = %e, "codex did not take the interrupt of the turn it began");
+        }
+    });
 }
 
 /// Keeps the files a proposed patch changes until the patch completes: an approval request for it
