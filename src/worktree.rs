@@ -16,11 +16,17 @@ const PATHS_LISTED: usize = 50;
 
 /// Runs `git args` in `dir`; its stdout, or what went wrong in one line.
 async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .kill_on_drop(true)
+    git_with_index(dir, None, args).await
+}
+
+/// [`git`] with `index` (when given) as the index instead of the worktree's own.
+async fn git_with_index(dir: &Path, index: Option<&Path>, args: &[&str]) -> Result<String, String> {
+    let mut command = Command::new("git");
+    command.arg("-C").arg(dir).args(args).kill_on_drop(true);
+    if let Some(index) = index {
+        command.env("GIT_INDEX_FILE", index);
+    }
+    let output = command
         .output()
         .await
         .map_err(|e| format!("could not run git: {e}"))?;
@@ -102,15 +108,33 @@ pub async fn create(
 }
 
 /// What the worktree changed against its base: commits on its branch, staged, unstaged and new
-/// files alike.
+/// files alike, counted as git counts them (a binary file's lines not at all).
 pub async fn changes(worktree: &Worktree) -> Result<Changes, String> {
     let dir = Path::new(&worktree.path);
+    // New files are counted by git too, as intended to be added (`git add -N`) in a copy of the
+    // worktree's index: the job's own index is left as the job left it.
+    let index = dir.join(git(dir, &["rev-parse", "--git-path", "index"]).await?);
+    let scratch = index.with_file_name("codex-async-mcp-changes-index");
+    tokio::fs::copy(&index, &scratch)
+        .await
+        .map_err(|e| format!("could not copy the worktree's index: {e}"))?;
+    let counted = async {
+        git_with_index(dir, Some(&scratch), &["add", "--intent-to-add", "--", "."]).await?;
+        let base = worktree.base.as_str();
+        git_with_index(
+            dir,
+            Some(&scratch),
+            &["diff", "--numstat", "-z", base, "--"],
+        )
+        .await
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&scratch).await;
+    let numstat = counted?;
     let mut changes = Changes {
         branch: worktree.branch.clone(),
         ..Changes::default()
     };
-    // Tracked files, against the base commit (`-z`: paths as they are).
-    let numstat = git(dir, &["diff", "--numstat", "-z", &worktree.base]).await?;
     let mut fields = numstat.split('\0').filter(|f| !f.is_empty());
     while let Some(counts) = fields.next() {
         let mut parts = counts.splitn(3, '\t');
@@ -123,6 +147,7 @@ pub async fn changes(worktree: &Worktree) -> Result<Changes, String> {
                 fields.next().unwrap_or_default().to_owned()
             }
         };
+        // A binary file's counts are `-`.
         changes.insertions += added.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
         changes.deletions += deleted.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
         changes.files += 1;
@@ -130,26 +155,7 @@ pub async fn changes(worktree: &Worktree) -> Result<Changes, String> {
             changes.paths.push(path);
         }
     }
-    // New files git does not track yet: every line of each is an insertion.
-    let untracked = git(dir, &["ls-files", "--others", "--exclude-standard", "-z"]).await?;
-    for path in untracked.split('\0').filter(|p| !p.is_empty()) {
-        let lines = std::fs::read(dir.join(path))
-            .map(|bytes| bytecount_lines(&bytes))
-            .unwrap_or(0);
-        changes.insertions += lines;
-        changes.files += 1;
-        if changes.paths.len() < PATHS_LISTED {
-            changes.paths.push(path.to_owned());
-        }
-    }
     Ok(changes)
-}
-
-/// The lines of a file as git counts them: newlines, and a last line without one.
-fn bytecount_lines(bytes: &[u8]) -> u64 {
-    let newlines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
-    let unterminated = u64::from(bytes.last().is_some_and(|b| *b != b'\n'));
-    newlines + unterminated
 }
 
 /// Removes the worktree; refuses, saying what would be lost, when it holds changes that are not
@@ -188,16 +194,4 @@ pub async fn delete_branch(worktree: &Worktree) -> Result<(), String> {
     git(repo, &["branch", "-D", &worktree.branch])
         .await
         .map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_are_counted_as_git_counts_them() {
-        assert_eq!(bytecount_lines(b""), 0);
-        assert_eq!(bytecount_lines(b"a\nb\n"), 2);
-        assert_eq!(bytecount_lines(b"a\nb"), 2);
-    }
 }

@@ -268,6 +268,11 @@ mod cases {
             let worktree = job["worktree"].as_str().unwrap();
             let written = std::fs::read_to_string(Path::new(worktree).join("same.txt")).unwrap();
             assert_eq!(written.trim(), word);
+            // Counting the new file left it untracked in the job's own index.
+            assert_eq!(
+                git(Path::new(worktree), &["status", "--porcelain"]),
+                "?? same.txt"
+            );
             assert_eq!(git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]), "main");
             let listed = t.server.ok("job_list", json!({})).await;
             let listed = listed["jobs"]
