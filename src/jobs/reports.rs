@@ -87,11 +87,16 @@ impl JobManager {
     /// What each turn `batch` ends left changed in its job's worktree. Read before the batch is
     /// applied, so git never runs under the state lock.
     async fn worktree_changes(&self, batch: &[BackendEvent]) -> HashMap<JobTurn, Changes> {
+        let ends = |report: &&BackendEvent| matches!(report.update, Update::TurnEnded(_));
+        // Most batches end no turn (a flood's are all deltas): they take no lock here.
+        if !batch.iter().any(|report| ends(&report)) {
+            return HashMap::new();
+        }
         let ended: Vec<(JobTurn, Worktree)> = {
             let state = self.inner.lock();
             batch
                 .iter()
-                .filter(|report| matches!(report.update, Update::TurnEnded(_)))
+                .filter(ends)
                 .filter_map(|report| {
                     let job = state.jobs.get(&report.turn.job)?;
                     Some((report.turn.clone(), job.record.live_worktree()?.clone()))
