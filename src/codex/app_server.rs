@@ -367,29 +367,13 @@ impl Backend for AppServerBackend {
                     running.state.thread = Some(thread_id.clone());
                 }
             }
-            let mut params =
-                json!({"threadId": thread_id, "input": [{"type": "text", "text": input.prompt}]});
-            // A reply may change the settings the thread started with.
-            let options = &input.options;
-            if let Some(policy) = &options.approval_policy {
-                params["approvalPolicy"] = json!(policy);
-            }
-            if let Some(effort) = options.effort {
-                params["effort"] = json!(effort.as_str());
-            }
-            if let Some(summary) = options.summary {
-                params["summary"] = json!(summary.as_str());
-            }
-            if let Some(schema) = &input.output_schema {
-                params["outputSchema"] = schema.clone();
-            }
             // A review is a turn too: its answer names it as `turn/start`'s does.
             let (method, params) = match &input.review {
                 Some(target) => (
                     "review/start",
                     json!({"threadId": thread_id, "target": review_target(target)}),
                 ),
-                None => ("turn/start", params),
+                None => ("turn/start", turn_start_params(&thread_id, &input)),
             };
             let started = session
                 .routed_call(turn, CallKind::StartTurn, method, params)
@@ -548,6 +532,27 @@ async fn fork(
         .routed_call(turn, CallKind::OpenThread, "thread/fork", params)
         .await?;
     thread_id_of(&forked)
+}
+
+/// `turn/start`'s parameters: the prompt, and the settings a reply may change from those the
+/// thread started with.
+fn turn_start_params(thread_id: &str, input: &TurnInput) -> Value {
+    let mut params =
+        json!({"threadId": thread_id, "input": [{"type": "text", "text": input.prompt}]});
+    let options = &input.options;
+    if let Some(policy) = &options.approval_policy {
+        params["approvalPolicy"] = json!(policy);
+    }
+    if let Some(effort) = options.effort {
+        params["effort"] = json!(effort.as_str());
+    }
+    if let Some(summary) = options.summary {
+        params["summary"] = json!(summary.as_str());
+    }
+    if let Some(schema) = &input.output_schema {
+        params["outputSchema"] = schema.clone();
+    }
+    params
 }
 
 /// A review's target in app-server's words (`ReviewTarget`).
