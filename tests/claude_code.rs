@@ -126,21 +126,7 @@ async fn claude_code_runs_a_job_in_a_worktree_of_its_own_and_hears_what_it_chang
     let sandbox = Sandbox::new();
     let model = MockModel::start().await;
     sandbox.use_model(&model, "gpt-5.5");
-    let repo = sandbox.work().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["commit", "-q", "--allow-empty", "-m", "base"],
-    ] {
-        let status = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    let repo = support::git::repository(&sandbox.work());
     let input = json!({"prompt": "RUN: echo isolated > made.txt", "cwd": repo,
                        "sandbox": "workspace-write", "approval_policy": "never",
                        "isolation": "worktree"});

@@ -11,6 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+use support::git::git;
 use support::mock_model::USAGE;
 use support::real::{APP_SERVER, APP_SERVER_171, EXEC, Flavor, MCP_SERVER, Setup, setup};
 
@@ -44,32 +45,9 @@ impl Setup {
     }
 }
 
-/// Runs git in `dir` and returns its output; a failure fails the test.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
 /// A git repository on `main` with one commit, in the sandbox's work directory.
 fn git_repository(t: &Setup) -> PathBuf {
-    let repo = t.sandbox.work().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("base.txt"), "base\n").unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "base"]);
-    repo
+    support::git::repository(&t.sandbox.work())
 }
 
 /// The input of the model request whose newest user message is `prompt`.

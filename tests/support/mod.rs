@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod codex_install;
+pub mod git;
 pub mod http;
 pub mod mock_model;
 pub mod raw;
