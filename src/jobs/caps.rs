@@ -62,7 +62,8 @@ impl Caps {
 
     /// Refuses options outside the caps, naming the cap.
     pub(super) fn check(&self, options: &ThreadOptions) -> Result<(), String> {
-        let config = options.config.clone().unwrap_or_default();
+        let empty = Map::new();
+        let config = options.config.as_ref().unwrap_or(&empty);
         let from_config = |key: &str| config.get(key).map(config_text);
         let sandboxes = [options.sandbox.clone(), from_config("sandbox_mode")];
         allowed("sandbox", &sandboxes, &self.sandboxes, "allowed-sandbox")?;
@@ -102,7 +103,7 @@ impl Caps {
                     self.describe().join("; ")
                 ));
             }
-            self.refuse_widening_keys(&config)?;
+            self.refuse_widening_keys(config)?;
         }
         if !self.cwd_roots.is_empty() {
             self.check_cwd(Path::new(&options.cwd))?;
