@@ -506,6 +506,18 @@ pub struct TokenUsage {
     pub reasoning: u64,
 }
 
+impl TokenUsage {
+    /// What these counts add to `earlier` ones of the same thread (none where they do not).
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            input: self.input.saturating_sub(earlier.input),
+            cached: self.cached.saturating_sub(earlier.cached),
+            output: self.output.saturating_sub(earlier.output),
+            reasoning: self.reasoning.saturating_sub(earlier.reasoning),
+        }
+    }
+}
+
 impl std::ops::AddAssign for TokenUsage {
     fn add_assign(&mut self, other: Self) {
         self.input += other.input;

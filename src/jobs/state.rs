@@ -214,13 +214,7 @@ impl JobState {
         let read = |v: Value| serde_json::from_value::<TokenUsage>(v).ok();
         let used = match fields.remove("thread_usage").and_then(read) {
             Some(thread) => {
-                let counted = self.record.usage;
-                let used = TokenUsage {
-                    input: thread.input.saturating_sub(counted.input),
-                    cached: thread.cached.saturating_sub(counted.cached),
-                    output: thread.output.saturating_sub(counted.output),
-                    reasoning: thread.reasoning.saturating_sub(counted.reasoning),
-                };
+                let used = thread.since(self.record.usage);
                 fields.insert("usage".into(), serde_json::to_value(used).ok()?);
                 used
             }
