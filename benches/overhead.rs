@@ -2,7 +2,8 @@
 //! the fake Codex (see `tests/support/bench.rs`). Prints a table and writes the same figures as
 //! JSON to `target/bench.json` (or the path in `BENCH_JSON`). `BENCH_SERVER=path` measures that
 //! server binary instead of this build's; `BENCH_REAL_CODEX=version` adds the real Codex's
-//! figures.
+//! figures; `BENCH_ONLY=group` measures one group of figures (`start`, `turns`, `floods`, `http`,
+//! `many`).
 
 #![allow(
     clippy::print_stdout,
@@ -27,7 +28,18 @@ async fn main() {
         || PathBuf::from(env!("CARGO_BIN_EXE_codex-async-mcp")),
         PathBuf::from,
     );
-    let mut figures = bench::run(&server, bench::Sizes::full()).await;
+    // BENCH_ONLY=group measures one group of figures (bench::GROUPS): a short run to profile.
+    let mut figures = match std::env::var("BENCH_ONLY") {
+        Ok(group) => {
+            assert!(
+                bench::GROUPS.contains(&group.as_str()),
+                "BENCH_ONLY={group}: the groups are {:?}",
+                bench::GROUPS
+            );
+            bench::run_group(&server, bench::Sizes::full(), &group).await
+        }
+        Err(_) => bench::run(&server, bench::Sizes::full()).await,
+    };
     // BENCH_REAL_CODEX=0.169.0 adds the figures that need the real Codex (installed from npm on
     // first use), with a mock model.
     if let Some(version) = std::env::var_os("BENCH_REAL_CODEX") {

@@ -711,8 +711,39 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Measures every figure at `sizes` and returns them in table order.
+/// Every figure, in groups `BENCH_ONLY` can name one at a time (`cargo bench` with
+/// `BENCH_ONLY=http`, say), to measure or profile one path in a short run.
+pub const GROUPS: &[&str] = &["start", "turns", "floods", "http", "many"];
+
 pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
-    // Start-up and idle memory, on fresh servers.
+    let mut figures = Vec::new();
+    for group in GROUPS {
+        figures.extend(run_group(server, sizes, group).await);
+    }
+    figures
+}
+
+/// One group of figures (see [`GROUPS`]); none for a name that is not one.
+pub async fn run_group(server: &Path, sizes: Sizes, group: &str) -> Vec<Figure> {
+    match group {
+        "start" => run_start(server, sizes).await,
+        "turns" => run_turns(server, sizes).await,
+        "floods" => run_floods(server, sizes).await,
+        "http" => run_http(server, sizes).await,
+        "many" => {
+            let (ms, done, peak) = many_jobs_at_once(server, sizes.concurrent_jobs).await;
+            vec![
+                Figure::new("concurrent jobs: all completed", "ms", vec![ms]),
+                Figure::new("concurrent jobs completed", "jobs", vec![done as f64]),
+                Figure::new("concurrent jobs: peak RSS", "MiB", vec![peak]),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Start-up and idle memory, on fresh servers.
+async fn run_start(server: &Path, sizes: Sizes) -> Vec<Figure> {
     let (mut startup, mut idle) = (Vec::new(), Vec::new());
     for _ in 0..sizes.runs {
         let (served, ready) = Served::start(server, &[]).await;
@@ -720,7 +751,14 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         idle.push(served.rss_mib());
     }
+    vec![
+        Figure::new("spawn → initialize answered", "ms", startup),
+        Figure::new("idle RSS", "MiB", idle),
+    ]
+}
 
+/// `job_start`'s round trip, start to completion seen, and the wake-up on both fakes.
+async fn run_turns(server: &Path, sizes: Sizes) -> Vec<Figure> {
     let (mut served, _) = Served::start(server, &["--max-concurrent-jobs", "64"]).await;
     // job_start, one after another.
     let mut starts = Vec::new();
@@ -741,25 +779,7 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
     drop(served);
     let app_server_wakeups =
         wake_ups(&mut Served::start_on_app_server(server).await, sizes.runs).await;
-    // Floods of deltas: a turn's worth, each on a new server that has run one job; then a job's
-    // worth.
-    let mut turn_floods = Vec::new();
-    for _ in 0..sizes.runs {
-        turn_floods.push(flood(&mut Served::warm(server).await, sizes.flood).await);
-    }
-    let job_flood = flood(&mut Served::warm(server).await, sizes.big_flood).await;
-    let of_turns = |f: fn(&Flood) -> f64| turn_floods.iter().map(f).collect::<Vec<_>>();
-
-    let http_flood = sizes.flood * 10;
-    let (http_rate, http_latencies) =
-        http_reads_during_a_flood(server, Era::Initialize, sizes.http_clients, http_flood).await;
-    let (sessionless_rate, sessionless_latencies) =
-        http_reads_during_a_flood(server, Era::Discover, sizes.http_clients, http_flood).await;
-    let (many_ms, many_done, many_peak) = many_jobs_at_once(server, sizes.concurrent_jobs).await;
-
     vec![
-        Figure::new("spawn → initialize answered", "ms", startup),
-        Figure::new("idle RSS", "MiB", idle),
         Figure::new("job_start round trip", "ms", starts),
         Figure::new("job_start → completion seen (job_wait)", "ms", completions),
         Figure::new(
@@ -772,6 +792,19 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
             "ms",
             app_server_wakeups,
         ),
+    ]
+}
+
+/// Floods of deltas: a turn's worth, each on a new server that has run one job; then a job's
+/// worth.
+async fn run_floods(server: &Path, sizes: Sizes) -> Vec<Figure> {
+    let mut turn_floods = Vec::new();
+    for _ in 0..sizes.runs {
+        turn_floods.push(flood(&mut Served::warm(server).await, sizes.flood).await);
+    }
+    let job_flood = flood(&mut Served::warm(server).await, sizes.big_flood).await;
+    let of_turns = |f: fn(&Flood) -> f64| turn_floods.iter().map(f).collect::<Vec<_>>();
+    vec![
         Figure::new(
             "flood (a turn) durable",
             "events/s",
@@ -797,6 +830,18 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
             "MiB",
             vec![job_flood.growth_mib],
         ),
+    ]
+}
+
+/// `job_events` from many HTTP clients on sessions of their own, then as many sessionless ones,
+/// each during a flood.
+async fn run_http(server: &Path, sizes: Sizes) -> Vec<Figure> {
+    let http_flood = sizes.flood * 10;
+    let (http_rate, http_latencies) =
+        http_reads_during_a_flood(server, Era::Initialize, sizes.http_clients, http_flood).await;
+    let (sessionless_rate, sessionless_latencies) =
+        http_reads_during_a_flood(server, Era::Discover, sizes.http_clients, http_flood).await;
+    vec![
         Figure::new(
             "job_events over HTTP during a flood",
             "calls/s",
@@ -817,9 +862,6 @@ pub async fn run(server: &Path, sizes: Sizes) -> Vec<Figure> {
             "ms",
             sessionless_latencies,
         ),
-        Figure::new("concurrent jobs: all completed", "ms", vec![many_ms]),
-        Figure::new("concurrent jobs completed", "jobs", vec![many_done as f64]),
-        Figure::new("concurrent jobs: peak RSS", "MiB", vec![many_peak]),
     ]
 }
 
