@@ -8,9 +8,9 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// mimalloc, not glibc's malloc: under 32 HTTP clients, malloc and free took a sixth of the
-/// server's time, and this allocator's per-thread heaps brought `job_events` from about 8,000 to
-/// 11,000 calls/s (see `Cargo.toml` for what it costs idle).
+/// mimalloc, not glibc's malloc: under 32 HTTP clients, malloc and free took over a quarter of
+/// the server's time, and this allocator's per-thread heaps brought `job_events` from about 8,000
+/// to 11,000 calls/s (see `Cargo.toml` for what it costs idle).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

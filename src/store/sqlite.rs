@@ -347,7 +347,7 @@ fn shown_condition(hidden: &[EventKind]) -> String {
 }
 
 /// A transaction begun and ended by cached statements. rusqlite's own has SQLite parse `BEGIN`
-/// and its end anew each time: about a sixth of a page read's time under the benchmark's 32 HTTP
+/// and its end anew each time: about a third of a page read's time under the benchmark's 32 HTTP
 /// clients. Dropped without [`Transaction::commit`], it is rolled back.
 struct Transaction<'c>(&'c Connection);
 
