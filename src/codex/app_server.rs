@@ -411,8 +411,7 @@ impl Backend for AppServerBackend {
 
     fn interrupt<'a>(&'a self, turn: &'a JobTurn) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            let params = |thread_id, codex_turn| interrupt_params(thread_id, codex_turn);
-            match self.call_running(turn, "turn/interrupt", params).await {
+            match self.call_running(turn, "turn/interrupt", interrupt_params).await {
                 // Codex answered `turn/start` but has not begun the turn: it refuses the
                 // interrupt, then runs the turn anyway. Ask again once it has begun.
                 Err(BackendError::Io(e)) if e.contains("no active turn") => {
@@ -429,7 +428,9 @@ impl Backend for AppServerBackend {
                         running.state.begun
                     };
                     if begun {
-                        return self.call_running(turn, "turn/interrupt", params).await;
+                        return self
+                            .call_running(turn, "turn/interrupt", interrupt_params)
+                            .await;
                     }
                     tracing::debug!(%turn, "codex has not begun the turn; interrupting it once it has");
                     Ok(())

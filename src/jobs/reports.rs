@@ -266,19 +266,20 @@ fn apply_one(
 /// A turn that completed after it was asked for output following `schema`: its result parsed,
 /// or, when the output misses the schema, the turn as failed, saying how.
 fn check_output(end: TurnEnd, schema: Option<&Value>) -> (TurnEnd, Option<Value>) {
-    let (Some(schema), TurnEnd::Completed { result, data }) = (schema, &end) else {
-        return (end, None);
-    };
-    let (result, data) = (result.clone(), data.clone());
-    match output::parse(result.as_deref(), schema) {
-        Ok(parsed) => (TurnEnd::Completed { result, data }, Some(parsed)),
-        Err(mismatch) => {
-            let error = format!(
-                "Codex's final message does not match output_schema: {mismatch} (job_result \
-                 reads the message)"
-            );
-            (TurnEnd::Failed { error, data }, None)
+    match (end, schema) {
+        (TurnEnd::Completed { result, data }, Some(schema)) => {
+            match output::parse(result.as_deref(), schema) {
+                Ok(parsed) => (TurnEnd::Completed { result, data }, Some(parsed)),
+                Err(mismatch) => {
+                    let error = format!(
+                        "Codex's final message does not match output_schema: {mismatch} \
+                         (job_result reads the message)"
+                    );
+                    (TurnEnd::Failed { error, data }, None)
+                }
+            }
         }
+        (end, _) => (end, None),
     }
 }
 

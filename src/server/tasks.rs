@@ -235,9 +235,10 @@ impl JobServer {
         );
         let budget = self.settings.answer_budget;
         // What the job says of its latest finished turn is this turn's, if it is the latest.
-        let (result_json, changes) = match job.turn == text.turn {
-            true => (job.result_json.clone(), job.changes.clone()),
-            false => (None, None),
+        let (result_json, changes) = if job.turn == text.turn {
+            (job.result_json.clone(), job.changes.clone())
+        } else {
+            (None, None)
         };
         // A result that is JSON is said once, as JSON.
         let result = completed

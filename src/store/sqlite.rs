@@ -857,22 +857,20 @@ mod tests {
                 },
             ),
         ];
+        let saved = || {
+            let all = EventQuery {
+                limit: 10,
+                ..EventQuery::default()
+            };
+            store
+                .read_events(&JobId::from("job-a"), &all)
+                .unwrap()
+                .events
+                .len()
+        };
         let e = store.write(&batch).unwrap_err();
         assert!(e.to_string().contains("full"), "{e}");
-        let page = store
-            .read_events(
-                &JobId::from("job-a"),
-                &EventQuery {
-                    limit: 10,
-                    ..EventQuery::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(
-            page.events.len(),
-            1,
-            "nothing of the failed batch was saved"
-        );
+        assert_eq!(saved(), 1, "nothing of the failed batch was saved");
         // Rolled back, not left open: once there is room, the same batch is saved.
         store
             .writer()
@@ -880,16 +878,7 @@ mod tests {
             .pragma_update(None, "max_page_count", 1_000_000)
             .unwrap();
         store.write(&batch).unwrap();
-        let page = store
-            .read_events(
-                &JobId::from("job-a"),
-                &EventQuery {
-                    limit: 10,
-                    ..EventQuery::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(page.events.len(), 3);
+        assert_eq!(saved(), 3);
     }
 
     /// How SQLite finds a page of `query`, in its words.
