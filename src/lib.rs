@@ -51,7 +51,7 @@
 //!     caps: Default::default(),
 //!     isolation: Default::default(),
 //!     worktrees: "/tmp/worktrees".into(),
-//! }, reports_rx)?;
+//! }, reports_rx).await?;
 //! let job = engine.start(StartRequest { prompt: "Say hello".into(), ..Default::default() }).await?;
 //! let cancelled = tokio_util::sync::CancellationToken::new();
 //! let settled = engine
@@ -107,7 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.backend,
         events_tx,
     ));
-    let manager = jobs::JobManager::open(store, backend, cli.engine_settings()?, events_rx)?;
+    let manager = jobs::JobManager::open(store, backend, cli.engine_settings()?, events_rx).await?;
 
     // The first signal stops serving and drains; the second hurries the drain.
     let shutdown = CancellationToken::new();
@@ -132,7 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let (engine, decided) = (manager.clone(), shutdown.clone());
     let stop_on_signal = tokio::spawn(async move {
         decided.cancelled().await;
-        engine.stop_taking_turns();
+        engine.stop_taking_turns().await;
     });
     let served = match listener {
         Some((listener, settings)) => {

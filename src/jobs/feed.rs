@@ -1,7 +1,9 @@
 //! The read side: pages of a job's events, the global feed of notifications, and waiting on it.
 //!
 //! Reads go to the store; the state is consulted only for cursors and statuses. A cursor handed
-//! out is never behind the entries of the same answer, so the next page never repeats them.
+//! out is never behind the entries of the same answer, so the next page never repeats them, and
+//! never past what the state knows: the store may already hold a change that is saved and not
+//! yet made, and an answer shows nothing of it.
 //! Waiters sleep on the feed's `watch` and wake only when it moves; a wait for one job looks at
 //! that job in memory before it reads the store, and every wait ends when its caller leaves.
 
@@ -19,7 +21,7 @@ const WAIT_LIMIT: usize = 100;
 
 impl JobManager {
     /// A page of the job's events, with the job's state as it was after the page was read.
-    pub fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
+    pub async fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
         let id = JobId::from(job);
         let last = self.inner.lock().job(&id)?.record.last_seq;
         if query.after > last {
@@ -29,18 +31,20 @@ impl JobManager {
                 last,
             });
         }
-        let page = self.inner.store.read_events(&id, query)?;
+        let mut page = self.inner.store.read_events(&id, query).await?;
         let snapshot = self.inner.lock().snapshot(&id)?;
+        let known = page.events.partition_point(|e| e.seq <= snapshot.cursor);
+        let unknown = page.events.split_off(known);
         Ok(EventsAnswer {
-            snapshot,
             events: page.events,
-            cursor: page.cursor,
-            has_more: page.has_more,
+            cursor: page.cursor.min(snapshot.cursor),
+            has_more: page.has_more || !unknown.is_empty(),
+            snapshot,
         })
     }
 
     /// The final message of the job's `turn` (default: its latest), whole.
-    pub fn turn_text(&self, job: &str, turn: Option<u32>) -> Result<TurnText, JobError> {
+    pub async fn turn_text(&self, job: &str, turn: Option<u32>) -> Result<TurnText, JobError> {
         let id = JobId::from(job);
         let (turns, status) = {
             let state = self.inner.lock();
@@ -69,7 +73,8 @@ impl JobManager {
         let end = self
             .inner
             .store
-            .read_events(&id, &of_turn(ends.iter().map(|(k, _)| *k).collect(), 1))?
+            .read_events(&id, &of_turn(ends.iter().map(|(k, _)| *k).collect(), 1))
+            .await?
             .events
             .pop();
         let status = match &end {
@@ -102,7 +107,8 @@ impl JobManager {
             None => self
                 .inner
                 .store
-                .read_events(&id, &of_turn(vec![EventKind::AgentMessage], 10_000))?
+                .read_events(&id, &of_turn(vec![EventKind::AgentMessage], 10_000))
+                .await?
                 .events
                 .pop()
                 .and_then(|e| {
@@ -128,7 +134,7 @@ impl JobManager {
     }
 
     /// Feed entries after `cursor`, for one job or all; never waits.
-    pub fn notifications(
+    pub async fn notifications(
         &self,
         cursor: u64,
         job: Option<&str>,
@@ -142,12 +148,9 @@ impl JobManager {
         if cursor > last {
             return Err(JobError::FeedCursorOutOfRange { cursor, last });
         }
-        let found = self
-            .inner
-            .store
-            .read_notifications(cursor, job.as_ref(), limit)?;
+        let (found, made) = self.feed_after(cursor, job.as_ref(), limit).await?;
         let newest = found.last().map_or(cursor, |n| n.seq);
-        let next = if found.len() == limit {
+        let next = if found.len() == limit || !made {
             newest
         } else {
             // Nothing more matched up to `last` when it was read; entries saved since then may
@@ -199,10 +202,7 @@ impl JobManager {
         loop {
             let last = *feed.borrow_and_update();
             if self.may_have_news(job.as_ref(), after) {
-                let found = self
-                    .inner
-                    .store
-                    .read_notifications(after, job.as_ref(), WAIT_LIMIT)?;
+                let (found, _) = self.feed_after(after, job.as_ref(), WAIT_LIMIT).await?;
                 if let Some(newest) = found.last() {
                     return Ok(WaitAnswer {
                         cursor: newest.seq,
@@ -226,6 +226,30 @@ impl JobManager {
                 () = cancelled.cancelled() => return Err(JobError::Cancelled),
             }
         }
+    }
+
+    /// Feed entries after `after`, for `job` or all, at most `limit`: from memory when it holds
+    /// them all, else from the store. Only entries of changes that are made; and whether the
+    /// store held none that were not.
+    async fn feed_after(
+        &self,
+        after: u64,
+        job: Option<&JobId>,
+        limit: usize,
+    ) -> Result<(Vec<Notification>, bool), JobError> {
+        let kept = {
+            let state = self.inner.lock();
+            (state.recent).after(after, state.last_notification, job, limit)
+        };
+        if let Some(found) = kept {
+            return Ok((found, true));
+        }
+        let mut found = (self.inner.store)
+            .read_notifications(after, job, limit)
+            .await?;
+        let last = self.inner.lock().last_notification;
+        let unknown = found.split_off(found.partition_point(|n| n.seq <= last));
+        Ok((found, unknown.is_empty()))
     }
 
     /// Whether the store may hold an entry past `after` for `job`: for one job, its newest entry

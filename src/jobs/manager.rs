@@ -1,10 +1,11 @@
 //! [`JobManager`]: the engine's commands (`start`, `reply`, `cancel`), the hand-over of turns to
 //! Codex, the job list, retention and shutdown.
 //!
-//! Every change runs through [`JobManager::transact`], a [`Tx`] under the state lock, and returns
-//! an [`AfterCommit`]: waiters are woken and queued turns handed to Codex only after the lock is
-//! released. Codex's reports are applied in [`super::reports`]; the feed and the event pages are
-//! read in [`super::feed`].
+//! Every change runs through [`JobManager::transact`]: a [`Tx`] built under the state lock, saved
+//! off the runtime's workers, then made; one change at a time, each on what the one before it
+//! made. It returns an [`AfterCommit`]: waiters are woken and queued turns handed to Codex only
+//! after the lock is released. Codex's reports are applied in [`super::reports`]; the feed and
+//! the event pages are read in [`super::feed`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,7 +23,7 @@ use super::api::{
     EngineSettings, ForkRequest, JobSnapshot, JobSummary, Relayed, ReplyRequest, ReviewSource,
     StartRequest,
 };
-use super::state::{AfterCommit, Announce, JobState, State, Stop, Tx};
+use super::state::{AfterCommit, Announce, Change, JobState, State, Stop, Tx};
 use super::status::Outcome;
 use super::{JobError, reports};
 use crate::codex::{Backend, BackendError, BackendEvent, BackendInfo, ThreadRef, TurnInput};
@@ -30,7 +31,7 @@ use crate::model::{
     Answer, Decision, Effort, EventKind, Isolation, JobId, JobRecord, JobStatus, JobTurn,
     ReasoningSummary, ReviewTarget, ThreadOptions, TokenUsage, Worktree,
 };
-use crate::store::Store;
+use crate::store::{Store, StoreError, StoreThreads};
 use crate::text;
 use crate::time::now_rfc3339;
 use crate::worktree;
@@ -53,7 +54,10 @@ pub struct JobManager {
 
 pub(super) struct Inner {
     pub(super) state: Mutex<State>,
-    pub(super) store: Arc<dyn Store>,
+    /// Held from the moment a change is built until it is made: changes are made one at a time,
+    /// in order, each on the state the one before it left.
+    changing: Arc<tokio::sync::Mutex<()>>,
+    pub(super) store: StoreThreads,
     pub(super) backend: Arc<dyn Backend>,
     pub(super) settings: EngineSettings,
     /// The seq of the newest notification; waiters watch it. It only moves forward.
@@ -86,17 +90,19 @@ impl JobManager {
     /// Builds the engine from what the store holds: turns that were unfinished when the last
     /// server went away are settled as `interrupted`, and expired jobs deleted. Then it starts
     /// applying the backend's reports from `events` and deleting expired jobs periodically.
-    pub fn open(
+    pub async fn open(
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
         settings: EngineSettings,
         events: mpsc::Receiver<BackendEvent>,
     ) -> Result<Self, JobError> {
-        let state = State::from_loaded(store.load()?);
+        let store = StoreThreads::new(store);
+        let state = State::from_loaded(store.load().await?);
         let (feed, _) = watch::channel(state.last_notification);
         let manager = Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
+                changing: Arc::default(),
                 store,
                 backend,
                 settings,
@@ -113,11 +119,13 @@ impl JobManager {
                 handovers: Mutex::new(HashMap::new()),
             }),
         };
-        let after = manager.transact(|tx| {
-            tx.interrupt_open_turns("the server stopped (it was restarted or it crashed)")
-        })?;
+        let after = manager
+            .transact(|tx| {
+                tx.interrupt_open_turns("the server stopped (it was restarted or it crashed)")
+            })
+            .await?;
         manager.publish(after);
-        manager.purge_expired()?;
+        manager.purge_expired().await?;
 
         let weak = Arc::downgrade(&manager.inner);
         let drained = manager.inner.drained.clone();
@@ -145,8 +153,8 @@ impl JobManager {
                 }
                 let Some(inner) = weak.upgrade() else { break };
                 let manager = JobManager { inner };
-                manager.retry_unsaved_failures();
-                if let Err(e) = manager.purge_expired() {
+                manager.retry_unsaved_failures().await;
+                if let Err(e) = manager.purge_expired().await {
                     tracing::error!(error = %e, "could not delete expired jobs");
                 }
             }
@@ -177,15 +185,53 @@ impl JobManager {
         total
     }
 
-    /// Runs `change` on the state as one saved transaction.
-    pub(super) fn transact(
+    /// Runs `change` on the state as one saved transaction: built under the state lock, saved off
+    /// the runtime's workers ([`StoreThreads`]), then made.
+    ///
+    /// Once built, the change is saved and made even if the caller leaves meanwhile (memory must
+    /// not fall behind disk), and what it brings is then published and dispatched here.
+    pub(super) async fn transact(
         &self,
         change: impl FnOnce(&mut Tx<'_>) -> Result<(), JobError>,
     ) -> Result<AfterCommit, JobError> {
-        let mut state = self.inner.lock();
-        let mut tx = Tx::new(&mut state, self.inner.settings.max_concurrent_jobs);
-        change(&mut tx)?;
-        tx.commit(&*self.inner.store)
+        let one_at_a_time = self.inner.changing.clone().lock_owned().await;
+        let (writes, change) = {
+            let state = self.inner.lock();
+            let mut tx = Tx::new(&state, self.inner.settings.max_concurrent_jobs);
+            change(&mut tx)?;
+            tx.finish()
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let made = manager.save_and_make(writes, change).await;
+            drop(one_at_a_time);
+            if let Err(Ok(after)) = answer.send(made) {
+                manager.publish_and_dispatch(after);
+            }
+        });
+        answered.await.unwrap_or_else(|_| {
+            Err(JobError::Store(StoreError::Write {
+                problem: crate::store::Problem::Other,
+                detail: "the change was lost on its way to the store (a panic)".into(),
+            }))
+        })
+    }
+
+    /// Changes what is kept in memory only, between two saved changes, so that neither
+    /// overwrites it with the copy it was built on.
+    pub(super) async fn change_unsaved(&self, change: impl FnOnce(&mut State)) {
+        let _one_at_a_time = self.inner.changing.lock().await;
+        change(&mut self.inner.lock());
+    }
+
+    async fn save_and_make(
+        &self,
+        writes: Vec<crate::store::Write>,
+        change: Change,
+    ) -> Result<AfterCommit, JobError> {
+        self.inner.store.write(writes).await?;
+        Ok(change.make(&mut self.inner.lock()))
     }
 
     /// Wakes waiters, answers Codex's requests, relays those that wait for a client; returns the
@@ -439,32 +485,34 @@ impl JobManager {
             review: request.review,
         };
         let mut existing = None;
-        let after = self.transact(|tx| {
-            if !tx.accepting() {
-                return Err(JobError::ShuttingDown);
-            }
-            let first = record
-                .client_request_id
-                .as_ref()
-                .and_then(|key| tx.state().by_client_request.get(key))
-                .and_then(|id| tx.state().jobs.get(id));
-            if let Some(first) = first {
-                let first = &first.record;
-                if first.prompt != record.prompt
-                    || first.options != record.options
-                    || first.approvals != record.approvals
-                {
-                    return Err(JobError::RequestIdReused {
-                        key: record.client_request_id.clone().unwrap_or_default(),
-                        job: first.id.clone(),
-                    });
+        let after = self
+            .transact(|tx| {
+                if !tx.accepting() {
+                    return Err(JobError::ShuttingDown);
                 }
-                existing = Some(first.id.clone());
-                return Ok(());
-            }
-            tx.create(JobState::new(record.clone(), None));
-            tx.enqueue_turn(input, limit)
-        });
+                let first = record
+                    .client_request_id
+                    .as_ref()
+                    .and_then(|key| tx.state().by_client_request.get(key))
+                    .and_then(|id| tx.state().jobs.get(id));
+                if let Some(first) = first {
+                    let first = &first.record;
+                    if first.prompt != record.prompt
+                        || first.options != record.options
+                        || first.approvals != record.approvals
+                    {
+                        return Err(JobError::RequestIdReused {
+                            key: record.client_request_id.clone().unwrap_or_default(),
+                            job: first.id.clone(),
+                        });
+                    }
+                    existing = Some(first.id.clone());
+                    return Ok(());
+                }
+                tx.create(JobState::new(record.clone(), None));
+                tx.enqueue_turn(input, limit)
+            })
+            .await;
         let after = match after {
             Ok(after) => after,
             Err(e) => {
@@ -505,6 +553,7 @@ impl JobManager {
                     }
                     tx.create_settled(JobState::new(record.clone(), None))
                 })
+                .await
             }
             Err(e) => Err(JobError::InvalidArgument(format!(
                 "Codex could not fork the thread: {e}"
@@ -550,43 +599,45 @@ impl JobManager {
             return Err(JobError::CannotContinue { job: id, reason });
         }
         let limit = self.turn_limit(request.max_turn_seconds);
-        let after = self.transact(|tx| {
-            if !tx.accepting() {
-                return Err(JobError::ShuttingDown);
-            }
-            let entry = tx.job(&id)?;
-            let status = entry.record.status;
-            if !status.is_settled() {
-                return Err(JobError::ReplyWhileRunning {
-                    job: id.clone(),
-                    status,
-                    turn: entry.record.turns,
-                });
-            }
-            let Some(thread_id) = entry.record.thread_id.clone() else {
-                return Err(JobError::NoThread { job: id.clone() });
-            };
-            if entry.record.worktree.as_ref().is_some_and(|w| w.removed) {
-                return Err(JobError::InvalidArgument(format!(
-                    "job {id}'s worktree was removed (job_cleanup); fork it with job_fork and \
+        let after = self
+            .transact(|tx| {
+                if !tx.accepting() {
+                    return Err(JobError::ShuttingDown);
+                }
+                let entry = tx.job(&id)?;
+                let status = entry.record.status;
+                if !status.is_settled() {
+                    return Err(JobError::ReplyWhileRunning {
+                        job: id.clone(),
+                        status,
+                        turn: entry.record.turns,
+                    });
+                }
+                let Some(thread_id) = entry.record.thread_id.clone() else {
+                    return Err(JobError::NoThread { job: id.clone() });
+                };
+                if entry.record.worktree.as_ref().is_some_and(|w| w.removed) {
+                    return Err(JobError::InvalidArgument(format!(
+                        "job {id}'s worktree was removed (job_cleanup); fork it with job_fork and \
                      isolation \"worktree\", or start a new job"
-                )));
-            }
-            entry.record.turns += 1;
-            entry.record.options = options;
-            if let Some(approvals) = request.approvals {
-                entry.record.approvals = approvals;
-            }
-            let input = TurnInput {
-                turn: entry.turn(),
-                prompt: request.prompt,
-                thread: ThreadRef::Existing(thread_id),
-                options: entry.record.turn_options(),
-                output_schema: request.output_schema,
-                review: None,
-            };
-            tx.enqueue_turn(input, limit)
-        })?;
+                    )));
+                }
+                entry.record.turns += 1;
+                entry.record.options = options;
+                if let Some(approvals) = request.approvals {
+                    entry.record.approvals = approvals;
+                }
+                let input = TurnInput {
+                    turn: entry.turn(),
+                    prompt: request.prompt,
+                    thread: ThreadRef::Existing(thread_id),
+                    options: entry.record.turn_options(),
+                    output_schema: request.output_schema,
+                    review: None,
+                };
+                tx.enqueue_turn(input, limit)
+            })
+            .await?;
         // As for `start`: Codex takes (and may first resume) the thread in the background.
         self.publish_and_dispatch(after);
         self.inner.lock().snapshot(&id)
@@ -764,41 +815,43 @@ impl JobManager {
         let mut queued = false;
         let mut interrupt_now = false;
         let mut first_stop = None;
-        let after = self.transact(|tx| {
-            let entry = tx.job(id)?;
-            let status = entry.record.status;
-            if status.is_settled() || turn.is_some_and(|t| t != entry.record.turns) {
-                return Err(JobError::AlreadySettled {
-                    job: id.clone(),
-                    status,
-                });
-            }
-            let open = entry.turn();
-            queued = entry.facts.queued;
-            target = Some(open.clone());
-            if queued {
-                // In the same transaction as the check, so the queue cannot hand it over first.
-                let (outcome, kind) = stop.outcome();
-                let reason = format!("{} before the turn started", stop.reason());
-                tx.settle(&open, outcome, kind, reason).map(drop)
-            } else {
-                // Whoever sees the other's mark tells Codex: this call if Codex has the turn
-                // already, else the hand-over once Codex has it.
-                let stop = entry.stop.get_or_insert_with(|| stop.clone()).clone();
-                interrupt_now = entry.facts.handed_over;
-                let waiting: Vec<String> = entry
-                    .pending
-                    .iter()
-                    .map(|p| p.request.request_id.clone())
-                    .collect();
-                for request_id in waiting {
-                    let answer = Answer::just(Decision::Cancel);
-                    tx.resolve(id, &request_id, answer, stop.decided_by(), None)?;
+        let after = self
+            .transact(|tx| {
+                let entry = tx.job(id)?;
+                let status = entry.record.status;
+                if status.is_settled() || turn.is_some_and(|t| t != entry.record.turns) {
+                    return Err(JobError::AlreadySettled {
+                        job: id.clone(),
+                        status,
+                    });
                 }
-                first_stop = Some(stop);
-                Ok(())
-            }
-        })?;
+                let open = entry.turn();
+                queued = entry.facts.queued;
+                target = Some(open.clone());
+                if queued {
+                    // In the same transaction as the check, so the queue cannot hand it over first.
+                    let (outcome, kind) = stop.outcome();
+                    let reason = format!("{} before the turn started", stop.reason());
+                    tx.settle(&open, outcome, kind, reason).map(drop)
+                } else {
+                    // Whoever sees the other's mark tells Codex: this call if Codex has the turn
+                    // already, else the hand-over once Codex has it.
+                    let stop = entry.stop.get_or_insert_with(|| stop.clone()).clone();
+                    interrupt_now = entry.facts.handed_over;
+                    let waiting: Vec<String> = entry
+                        .pending
+                        .iter()
+                        .map(|p| p.request.request_id.clone())
+                        .collect();
+                    for request_id in waiting {
+                        let answer = Answer::just(Decision::Cancel);
+                        tx.resolve(id, &request_id, answer, stop.decided_by(), None)?;
+                    }
+                    first_stop = Some(stop);
+                    Ok(())
+                }
+            })
+            .await?;
         self.publish_and_dispatch(after);
         let Some(turn) = target.filter(|_| !queued) else {
             return self.inner.lock().snapshot(id);
@@ -827,7 +880,9 @@ impl JobManager {
         };
         // Does nothing when Codex's confirmation ended the turn already.
         let (outcome, kind) = stop.outcome();
-        let after = self.transact(|tx| tx.settle(&turn, outcome, kind, reason).map(drop))?;
+        let after = self
+            .transact(|tx| tx.settle(&turn, outcome, kind, reason).map(drop))
+            .await?;
         self.publish_and_dispatch(after);
         self.inner.lock().snapshot(id)
     }
@@ -863,21 +918,25 @@ impl JobManager {
         // Marked removed in the same step as the check, so no turn can start in it meanwhile
         // (a reply to a job whose worktree is removed is refused); unmarked if it stays.
         let mut taken = None;
-        let after = self.transact(|tx| {
-            let worktree = removable_worktree(tx.state(), &id)?;
-            tx.mark_worktree(&worktree.path, |w| w.removed = true);
-            taken = Some(worktree);
-            Ok(())
-        })?;
+        let after = self
+            .transact(|tx| {
+                let worktree = removable_worktree(tx.state(), &id)?;
+                tx.mark_worktree(&worktree.path, |w| w.removed = true);
+                taken = Some(worktree);
+                Ok(())
+            })
+            .await?;
         self.publish(after);
         let Some(worktree) = taken else {
             return self.inner.lock().snapshot(&id);
         };
         if let Err(e) = worktree::remove(&worktree, force).await {
-            let after = self.transact(|tx| {
-                tx.mark_worktree(&worktree.path, |w| w.removed = false);
-                Ok(())
-            })?;
+            let after = self
+                .transact(|tx| {
+                    tx.mark_worktree(&worktree.path, |w| w.removed = false);
+                    Ok(())
+                })
+                .await?;
             self.publish(after);
             return Err(JobError::InvalidArgument(e));
         }
@@ -888,10 +947,12 @@ impl JobManager {
                     worktree.branch
                 ))
             })?;
-            let after = self.transact(|tx| {
-                tx.mark_worktree(&worktree.path, |w| w.branch_deleted = true);
-                Ok(())
-            })?;
+            let after = self
+                .transact(|tx| {
+                    tx.mark_worktree(&worktree.path, |w| w.branch_deleted = true);
+                    Ok(())
+                })
+                .await?;
             self.publish(after);
         }
         self.inner.lock().snapshot(&id)
@@ -931,14 +992,17 @@ impl JobManager {
 
     /// Takes no more turns from now on: nothing new is queued, and no turn goes to Codex (so no
     /// Codex is started). The first step of shutdown, taken as soon as it is decided.
-    pub fn stop_taking_turns(&self) {
+    pub async fn stop_taking_turns(&self) {
         if self.inner.stopping.is_cancelled() {
             return;
         }
-        match self.transact(|tx| {
-            tx.stop_accepting();
-            Ok(())
-        }) {
+        match self
+            .transact(|tx| {
+                tx.stop_accepting();
+                Ok(())
+            })
+            .await
+        {
             Ok(after) => self.publish_and_dispatch(after),
             Err(e) => tracing::error!(error = %e, "could not stop taking turns"),
         }
@@ -949,7 +1013,7 @@ impl JobManager {
     /// before it stopped, settles what is still open as `interrupted`, and waits for its tasks.
     /// `hurry` (a second signal) cuts the waiting short; the settling always happens.
     pub async fn shutdown(&self, hurry: CancellationToken) {
-        self.stop_taking_turns();
+        self.stop_taking_turns().await;
         let reports = self.inner.reports_lock().take();
         let last_words = async {
             self.inner.backend.shutdown().await;
@@ -966,7 +1030,9 @@ impl JobManager {
                 tracing::warn!("Codex's last reports did not arrive in time");
             }
         }
-        let settled = self.transact(|tx| tx.interrupt_open_turns("the server shut down"));
+        let settled = self
+            .transact(|tx| tx.interrupt_open_turns("the server shut down"))
+            .await;
         match settled {
             Ok(after) => drop(self.publish(after)),
             Err(e) => tracing::error!(error = %e, "could not save the interrupted jobs"),
@@ -983,24 +1049,26 @@ impl JobManager {
 
     /// Deletes settled jobs not updated within the retention period, with their events and
     /// notifications.
-    pub fn purge_expired(&self) -> Result<usize, JobError> {
+    pub async fn purge_expired(&self) -> Result<usize, JobError> {
         let cutoff = SystemTime::now()
             .checked_sub(self.inner.settings.retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        self.purge_updated_before(cutoff)
+        self.purge_updated_before(cutoff).await
     }
 
     /// Deletes settled jobs last updated before `cutoff`.
-    pub(crate) fn purge_updated_before(&self, cutoff: SystemTime) -> Result<usize, JobError> {
+    pub(crate) async fn purge_updated_before(&self, cutoff: SystemTime) -> Result<usize, JobError> {
         let mut expired = Vec::new();
         let mut worktrees = Vec::new();
-        let after = self.transact(|tx| {
-            let records = tx.state().jobs.values().map(|j| &j.record);
-            expired = expired_jobs(records, cutoff);
-            worktrees = unused_worktrees(tx.state(), &expired);
-            expired.iter().for_each(|id| tx.delete(id));
-            Ok(())
-        })?;
+        let after = self
+            .transact(|tx| {
+                let records = tx.state().jobs.values().map(|j| &j.record);
+                expired = expired_jobs(records, cutoff);
+                worktrees = unused_worktrees(tx.state(), &expired);
+                expired.iter().for_each(|id| tx.delete(id));
+                Ok(())
+            })
+            .await?;
         self.publish(after);
         if !worktrees.is_empty() {
             // Without force: a worktree with uncommitted work stays, and says so in the log.
@@ -1074,13 +1142,16 @@ impl JobManager {
         let handed = self.inner.backend.start_turn(input).await;
         let mut stop = false;
         let saved = match handed {
-            Ok(thread_id) => self.transact(|tx| {
-                if let Some(thread_id) = thread_id {
-                    tx.name_thread(&turn.job, thread_id)?;
-                }
-                stop = tx.handed_over(&turn)?;
-                Ok(())
-            }),
+            Ok(thread_id) => {
+                self.transact(|tx| {
+                    if let Some(thread_id) = thread_id {
+                        tx.name_thread(&turn.job, thread_id)?;
+                    }
+                    stop = tx.handed_over(&turn)?;
+                    Ok(())
+                })
+                .await
+            }
             // Shutdown settles the turn (and a hand-over that failed because shutdown stopped
             // Codex under it is no failure of the turn's).
             Err(BackendError::ShuttingDown) => Ok(AfterCommit::default()),
@@ -1102,6 +1173,7 @@ impl JobManager {
                     )
                     .map(drop)
                 })
+                .await
             }
         };
         match saved {

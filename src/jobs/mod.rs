@@ -10,7 +10,8 @@
 //!   checked against the `output_schema` it was asked to follow.
 //! - `requests`: Codex's requests: answered by policy, by clients or by the approval timeout;
 //!   and the turns' time limits.
-//! - `feed`: event pages, the notification feed and waiting on it.
+//! - `feed`: event pages, the notification feed and waiting on it; `recent`: the feed's newest
+//!   entries, kept in memory for waits.
 //! - `state`: the state and `Tx`, the one way to change it; `status`: a job's status
 //!   as a pure function of its facts.
 
@@ -20,6 +21,7 @@ mod error;
 mod feed;
 mod manager;
 mod output;
+mod recent;
 mod reports;
 mod requests;
 mod state;

@@ -60,8 +60,8 @@ pub(super) async fn apply_loop(
         #[cfg(test)]
         let taken = batch.len();
         let changes = manager.worktree_changes(&batch).await;
-        manager.apply(std::mem::take(&mut batch), changes);
-        manager.retry_unsaved_failures();
+        manager.apply(std::mem::take(&mut batch), changes).await;
+        manager.retry_unsaved_failures().await;
         #[cfg(test)]
         manager.inner.reports_taken.send_modify(|n| *n += taken);
     }
@@ -119,7 +119,7 @@ impl JobManager {
 
     /// Applies a batch of the backend's reports, saved as one transaction; a turn's end carries
     /// what it left changed in its worktree, from `changes`.
-    fn apply(&self, batch: Vec<BackendEvent>, mut changes: HashMap<JobTurn, Changes>) {
+    async fn apply(&self, batch: Vec<BackendEvent>, mut changes: HashMap<JobTurn, Changes>) {
         let mut touched: Vec<JobTurn> = Vec::new();
         let applied = self.transact(|tx| {
             for BackendEvent { turn, update } in batch {
@@ -140,10 +140,10 @@ impl JobManager {
                 apply_one(tx, &turn, update, changed)?;
             }
             Ok(())
-        });
+        }).await;
         match applied {
             Ok(after) => self.publish_and_dispatch(after),
-            Err(e) => self.fail_unsaved(touched, &e),
+            Err(e) => self.fail_unsaved(touched, &e).await,
         }
     }
 
@@ -151,7 +151,7 @@ impl JobManager {
     /// with a record that has holes. A turn whose failure cannot be saved either stays
     /// `running` with the reason as its `error`, takes no more reports, and is failed as soon as
     /// a save succeeds.
-    fn fail_unsaved(&self, turns: Vec<JobTurn>, e: &JobError) {
+    async fn fail_unsaved(&self, turns: Vec<JobTurn>, e: &JobError) {
         tracing::error!(error = %e, "could not save Codex's events; failing their turns");
         let problem = match e {
             JobError::Store(e) => e.problem().to_string(),
@@ -159,26 +159,30 @@ impl JobManager {
         };
         let reason = format!("the job store could not save Codex's events ({problem})");
         for turn in turns {
-            let settled = self.transact(|tx| {
-                tx.settle(
-                    &turn,
-                    Outcome::Failed,
-                    EventKind::TurnFailed,
-                    reason.clone(),
-                )
-                .map(drop)
-            });
+            let settled = self
+                .transact(|tx| {
+                    tx.settle(
+                        &turn,
+                        Outcome::Failed,
+                        EventKind::TurnFailed,
+                        reason.clone(),
+                    )
+                    .map(drop)
+                })
+                .await;
             match settled {
                 Ok(after) => self.publish_and_dispatch(after),
                 Err(again) => {
                     tracing::error!(%turn, error = %again, "could not save the failure either");
-                    let mut state = self.inner.lock();
-                    if let Some(job) = state.jobs.get_mut(&turn.job)
-                        && job.takes_reports_for(turn.turn)
-                    {
-                        job.unsaved_failure = Some(reason.clone());
-                        self.inner.unsaved.store(true, Ordering::SeqCst);
-                    }
+                    self.change_unsaved(|state| {
+                        if let Some(job) = state.jobs.get_mut(&turn.job)
+                            && job.takes_reports_for(turn.turn)
+                        {
+                            job.unsaved_failure = Some(reason.clone());
+                            self.inner.unsaved.store(true, Ordering::SeqCst);
+                        }
+                    })
+                    .await;
                 }
             }
             let manager = self.clone();
@@ -194,7 +198,7 @@ impl JobManager {
     }
 
     /// Settles the turns whose failure could not be saved earlier, now that saves may work.
-    pub(super) fn retry_unsaved_failures(&self) {
+    pub(super) async fn retry_unsaved_failures(&self) {
         if !self.inner.unsaved.swap(false, Ordering::SeqCst) {
             return;
         }
@@ -207,10 +211,12 @@ impl JobManager {
                 .collect()
         };
         for (turn, reason) in pending {
-            let settled = self.transact(|tx| {
-                tx.settle(&turn, Outcome::Failed, EventKind::TurnFailed, reason)
-                    .map(drop)
-            });
+            let settled = self
+                .transact(|tx| {
+                    tx.settle(&turn, Outcome::Failed, EventKind::TurnFailed, reason)
+                        .map(drop)
+                })
+                .await;
             match settled {
                 Ok(after) => self.publish_and_dispatch(after),
                 Err(e) => {

@@ -125,7 +125,9 @@ impl JobManager {
             )
             .await
         {
-            Err(JobError::NoSuchRequest { .. }) => Err(self.why_not_waiting(&id, &request_id)),
+            Err(JobError::NoSuchRequest { .. }) => {
+                Err(self.why_not_waiting(&id, &request_id).await)
+            }
             answered => answered,
         }
     }
@@ -147,23 +149,25 @@ impl JobManager {
             _ => format!("cancelled by the answer `cancel` to request {request_id}"),
         };
         let mut cancel = None;
-        let after = self.transact(|tx| {
-            let Some(pending) = tx.pending(id, request_id)?.map(|p| p.request.clone()) else {
-                return Err(JobError::NoSuchRequest {
-                    job: id.clone(),
-                    request_id: crate::text::shorten(request_id, 100),
-                });
-            };
-            check_answer(&pending, &answer)?;
-            let decision = answer.decision;
-            tx.resolve(id, request_id, answer, decided_by, note)?;
-            if decision == Decision::Cancel {
-                let entry = tx.job(id)?;
-                let stop = entry.stop.get_or_insert(Stop::Cancel(how)).clone();
-                cancel = Some((entry.record.turns, stop));
-            }
-            Ok(())
-        })?;
+        let after = self
+            .transact(|tx| {
+                let Some(pending) = tx.pending(id, request_id)?.map(|p| p.request.clone()) else {
+                    return Err(JobError::NoSuchRequest {
+                        job: id.clone(),
+                        request_id: crate::text::shorten(request_id, 100),
+                    });
+                };
+                check_answer(&pending, &answer)?;
+                let decision = answer.decision;
+                tx.resolve(id, request_id, answer, decided_by, note)?;
+                if decision == Decision::Cancel {
+                    let entry = tx.job(id)?;
+                    let stop = entry.stop.get_or_insert(Stop::Cancel(how)).clone();
+                    cancel = Some((entry.record.turns, stop));
+                }
+                Ok(())
+            })
+            .await?;
         self.publish_and_dispatch(after);
         if let Some((turn, stop)) = cancel {
             match self.stop_turn(id, Some(turn), stop).await {
@@ -176,7 +180,7 @@ impl JobManager {
 
     /// Why `request_id` of `id` takes no answer: answered already, over with its turn, or never
     /// asked; and what waits instead.
-    fn why_not_waiting(&self, id: &JobId, request_id: &str) -> JobError {
+    async fn why_not_waiting(&self, id: &JobId, request_id: &str) -> JobError {
         let waiting: Vec<String> = match self.inner.lock().job(id) {
             Ok(job) => job
                 .pending
@@ -190,8 +194,8 @@ impl JobManager {
             limit: 10_000,
             ..EventQuery::default()
         };
-        let find = |kind| -> Option<Value> {
-            let page = self.inner.store.read_events(id, &of(kind)).ok()?;
+        let find = async |kind| -> Option<Value> {
+            let page = self.inner.store.read_events(id, &of(kind)).await.ok()?;
             page.events
                 .into_iter()
                 .rev()
@@ -204,7 +208,7 @@ impl JobManager {
             format!("waiting: {}", waiting.join(", "))
         };
         let request_id = crate::text::shorten(request_id, 100);
-        if let Some(resolved) = find(EventKind::ApprovalResolved) {
+        if let Some(resolved) = find(EventKind::ApprovalResolved).await {
             let field = |name: &str| {
                 resolved
                     .get(name)
@@ -220,7 +224,7 @@ impl JobManager {
                 waiting,
             };
         }
-        if find(EventKind::ApprovalRequested).is_some() {
+        if find(EventKind::ApprovalRequested).await.is_some() {
             return JobError::RequestOver {
                 job: id.clone(),
                 request_id,

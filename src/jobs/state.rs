@@ -1,9 +1,9 @@
 //! The engine's state, and the one way to change it: a [`Tx`] that is saved before it is made.
 //!
 //! A `Tx` works on copies of the jobs it touches and collects the [`Write`]s that describe the
-//! change. [`Tx::commit`] hands the writes to the store in one transaction and only then swaps
-//! the copies in, so memory never runs ahead of disk: whatever a client can see has been saved,
-//! and a failed save leaves the state as it was. Statuses are derived from facts in one place,
+//! change. [`Tx::finish`] parts the writes, which the store saves in one transaction, from the
+//! [`Change`] that swaps the copies in once they are saved, so memory never runs ahead of disk:
+//! whatever a client can see has been saved, and a failed save leaves the state as it was. Statuses are derived from facts in one place,
 //! [`Tx::commit_status`], and a turn ends in one place, [`Tx::end_turn`], which ends only the
 //! turn it is told about, and only while that turn is open.
 //!
@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::api::Relayed;
+use super::recent::RecentFeed;
 use super::status::{self, Facts, Outcome};
 use super::{JobError, JobSnapshot};
 use crate::codex::TurnInput;
@@ -26,7 +27,7 @@ use crate::model::{
     Answer, Changes, CodexRequest, DecidedBy, Event, EventKind, JobId, JobRecord, JobStatus,
     JobTurn, Notification, PendingRequest, TokenUsage, Worktree,
 };
-use crate::store::{Loaded, Store, Write};
+use crate::store::{Loaded, Write};
 use crate::time::now_rfc3339;
 
 pub(super) struct State {
@@ -39,6 +40,8 @@ pub(super) struct State {
     /// Turns holding a slot.
     pub running: usize,
     pub last_notification: u64,
+    /// The feed's newest entries, for waits to answer from memory.
+    pub recent: RecentFeed,
     /// False once shutdown began: no turn is queued or handed over any more.
     pub accepting: bool,
 }
@@ -268,6 +271,7 @@ impl State {
             queue: VecDeque::new(),
             running: 0,
             last_notification: loaded.last_notification,
+            recent: RecentFeed::default(),
             accepting: true,
         };
         for job in loaded.jobs {
@@ -334,13 +338,65 @@ impl State {
 /// `job_events` at the smallest `max_bytes` holds one whole.
 const STREAMED_PIECE_BYTES: usize = 512;
 
+/// What a [`Tx`] makes of the state once its writes are saved.
+pub(super) struct Change {
+    jobs: HashMap<JobId, JobState>,
+    created: Vec<JobId>,
+    deleted: Vec<JobId>,
+    notified: Vec<Notification>,
+    queue: VecDeque<JobId>,
+    running: usize,
+    last_notification: u64,
+    accepting: bool,
+    after: AfterCommit,
+}
+
+impl Change {
+    /// Makes the change, whose writes are saved, on the state it was built on.
+    pub fn make(self, state: &mut State) -> AfterCommit {
+        for id in &self.created {
+            if let Some(key) = self
+                .jobs
+                .get(id)
+                .and_then(|j| j.record.client_request_id.clone())
+            {
+                state.by_client_request.insert(key, id.clone());
+            }
+            state.order.push(id.clone());
+        }
+        state.jobs.extend(self.jobs);
+        for id in &self.deleted {
+            if let Some(key) = state
+                .jobs
+                .remove(id)
+                .and_then(|job| job.record.client_request_id)
+            {
+                state.by_client_request.remove(&key);
+            }
+        }
+        if !self.deleted.is_empty() {
+            state.order.retain(|id| !self.deleted.contains(id));
+            state.recent.clear();
+        }
+        for entry in self.notified {
+            state.recent.push(entry);
+        }
+        state.queue = self.queue;
+        state.running = self.running;
+        state.last_notification = self.last_notification;
+        state.accepting = self.accepting;
+        self.after
+    }
+}
+
 /// A change to the state, saved before it is made.
 pub(super) struct Tx<'a> {
-    state: &'a mut State,
+    state: &'a State,
     max_running: usize,
     jobs: HashMap<JobId, JobState>,
     created: Vec<JobId>,
     deleted: Vec<JobId>,
+    notified: Vec<Notification>,
     queue: VecDeque<JobId>,
     running: usize,
     last_notification: u64,
@@ -352,7 +408,7 @@ pub(super) struct Tx<'a> {
 }
 
 impl<'a> Tx<'a> {
-    pub fn new(state: &'a mut State, max_running: usize) -> Self {
+    pub fn new(state: &'a State, max_running: usize) -> Self {
         Self {
             queue: state.queue.clone(),
             running: state.running,
@@ -363,6 +419,7 @@ impl<'a> Tx<'a> {
             jobs: HashMap::new(),
             created: Vec::new(),
             deleted: Vec::new(),
+            notified: Vec::new(),
             writes: Vec::new(),
             newest_event: HashMap::new(),
             after: AfterCommit::default(),
@@ -390,38 +447,20 @@ impl<'a> Tx<'a> {
             .ok_or_else(|| JobError::unknown_job(id))
     }
 
-    /// Saves the change and makes it; on failure nothing changes.
-    pub fn commit(self, store: &dyn Store) -> Result<AfterCommit, JobError> {
-        store.write(&self.writes)?;
-        let state = self.state;
-        for id in &self.created {
-            if let Some(key) = self
-                .jobs
-                .get(id)
-                .and_then(|j| j.record.client_request_id.clone())
-            {
-                state.by_client_request.insert(key, id.clone());
-            }
-            state.order.push(id.clone());
-        }
-        state.jobs.extend(self.jobs);
-        for id in &self.deleted {
-            if let Some(key) = state
-                .jobs
-                .remove(id)
-                .and_then(|job| job.record.client_request_id)
-            {
-                state.by_client_request.remove(&key);
-            }
-        }
-        if !self.deleted.is_empty() {
-            state.order.retain(|id| !self.deleted.contains(id));
-        }
-        state.queue = self.queue;
-        state.running = self.running;
-        state.last_notification = self.last_notification;
-        state.accepting = self.accepting;
-        Ok(self.after)
+    /// The writes to save, and the change to make once they are saved.
+    pub fn finish(self) -> (Vec<Write>, Change) {
+        let change = Change {
+            jobs: self.jobs,
+            created: self.created,
+            deleted: self.deleted,
+            notified: self.notified,
+            queue: self.queue,
+            running: self.running,
+            last_notification: self.last_notification,
+            accepting: self.accepting,
+            after: self.after,
+        };
+        (self.writes, change)
     }
 
     /// No turn starts from now on; queued turns stay queued until they are settled.
@@ -554,15 +593,22 @@ impl<'a> Tx<'a> {
     /// Notes what became of the worktree at `path` in every job that ran in it: `mark` sets
     /// `removed` or `branch_deleted`.
     pub fn mark_worktree(&mut self, path: &str, mark: impl Fn(&mut Worktree)) {
-        let mut changed = Vec::new();
-        for job in self.state.jobs.values_mut() {
-            if let Some(worktree) = job.record.worktree.as_mut().filter(|w| w.path == path) {
+        // Every job this change sees: those of the state, and those it creates.
+        let ran_there: Vec<JobId> = (self.state.jobs.keys().chain(&self.created))
+            .filter(|id| {
+                let job = self.jobs.get(*id).or_else(|| self.state.jobs.get(*id));
+                job.and_then(|j| j.record.worktree.as_ref())
+                    .is_some_and(|w| w.path == path)
+            })
+            .cloned()
+            .collect();
+        for id in ran_there {
+            let Ok(job) = self.job(&id) else { continue };
+            if let Some(worktree) = job.record.worktree.as_mut() {
                 mark(worktree);
-                changed.push(job.record.clone());
+                let record = job.record.clone();
+                self.writes.push(Write::Job(Box::new(record)));
             }
-        }
-        for record in changed {
-            self.writes.push(Write::Job(Box::new(record)));
         }
     }
 
@@ -727,6 +773,7 @@ impl<'a> Tx<'a> {
             error,
             request,
         };
+        self.notified.push(notification.clone());
         self.writes
             .push(Write::Notification(Box::new(notification)));
         self.last_notification = seq;

@@ -121,11 +121,33 @@ struct FlakyStore {
     before_next_read: Mutex<Option<Vec<Write>>>,
     /// Transactions saved (that changed something).
     saved: AtomicUsize,
+    /// Reads of the feed.
+    feed_reads: AtomicUsize,
+    /// The next write says it began, then waits for the go-ahead.
+    held: Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            std::sync::mpsc::Receiver<()>,
+        )>,
+    >,
 }
 
 impl FlakyStore {
     fn fail_next(&self, writes: usize) {
         self.failures.store(writes, Ordering::SeqCst);
+    }
+
+    /// Holds the next write: the first channel says it began, the second lets it go on.
+    fn hold_next_write(
+        &self,
+    ) -> (
+        tokio::sync::oneshot::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (began, beginning) = tokio::sync::oneshot::channel();
+        let (go, going) = std::sync::mpsc::channel();
+        *self.held.lock().unwrap() = Some((began, going));
+        (beginning, go)
     }
 }
 
@@ -141,6 +163,11 @@ impl Store for FlakyStore {
                 detail: "/secret/path/jobs.sqlite: database or disk is full".into(),
             });
         }
+        let held = self.held.lock().unwrap().take();
+        if let Some((began, go)) = held {
+            began.send(()).unwrap();
+            go.recv().unwrap();
+        }
         self.inner.write(batch)?;
         if !batch.is_empty() {
             self.saved.fetch_add(1, Ordering::SeqCst);
@@ -149,6 +176,9 @@ impl Store for FlakyStore {
     }
 
     fn read_events(&self, job: &JobId, query: &EventQuery) -> Result<EventPage, StoreError> {
+        if let Some(writes) = self.before_next_read.lock().unwrap().take() {
+            self.inner.write(&writes).unwrap();
+        }
         self.inner.read_events(job, query)
     }
 
@@ -158,6 +188,7 @@ impl Store for FlakyStore {
         job: Option<&JobId>,
         limit: usize,
     ) -> Result<Vec<Notification>, StoreError> {
+        self.feed_reads.fetch_add(1, Ordering::SeqCst);
         if let Some(writes) = self.before_next_read.lock().unwrap().take() {
             self.inner.write(&writes).unwrap();
         }
@@ -181,7 +212,7 @@ struct Engine {
 const GRACE: Duration = Duration::from_millis(200);
 const APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn engine(
+async fn engine(
     max_concurrent_jobs: usize,
     script: impl FnOnce(&mut Scripted, &mpsc::Sender<BackendEvent>),
 ) -> Engine {
@@ -190,19 +221,20 @@ fn engine(
         max_concurrent_jobs,
         script,
     )
+    .await
 }
 
 /// An engine on the store in `dir`, as a server started on that state directory.
-fn engine_in(
+async fn engine_in(
     dir: Arc<tempfile::TempDir>,
     max_concurrent_jobs: usize,
     script: impl FnOnce(&mut Scripted, &mpsc::Sender<BackendEvent>),
 ) -> Engine {
-    engine_tuned(dir, max_concurrent_jobs, |_| {}, script)
+    engine_tuned(dir, max_concurrent_jobs, |_| {}, script).await
 }
 
 /// An engine with settings of its own.
-fn engine_tuned(
+async fn engine_tuned(
     dir: Arc<tempfile::TempDir>,
     max_concurrent_jobs: usize,
     tune: impl FnOnce(&mut EngineSettings),
@@ -232,8 +264,12 @@ fn engine_tuned(
         failures: AtomicUsize::new(0),
         before_next_read: Mutex::new(None),
         saved: AtomicUsize::new(0),
+        feed_reads: AtomicUsize::new(0),
+        held: Mutex::new(None),
     });
-    let manager = JobManager::open(store.clone(), backend.clone(), settings, rx).unwrap();
+    let manager = JobManager::open(store.clone(), backend.clone(), settings, rx)
+        .await
+        .unwrap();
     Engine {
         manager,
         backend,
@@ -301,17 +337,21 @@ impl Engine {
         entered.wait_for(|entered| *entered >= n).await.unwrap();
     }
 
-    fn events(&self, job: &JobId) -> Vec<Event> {
+    async fn events(&self, job: &JobId) -> Vec<Event> {
         let query = EventQuery {
             limit: 1000,
             include_deltas: true,
             ..EventQuery::default()
         };
-        self.manager.events(job.as_str(), &query).unwrap().events
+        self.manager
+            .events(job.as_str(), &query)
+            .await
+            .unwrap()
+            .events
     }
 
-    fn feed(&self) -> Vec<Notification> {
-        self.manager.notifications(0, None, 1000).unwrap().0
+    async fn feed(&self) -> Vec<Notification> {
+        self.manager.notifications(0, None, 1000).await.unwrap().0
     }
 
     /// The job once its turn has ended.
@@ -354,7 +394,7 @@ fn is_terminal(kind: EventKind) -> bool {
 
 #[tokio::test]
 async fn a_job_past_the_limit_queues_and_starts_when_a_slot_frees() {
-    let e = engine(1, |_, _| {});
+    let e = engine(1, |_, _| {}).await;
     let first = e.manager.start(start("one")).await.unwrap();
     let second = e.manager.start(start("two")).await.unwrap();
     assert_eq!(first.status, JobStatus::Running);
@@ -373,7 +413,7 @@ async fn a_job_past_the_limit_queues_and_starts_when_a_slot_frees() {
 
 #[tokio::test]
 async fn cancelling_a_queued_job_settles_it_without_asking_codex() {
-    let e = engine(1, |_, _| {});
+    let e = engine(1, |_, _| {}).await;
     e.manager.start(start("one")).await.unwrap();
     e.handed_over(1).await;
     let queued = e.manager.start(start("two")).await.unwrap();
@@ -391,11 +431,12 @@ async fn cancelling_a_queued_job_settles_it_without_asking_codex() {
 async fn a_confirmed_interrupt_settles_the_job_as_cancelled() {
     let e = engine(4, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("long")).await.unwrap();
     let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    let events = e.events(&job.job_id);
+    let events = e.events(&job.job_id).await;
     let last = events.last().unwrap();
     assert_eq!(last.kind, EventKind::TurnCancelled);
     assert!(
@@ -415,7 +456,7 @@ fn delta(text: &str) -> Update {
 
 #[tokio::test(start_paused = true)]
 async fn streamed_pieces_arriving_one_by_one_are_saved_together_as_one() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("stream")).await.unwrap();
     e.handed_over(1).await;
     let saved_before = e.store.saved.load(Ordering::SeqCst);
@@ -438,7 +479,7 @@ async fn streamed_pieces_arriving_one_by_one_are_saved_together_as_one() {
         "ten pieces and the turn's end in one transaction"
     );
     assert_eq!(
-        streamed(&e.events(&job.job_id)),
+        streamed(&e.events(&job.job_id).await),
         ["agent_message_delta 0123456789"]
     );
 }
@@ -476,12 +517,12 @@ async fn stream_at_once(e: &Engine, job: &JobId, updates: Vec<Update>) -> Vec<Ev
         e.events.send(report).await.unwrap();
     }
     e.settled(job).await;
-    e.events(job)
+    e.events(job).await
 }
 
 #[tokio::test]
 async fn pieces_of_different_streams_or_parted_by_another_event_stay_apart() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("stream")).await.unwrap();
     e.handed_over(1).await;
     let events = stream_at_once(
@@ -513,7 +554,7 @@ async fn pieces_of_different_streams_or_parted_by_another_event_stay_apart() {
 
 #[tokio::test]
 async fn a_joined_piece_keeps_none_of_codexs_messages_and_a_lone_one_keeps_its_own() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("stream")).await.unwrap();
     e.handed_over(1).await;
     let piece = |text: &str| Update::Event {
@@ -533,7 +574,7 @@ async fn a_joined_piece_keeps_none_of_codexs_messages_and_a_lone_one_keeps_its_o
 
 #[tokio::test]
 async fn joined_pieces_stay_small_enough_for_any_page() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("stream")).await.unwrap();
     e.handed_over(1).await;
     let pieces: Vec<Update> = (0..200).map(|_| delta("0123456789")).collect();
@@ -551,7 +592,7 @@ async fn joined_pieces_stay_small_enough_for_any_page() {
 
 #[tokio::test(start_paused = true)]
 async fn a_report_that_is_not_a_streamed_piece_is_saved_without_waiting() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("stream")).await.unwrap();
     e.handed_over(1).await;
     let asked = tokio::time::Instant::now();
@@ -561,15 +602,35 @@ async fn a_report_that_is_not_a_streamed_piece_is_saved_without_waiting() {
     assert_eq!(e.settled(&job.job_id).await.status, JobStatus::Completed);
 }
 
+#[tokio::test]
+async fn a_start_whose_caller_leaves_while_it_is_saved_is_still_made_and_handed_over() {
+    let e = engine(4, |_, _| {}).await;
+    let (began, go) = e.store.hold_next_write();
+    let mut start = Box::pin(e.manager.start(start("run")));
+    tokio::select! {
+        _ = &mut start => panic!("answered before its write was saved"),
+        began = began => began.unwrap(),
+    }
+    drop(start);
+    go.send(()).unwrap();
+    let handed_over = tokio::time::timeout(Duration::from_secs(10), e.handed_over(1));
+    handed_over
+        .await
+        .expect("the saved job was handed to Codex");
+    let jobs = e.manager.list(None, 10);
+    assert_eq!(jobs.len(), 1, "the saved job is in memory too");
+    assert_eq!(jobs[0].status, JobStatus::Running);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_interrupt_codex_does_not_confirm_is_settled_after_the_grace_and_its_late_end_changes_nothing()
  {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("long")).await.unwrap();
     let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
     assert!(cancelled.error.is_none());
-    let reason = e.events(&job.job_id).last().unwrap().data["reason"].clone();
+    let reason = e.events(&job.job_id).await.last().unwrap().data["reason"].clone();
     assert!(
         reason
             .as_str()
@@ -579,12 +640,12 @@ async fn an_interrupt_codex_does_not_confirm_is_settled_after_the_grace_and_its_
     );
     e.report(turn(&job.job_id, 1), completed("late")).await;
     assert_eq!(e.status(&job.job_id), JobStatus::Cancelled);
-    assert_eq!(e.feed().len(), 1, "one notification for the one turn");
+    assert_eq!(e.feed().await.len(), 1, "one notification for the one turn");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_late_end_of_a_cancelled_turn_does_not_end_the_next_turn() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("one")).await.unwrap();
     let thread = Update::Thread {
         thread_id: "t-1".into(),
@@ -605,7 +666,7 @@ async fn a_late_end_of_a_cancelled_turn_does_not_end_the_next_turn() {
     e.report(turn(&job.job_id, 2), completed("two's answer"))
         .await;
 
-    let feed = e.feed();
+    let feed = e.feed().await;
     assert_eq!(feed.len(), 2);
     assert_eq!(feed[1].turn, 2);
     assert_eq!(feed[1].status, JobStatus::Completed);
@@ -614,7 +675,7 @@ async fn a_late_end_of_a_cancelled_turn_does_not_end_the_next_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn a_late_event_of_an_ended_turn_is_not_recorded_in_any_turn() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("one")).await.unwrap();
     let thread = Update::Thread {
         thread_id: "t-1".into(),
@@ -633,7 +694,7 @@ async fn a_late_event_of_an_ended_turn_is_not_recorded_in_any_turn() {
     e.report(turn(&job.job_id, 2), message("turn 2's own"))
         .await;
 
-    let events = e.events(&job.job_id);
+    let events = e.events(&job.job_id).await;
     let texts: Vec<&str> = events
         .iter()
         .filter(|e| e.kind == EventKind::AgentMessage)
@@ -650,7 +711,8 @@ async fn a_failed_hand_over_of_a_turn_already_settled_does_not_end_it_again() {
     let e = engine(4, |backend, _| {
         backend.hold_turns = Some(hold.clone());
         backend.refuse_turns = true;
-    });
+    })
+    .await;
     let job = e.manager.start(start("one")).await.unwrap().job_id;
     e.handed_over(1).await;
     // Cancelled while Codex takes the turn: settled after the grace.
@@ -667,12 +729,13 @@ async fn a_failed_hand_over_of_a_turn_already_settled_does_not_end_it_again() {
 
     let terminal: Vec<EventKind> = e
         .events(&job)
+        .await
         .into_iter()
         .map(|e| e.kind)
         .filter(|k| is_terminal(*k))
         .collect();
     assert_eq!(terminal, [EventKind::TurnCancelled]);
-    assert_eq!(e.feed().len(), 1);
+    assert_eq!(e.feed().await.len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -681,7 +744,8 @@ async fn a_cancel_during_the_hand_over_reaches_codex_once_it_has_the_turn() {
     let e = engine(4, |backend, events| {
         backend.hold_turns = Some(hold.clone());
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let manager = e.manager.clone();
     let starting = tokio::spawn(async move { manager.start(start("one")).await });
     e.handed_over(1).await;
@@ -697,7 +761,7 @@ async fn a_cancel_during_the_hand_over_reaches_codex_once_it_has_the_turn() {
     let cancelled = cancelling.await.unwrap().unwrap();
     assert_eq!(*e.backend.interrupted.lock().unwrap(), [turn(&job, 1)]);
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    let reason = e.events(&job).last().unwrap().data["reason"].clone();
+    let reason = e.events(&job).await.last().unwrap().data["reason"].clone();
     assert!(
         reason.as_str().unwrap().contains("Codex: interrupted"),
         "{reason}"
@@ -706,15 +770,15 @@ async fn a_cancel_during_the_hand_over_reaches_codex_once_it_has_the_turn() {
 
 #[tokio::test]
 async fn an_interruption_nobody_asked_for_is_interrupted_not_cancelled() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("long")).await.unwrap();
     e.report(turn(&job.job_id, 1), interrupted()).await;
-    assert_eq!(e.feed()[0].status, JobStatus::Interrupted);
+    assert_eq!(e.feed().await[0].status, JobStatus::Interrupted);
 }
 
 #[tokio::test]
 async fn a_turn_codex_would_not_take_fails_the_job_with_the_reason() {
-    let e = engine(4, |backend, _| backend.refuse_turns = true);
+    let e = engine(4, |backend, _| backend.refuse_turns = true).await;
     let started = e.manager.start(start("x")).await.unwrap();
     assert_eq!(
         started.status,
@@ -725,14 +789,14 @@ async fn a_turn_codex_would_not_take_fails_the_job_with_the_reason() {
     assert_eq!(job.status, JobStatus::Failed);
     assert!(job.error.unwrap().contains("broken pipe"));
     assert_eq!(
-        e.events(&job.job_id).last().unwrap().kind,
+        e.events(&job.job_id).await.last().unwrap().kind,
         EventKind::TurnFailed
     );
 }
 
 #[tokio::test]
 async fn reply_uses_the_thread_codex_named_and_counts_the_turn() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("one")).await.unwrap();
     let thread = Update::Thread {
         thread_id: "t-1".into(),
@@ -754,7 +818,7 @@ async fn reply_uses_the_thread_codex_named_and_counts_the_turn() {
 
 #[tokio::test]
 async fn reply_to_a_job_codex_never_gave_a_thread_is_refused() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("one")).await.unwrap();
     e.report(turn(&job.job_id, 1), completed("done")).await;
     let refused = e.manager.reply(job.job_id.as_str(), reply("two")).await;
@@ -764,7 +828,7 @@ async fn reply_to_a_job_codex_never_gave_a_thread_is_refused() {
 #[tokio::test]
 async fn a_retry_with_the_same_client_request_id_but_another_prompt_is_refused_naming_the_first_job()
  {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let keyed = |prompt: &str| StartRequest {
         client_request_id: Some("key-1".into()),
         ..start(prompt)
@@ -785,33 +849,29 @@ async fn a_retry_with_the_same_client_request_id_but_another_prompt_is_refused_n
 
 #[tokio::test]
 async fn the_feed_pages_with_its_cursor() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     for prompt in ["a", "b", "c"] {
         let job = e.manager.start(start(prompt)).await.unwrap();
         e.report(turn(&job.job_id, 1), completed(prompt)).await;
     }
-    let (first, cursor) = e.manager.notifications(0, None, 2).unwrap();
+    let (first, cursor) = e.manager.notifications(0, None, 2).await.unwrap();
     assert_eq!(first.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
-    let (rest, cursor) = e.manager.notifications(cursor, None, 2).unwrap();
+    let (rest, cursor) = e.manager.notifications(cursor, None, 2).await.unwrap();
     assert_eq!(rest.iter().map(|n| n.seq).collect::<Vec<_>>(), [3]);
     assert_eq!(cursor, 3);
-    let (none, _) = e.manager.notifications(cursor, None, 2).unwrap();
+    let (none, _) = e.manager.notifications(cursor, None, 2).await.unwrap();
     assert!(none.is_empty());
     assert!(matches!(
-        e.manager.notifications(4, None, 2),
+        e.manager.notifications(4, None, 2).await,
         Err(JobError::FeedCursorOutOfRange { cursor: 4, last: 3 })
     ));
 }
 
-#[tokio::test]
-async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
-    let e = engine(4, |_, _| {});
-    let job = e.manager.start(start("a")).await.unwrap();
-    e.report(turn(&job.job_id, 1), completed("a")).await;
-    // An entry committed after the engine looked at the feed's end, before it read the page.
-    let late = Notification {
-        seq: 2,
-        job_id: job.job_id.clone(),
+/// An entry of the feed saved by a change that is not made yet.
+fn saved_not_made(job: &JobId, seq: u64) -> Write {
+    Write::Notification(Box::new(Notification {
+        seq,
+        job_id: job.clone(),
         thread_id: None,
         turn: 1,
         status: JobStatus::Completed,
@@ -822,16 +882,86 @@ async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
         changes: None,
         error: None,
         request: None,
+    }))
+}
+
+#[tokio::test]
+async fn a_feed_page_shows_nothing_saved_and_not_yet_made_and_its_cursor_stays_behind_it() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap();
+    e.report(turn(&job.job_id, 1), completed("a")).await;
+    e.manager.inner.lock().recent.clear();
+    *e.store.before_next_read.lock().unwrap() = Some(vec![saved_not_made(&job.job_id, 2)]);
+    let (page, cursor) = e.manager.notifications(0, None, 100).await.unwrap();
+    assert_eq!(page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1]);
+    assert_eq!(cursor, 1);
+    let (next, _) = e.manager.notifications(cursor, None, 100).await.unwrap();
+    assert!(next.is_empty());
+}
+
+#[tokio::test]
+async fn a_wait_does_not_answer_with_an_entry_saved_and_not_yet_made() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap();
+    e.report(turn(&job.job_id, 1), completed("a")).await;
+    e.manager.inner.lock().recent.clear();
+    *e.store.before_next_read.lock().unwrap() = Some(vec![saved_not_made(&job.job_id, 2)]);
+    let never = CancellationToken::new();
+    let second = Duration::from_secs(1);
+    let waited = e.manager.wait(Some(0), None, second, &never).await.unwrap();
+    let seqs: Vec<u64> = waited.notifications.iter().map(|n| n.seq).collect();
+    assert_eq!((seqs, waited.cursor), (vec![1], 1));
+}
+
+#[tokio::test]
+async fn a_wait_for_the_next_entry_is_answered_from_memory_without_reading_the_store() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap();
+    let never = CancellationToken::new();
+    let forever = Duration::from_secs(3600);
+    let wait = e
+        .manager
+        .wait(None, Some(job.job_id.as_str()), forever, &never);
+    let report = e.report(turn(&job.job_id, 1), completed("done"));
+    let (waited, ()) = tokio::join!(wait, report);
+    let waited = waited.unwrap();
+    assert_eq!(waited.notifications[0].result.as_deref(), Some("done"));
+    assert_eq!(e.store.feed_reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_page_of_events_shows_nothing_saved_and_not_yet_made_and_says_there_is_more() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap();
+    e.report(turn(&job.job_id, 1), message("known")).await;
+    let known = e.manager.snapshot(job.job_id.as_str()).unwrap().cursor;
+    let unknown = Event {
+        seq: known + 1,
+        kind: EventKind::AgentMessage,
+        at: "2026-12-01T00:00:00.000Z".into(),
+        turn: 1,
+        data: json!({"text": "saved, not made"}),
     };
-    *e.store.before_next_read.lock().unwrap() = Some(vec![Write::Notification(Box::new(late))]);
-    let (page, cursor) = e.manager.notifications(0, None, 100).unwrap();
-    assert_eq!(page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(cursor, 2, "the next page must not repeat entry 2");
+    *e.store.before_next_read.lock().unwrap() =
+        Some(vec![Write::Event(job.job_id.clone(), unknown)]);
+    let first = EventQuery {
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let page = e.manager.events(job.job_id.as_str(), &first).await.unwrap();
+    assert_eq!(page.events.last().map(|e| e.seq), Some(known));
+    assert_eq!((page.cursor, page.has_more), (known, true));
+    let next = EventQuery {
+        after: page.cursor,
+        ..first
+    };
+    let next = e.manager.events(job.job_id.as_str(), &next).await.unwrap();
+    assert!(next.events.is_empty());
 }
 
 #[tokio::test]
 async fn the_feed_never_moves_back_when_publishers_finish_out_of_order() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let mut feed = e.manager.inner.feed.subscribe();
     let published = |seq| super::state::AfterCommit {
         notified: Some(seq),
@@ -844,7 +974,7 @@ async fn the_feed_never_moves_back_when_publishers_finish_out_of_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wait_ends_at_once_when_its_caller_leaves() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("long")).await.unwrap();
     let cancelled = CancellationToken::new();
     let manager = e.manager.clone();
@@ -870,7 +1000,8 @@ async fn a_wait_ends_at_once_when_its_caller_leaves() {
 async fn shutdown_applies_what_codex_said_before_it_stopped_then_settles_the_rest() {
     let e = engine(4, |backend, events| {
         backend.last_words = Some((events.clone(), Mutex::new(Vec::new())));
-    });
+    })
+    .await;
     let job = e.manager.start(start("long")).await.unwrap();
     if let Some((_, words)) = &e.backend.last_words {
         words.lock().unwrap().push(BackendEvent {
@@ -879,7 +1010,7 @@ async fn shutdown_applies_what_codex_said_before_it_stopped_then_settles_the_res
         });
     }
     e.manager.shutdown(CancellationToken::new()).await;
-    let kinds = kinds_in(&e.events(&job.job_id), 1);
+    let kinds = kinds_in(&e.events(&job.job_id).await, 1);
     assert_eq!(
         kinds[kinds.len() - 2..],
         [EventKind::AgentMessage, EventKind::TurnInterrupted]
@@ -893,25 +1024,25 @@ async fn shutdown_applies_what_codex_said_before_it_stopped_then_settles_the_res
 
 #[tokio::test]
 async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrupted() {
-    let first = engine(4, |_, _| {});
+    let first = engine(4, |_, _| {}).await;
     let done = first.manager.start(start("done")).await.unwrap();
     first.report(turn(&done.job_id, 1), message("hi")).await;
     first.report(turn(&done.job_id, 1), completed("hi")).await;
     let running = first.manager.start(start("running")).await.unwrap();
-    let events_before = first.events(&done.job_id);
-    let feed_before = first.feed();
+    let events_before = first.events(&done.job_id).await;
+    let feed_before = first.feed().await;
     // The first server vanishes without a word, as a killed process would.
     let dir = first.dir.clone();
     drop(first);
 
-    let second = engine_in(dir, 4, |_, _| {});
+    let second = engine_in(dir, 4, |_, _| {}).await;
     let listed = second.manager.list(None, 10);
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].job_id, running.job_id);
     assert_eq!(listed[0].status, JobStatus::Interrupted);
     assert_eq!(listed[1].status, JobStatus::Completed);
-    assert_eq!(second.events(&done.job_id), events_before);
-    let feed_after = second.feed();
+    assert_eq!(second.events(&done.job_id).await, events_before);
+    let feed_after = second.feed().await;
     assert_eq!(feed_after[..feed_before.len()], feed_before[..]);
     let interrupted = feed_after.last().unwrap();
     assert_eq!(interrupted.job_id, running.job_id);
@@ -923,7 +1054,7 @@ async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrup
             .unwrap()
             .contains("restarted or it crashed")
     );
-    let last = second.events(&running.job_id);
+    let last = second.events(&running.job_id).await;
     assert_eq!(last.last().unwrap().kind, EventKind::TurnInterrupted);
     // New jobs get new ids and the feed counts on.
     let next = second.manager.start(start("next")).await.unwrap();
@@ -932,32 +1063,34 @@ async fn after_a_restart_everything_reads_back_and_unfinished_turns_are_interrup
     let (feed, _) = second
         .manager
         .notifications(interrupted.seq, None, 10)
+        .await
         .unwrap();
     assert_eq!(feed[0].seq, interrupted.seq + 1);
 }
 
 #[tokio::test]
 async fn expired_settled_jobs_are_deleted_with_their_feed_entries_and_running_ones_kept() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let old = e.manager.start(start("old")).await.unwrap();
     e.report(turn(&old.job_id, 1), completed("old")).await;
     let running = e.manager.start(start("running")).await.unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(60);
-    assert_eq!(e.manager.purge_updated_before(later).unwrap(), 1);
+    assert_eq!(e.manager.purge_updated_before(later).await.unwrap(), 1);
     let listed = e.manager.list(None, 10);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].job_id, running.job_id);
-    assert!(e.feed().is_empty());
+    assert!(e.feed().await.is_empty());
     assert!(matches!(
         e.manager
-            .events(old.job_id.as_str(), &EventQuery::default()),
+            .events(old.job_id.as_str(), &EventQuery::default())
+            .await,
         Err(JobError::UnknownJob(_))
     ));
 }
 
 #[tokio::test]
 async fn a_save_that_fails_fails_the_call_with_the_problem_but_no_path_and_changes_nothing() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     e.store.fail_next(1);
     let Err(error) = e.manager.start(start("lost")).await else {
         panic!("the start should have failed")
@@ -976,7 +1109,7 @@ async fn a_save_that_fails_fails_the_call_with_the_problem_but_no_path_and_chang
 
 #[tokio::test]
 async fn codex_events_that_cannot_be_saved_fail_their_turn_once_and_codex_is_told_to_stop() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("x")).await.unwrap();
     e.store.fail_next(1);
     // One batch of many events of one turn, all lost.
@@ -993,7 +1126,7 @@ async fn codex_events_that_cannot_be_saved_fail_their_turn_once_and_codex_is_tol
     let mut taken = e.manager.inner.reports_taken.subscribe();
     taken.wait_for(|n| *n >= 200).await.unwrap();
 
-    let feed = e.feed();
+    let feed = e.feed().await;
     assert_eq!(feed.len(), 1, "settled once, not once per event");
     assert_eq!(feed[0].status, JobStatus::Failed);
     let error = feed[0].error.as_deref().unwrap();
@@ -1002,7 +1135,7 @@ async fn codex_events_that_cannot_be_saved_fail_their_turn_once_and_codex_is_tol
         "{error}"
     );
     assert!(!error.contains("/secret/path"), "{error}");
-    let recorded = e.events(&job.job_id);
+    let recorded = e.events(&job.job_id).await;
     let seqs: Vec<u64> = recorded.iter().map(|e| e.seq).collect();
     assert_eq!(
         seqs,
@@ -1020,7 +1153,7 @@ async fn codex_events_that_cannot_be_saved_fail_their_turn_once_and_codex_is_tol
 
 #[tokio::test]
 async fn a_turn_whose_failure_cannot_be_saved_stays_running_says_why_and_fails_once_saves_work() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("x")).await.unwrap();
     // The events, their turn's failure and the first retry all fail to save.
     e.store.fail_next(3);
@@ -1034,6 +1167,7 @@ async fn a_turn_whose_failure_cannot_be_saved_stays_running_says_why_and_fails_o
                 ..EventQuery::default()
             },
         )
+        .await
         .unwrap();
     assert_eq!(events.snapshot.status, JobStatus::Running);
     let error = events.snapshot.error.unwrap();
@@ -1044,9 +1178,10 @@ async fn a_turn_whose_failure_cannot_be_saved_stays_running_says_why_and_fails_o
     // Codex's later words about it are dropped; the next report's batch settles it.
     e.report(turn(&job.job_id, 1), message("dropped")).await;
     assert_eq!(e.status(&job.job_id), JobStatus::Failed);
-    assert_eq!(e.feed().len(), 1);
+    assert_eq!(e.feed().await.len(), 1);
     assert!(
         e.events(&job.job_id)
+            .await
             .iter()
             .all(|e| e.kind != EventKind::AgentMessage)
     );
@@ -1054,7 +1189,7 @@ async fn a_turn_whose_failure_cannot_be_saved_stays_running_says_why_and_fails_o
 
 #[tokio::test]
 async fn a_config_nested_too_deep_to_read_back_is_refused() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let mut deep = json!("leaf");
     for _ in 0..40 {
         deep = json!({"k": deep});
@@ -1115,25 +1250,25 @@ impl Engine {
     }
 
     /// The data of the job's events of `kind`.
-    fn data_of(&self, job: &JobId, kind: EventKind) -> Vec<serde_json::Value> {
-        let events = self.events(job).into_iter();
+    async fn data_of(&self, job: &JobId, kind: EventKind) -> Vec<serde_json::Value> {
+        let events = self.events(job).await.into_iter();
         events.filter(|e| e.kind == kind).map(|e| e.data).collect()
     }
 }
 
 #[tokio::test]
 async fn a_relayed_request_makes_the_job_wait_for_input_and_the_feed_says_what_to_answer() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, _answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
 
     assert_eq!(e.status(&job.job_id), JobStatus::InputRequired);
-    let entry = e.feed().pop().unwrap();
+    let entry = e.feed().await.pop().unwrap();
     assert_eq!(entry.status, JobStatus::InputRequired);
     let asked = entry.request.expect("the request is in the feed entry");
     assert_eq!(asked.summary, "run `touch x` in /w");
-    let requested = &e.data_of(&job.job_id, EventKind::ApprovalRequested)[0];
+    let requested = &e.data_of(&job.job_id, EventKind::ApprovalRequested).await[0];
     assert_eq!(requested["request_id"], asked.request_id.as_str());
     assert_eq!(requested["command"], "touch x");
     // A wait on the job answers at once: it needs an answer now, not later.
@@ -1148,7 +1283,7 @@ async fn a_relayed_request_makes_the_job_wait_for_input_and_the_feed_says_what_t
 
 #[tokio::test]
 async fn an_answer_reaches_codex_and_the_job_runs_again() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1167,7 +1302,7 @@ async fn an_answer_reaches_codex_and_the_job_runs_again() {
         answer.await.unwrap(),
         Answer::just(Decision::AcceptForSession)
     );
-    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved).await[0];
     assert_eq!(
         (
             &resolved["request_id"],
@@ -1181,7 +1316,7 @@ async fn an_answer_reaches_codex_and_the_job_runs_again() {
 
 #[tokio::test]
 async fn a_second_answer_and_an_answer_to_no_request_are_errors_that_say_so() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, _answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1215,7 +1350,7 @@ async fn a_second_answer_and_an_answer_to_no_request_are_errors_that_say_so() {
 
 #[tokio::test]
 async fn requests_pending_at_once_are_answered_each_on_its_own_in_any_order() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (first, first_answer) = ask();
     let (second, second_answer) = ask();
@@ -1247,7 +1382,7 @@ async fn requests_pending_at_once_are_answered_each_on_its_own_in_any_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_nobody_answers_gets_the_timeout_decision() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1255,7 +1390,7 @@ async fn a_request_nobody_answers_gets_the_timeout_decision() {
     // Paused time runs ahead to the approval timeout.
     assert_eq!(answer.await.unwrap(), Answer::just(Decision::Decline));
     assert_eq!(e.status(&job.job_id), JobStatus::Running);
-    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved).await[0];
     assert_eq!(resolved["decided_by"], "timeout");
     assert!(resolved["note"].as_str().unwrap().contains("600 s"));
 }
@@ -1266,7 +1401,8 @@ async fn a_timeout_that_cancels_ends_the_turn_as_cancelled() {
     let tune = |s: &mut EngineSettings| s.approval_timeout_decision = Decision::Cancel;
     let e = engine_tuned(dir, 4, tune, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1276,7 +1412,7 @@ async fn a_timeout_that_cancels_ends_the_turn_as_cancelled() {
     feed.wait_for(|_| e.status(&job.job_id) == JobStatus::Cancelled)
         .await
         .unwrap();
-    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled)[0]["reason"];
+    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled).await[0]["reason"];
     assert!(
         reason.as_str().unwrap().contains("nobody answered request"),
         "{reason}"
@@ -1287,7 +1423,8 @@ async fn a_timeout_that_cancels_ends_the_turn_as_cancelled() {
 async fn cancelling_a_job_answers_its_waiting_requests_at_once() {
     let e = engine(4, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1295,7 +1432,7 @@ async fn cancelling_a_job_answers_its_waiting_requests_at_once() {
     let cancelled = e.manager.cancel(job.job_id.as_str()).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
     assert_eq!(answer.await.unwrap(), Answer::just(Decision::Cancel));
-    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+    let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved).await[0];
     assert_eq!(
         (&resolved["decision"], &resolved["decided_by"]),
         (&json!("cancel"), &json!("client"))
@@ -1306,7 +1443,8 @@ async fn cancelling_a_job_answers_its_waiting_requests_at_once() {
 async fn answering_cancel_ends_the_turn_as_cancelled() {
     let e = engine(4, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1318,7 +1456,7 @@ async fn answering_cancel_ends_the_turn_as_cancelled() {
         .await;
     assert_eq!(after.unwrap().status, JobStatus::Cancelled);
     assert_eq!(answer.await.unwrap(), Answer::just(Decision::Cancel));
-    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled)[0]["reason"];
+    let reason = &e.data_of(&job.job_id, EventKind::TurnCancelled).await[0]["reason"];
     assert!(
         reason
             .as_str()
@@ -1334,7 +1472,7 @@ async fn a_job_that_declines_or_approves_answers_at_once_and_never_waits() {
         (Approvals::Decline, Decision::Decline),
         (Approvals::Approve, Decision::Accept),
     ] {
-        let e = engine(4, |_, _| {});
+        let e = engine(4, |_, _| {}).await;
         let request = StartRequest {
             approvals: Some(approvals),
             ..start("run")
@@ -1344,15 +1482,15 @@ async fn a_job_that_declines_or_approves_answers_at_once_and_never_waits() {
         e.report(turn(&job.job_id, 1), request).await;
         assert_eq!(answer.await.unwrap(), Answer::just(decision));
         assert_eq!(e.status(&job.job_id), JobStatus::Running);
-        let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved)[0];
+        let resolved = &e.data_of(&job.job_id, EventKind::ApprovalResolved).await[0];
         assert_eq!(resolved["decided_by"], "policy");
-        assert!(e.feed().is_empty(), "nothing to tell anyone");
+        assert!(e.feed().await.is_empty(), "nothing to tell anyone");
     }
 }
 
 #[tokio::test]
 async fn a_request_left_when_its_turn_ends_is_refused_and_takes_no_answer() {
-    let e = engine(4, |_, _| {});
+    let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("run")).await.unwrap();
     let (request, answer) = ask();
     e.report(turn(&job.job_id, 1), request).await;
@@ -1375,7 +1513,8 @@ async fn a_turn_out_of_time_is_stopped_and_fails_saying_so_and_waits_do_not_coun
     let tune = |s: &mut EngineSettings| s.max_turn = Some(Duration::from_secs(60));
     let e = engine_tuned(dir, 4, tune, |backend, events| {
         backend.confirm_interrupts = Some(events.clone());
-    });
+    })
+    .await;
     let job = e.manager.start(start("run")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(50)).await;
     let (request, _answer) = ask();
@@ -1401,7 +1540,7 @@ async fn a_turn_out_of_time_is_stopped_and_fails_saying_so_and_waits_do_not_coun
         .await
         .unwrap();
     assert_eq!(e.backend.interrupted.lock().unwrap().len(), 1);
-    let error = e.data_of(&job.job_id, EventKind::TurnFailed)[0]["reason"].clone();
+    let error = e.data_of(&job.job_id, EventKind::TurnFailed).await[0]["reason"].clone();
     assert!(
         error.as_str().unwrap().contains("max_turn_seconds (60 s"),
         "{error}"
@@ -1410,16 +1549,16 @@ async fn a_turn_out_of_time_is_stopped_and_fails_saying_so_and_waits_do_not_coun
 
 #[tokio::test]
 async fn after_a_restart_a_turn_that_waited_for_an_answer_says_its_request_was_lost() {
-    let first = engine(4, |_, _| {});
+    let first = engine(4, |_, _| {}).await;
     let job = first.manager.start(start("run")).await.unwrap();
     let (request, _answer) = ask();
     first.report(turn(&job.job_id, 1), request).await;
     let dir = first.dir.clone();
     drop(first);
 
-    let second = engine_in(dir, 4, |_, _| {});
+    let second = engine_in(dir, 4, |_, _| {}).await;
     assert_eq!(second.status(&job.job_id), JobStatus::Interrupted);
-    let error = second.feed().pop().unwrap().error.unwrap();
+    let error = second.feed().await.pop().unwrap().error.unwrap();
     assert!(
         error.contains("waited for an answer to Codex's request"),
         "{error}"
@@ -1429,7 +1568,7 @@ async fn after_a_restart_a_turn_that_waited_for_an_answer_says_its_request_was_l
 
 #[tokio::test(start_paused = true)]
 async fn a_request_made_while_the_turn_is_being_cancelled_is_cancelled_at_once() {
-    let e = Arc::new(engine(4, |_, _| {}));
+    let e = Arc::new(engine(4, |_, _| {}).await);
     let job = e.manager.start(start("run")).await.unwrap();
     let cancelling = {
         let (e, id) = (e.clone(), job.job_id.clone());

@@ -88,7 +88,7 @@ async fn answer(manager: &JobManager, line: &str) -> Value {
             let cutoff = SystemTime::now()
                 .checked_sub(Duration::from_secs(seconds))
                 .unwrap_or(SystemTime::UNIX_EPOCH);
-            match manager.purge_updated_before(cutoff) {
+            match manager.purge_updated_before(cutoff).await {
                 Ok(deleted) => json!({"ok": {"deleted": deleted}}),
                 Err(e) => json!({"error": e.to_string()}),
             }

@@ -426,6 +426,7 @@ impl JobServer {
         let page = self
             .manager
             .events(&args.job_id, &query)
+            .await
             .map_err(user_error)?;
         let mut events: Vec<Event> = page
             .events
@@ -486,6 +487,7 @@ impl JobServer {
         let turn = self
             .manager
             .turn_text(&args.job_id, args.turn)
+            .await
             .map_err(user_error)?;
         let total_chars = turn.text.chars().count();
         let offset = args.offset.unwrap_or(0);
@@ -682,6 +684,7 @@ impl JobServer {
                 args.job_id.as_deref(),
                 limit(args.limit, 100)?,
             )
+            .await
             .map_err(user_error)?;
         let mut out = NotificationsOut {
             notifications,

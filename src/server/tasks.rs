@@ -126,7 +126,7 @@ impl JobServer {
         if turn == 0 || turn > snapshot.turn {
             return Err(unknown_task(&id));
         }
-        let (created_at, updated_at) = self.task_times(&snapshot, turn);
+        let (created_at, updated_at) = self.task_times(&snapshot, turn).await;
         let task = Task::new(&id, TaskStatus::Working, created_at, updated_at)
             .with_ttl_ms(self.task_ttl_ms())
             .with_poll_interval_ms(self.poll_ms());
@@ -150,12 +150,13 @@ impl JobServer {
             ));
             DetailedTask::new(task, TaskPayload::InputRequired { input_requests })
         } else if current {
-            let task = task.with_status_message(self.activity(&snapshot));
+            let task = task.with_status_message(self.activity(&snapshot).await);
             DetailedTask::new(task, TaskPayload::Working)
         } else {
             let text = self
                 .manager
                 .turn_text(job, Some(turn))
+                .await
                 .map_err(|e| task_error(&id, e))?;
             if text.status == JobStatus::Cancelled {
                 let task = match &text.error {
@@ -172,7 +173,7 @@ impl JobServer {
     }
 
     /// When the turn began (its first event) and when the job last changed (its newest event).
-    fn task_times(&self, job: &JobSnapshot, turn: u32) -> (String, String) {
+    async fn task_times(&self, job: &JobSnapshot, turn: u32) -> (String, String) {
         let first = EventQuery {
             turn: Some(turn),
             limit: 1,
@@ -185,21 +186,22 @@ impl JobServer {
             include_deltas: true,
             ..EventQuery::default()
         };
-        let at = |query: &EventQuery| {
+        let at = async |query: &EventQuery| {
             self.manager
                 .events(job.job_id.as_str(), query)
+                .await
                 .ok()
                 .and_then(|page| page.events.into_iter().next())
                 .map(|e| e.at)
         };
         let now = now_rfc3339();
-        let created = at(&first).unwrap_or_else(|| now.clone());
-        let updated = at(&newest).unwrap_or(now);
+        let created = at(&first).await.unwrap_or_else(|| now.clone());
+        let updated = at(&newest).await.unwrap_or(now);
         (created, updated)
     }
 
     /// One line on what Codex is doing now, from the job's newest events.
-    fn activity(&self, job: &JobSnapshot) -> String {
+    async fn activity(&self, job: &JobSnapshot) -> String {
         if job.status == JobStatus::Queued {
             return "waiting for a free slot (--max-concurrent-jobs)".to_owned();
         }
@@ -212,6 +214,7 @@ impl JobServer {
         let events = self
             .manager
             .events(job.job_id.as_str(), &recent)
+            .await
             .map(|page| page.events)
             .unwrap_or_default();
         events

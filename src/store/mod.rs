@@ -5,12 +5,15 @@
 //! restart the engine rebuilds its memory with [`Store::load`].
 //!
 //! - [`sqlite`]: the store, one SQLite database in WAL mode.
+//! - [`threads`]: the store called from threads of its own, never from the async runtime.
 //! - [`state_dir`]: where it lives, and the lock that keeps a second server out.
 
 mod sqlite;
 pub(crate) mod state_dir;
+mod threads;
 
 pub use sqlite::SqliteStore;
+pub use threads::StoreThreads;
 
 use crate::model::{Event, EventPage, EventQuery, JobId, JobRecord, Notification};
 
