@@ -1032,6 +1032,18 @@ fn children_rss_mb(pid: u32) -> f64 {
     kib * 1024.0 / 1_000_000.0
 }
 
+/// The CPU time all of `pid`'s threads have run so far, in ms (the kernel's per-thread count, in
+/// ns; threads that have ended no longer count, and none of ours end during a turn).
+fn cpu_ms(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server runs");
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e6
+}
+
 /// The figures against the real Codex (`codex app-server`, with a mock model): a turn of
 /// `real_deltas` deltas in the client's hands through this server and from bare Codex, taken in
 /// turn; and Codex's memory over `real_jobs` jobs run one after another.
@@ -1045,11 +1057,13 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
     // Warm both: Codex's first turn loads what every turn needs.
     job_read_whole(&mut served, "SAY: warm").await;
     bare.turn("SAY: warm").await;
-    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    let pid = served.child.id().expect("the server runs");
+    let (mut ours, mut floor, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..sizes.runs {
-        let began = Instant::now();
+        let (began, cpu_before) = (Instant::now(), cpu_ms(pid));
         let read = job_read_whole(&mut served, &prompt).await;
         ours.push(ms(began.elapsed()));
+        cpu.push(cpu_ms(pid) - cpu_before);
         assert_eq!(read, sizes.real_deltas, "every delta through the server");
         let began = Instant::now();
         let streamed = bare.turn(&prompt).await;
@@ -1060,7 +1074,6 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
     let ratio: Vec<f64> = ours.iter().zip(&floor).map(|(o, f)| o / f).collect();
 
     // Codex's memory: jobs one after another, its children's RSS every 25 jobs.
-    let pid = served.child.id().expect("the server runs");
     let mut codex_rss = Vec::new();
     for i in 0..sizes.real_jobs {
         let job_id = served.start_job(&format!("SAY: job {i}")).await;
@@ -1073,6 +1086,7 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
         Figure::new("real Codex: deltas turn in the client's hands", "ms", ours),
         Figure::new("real Codex: the same turn, bare app-server", "ms", floor),
         Figure::new("real Codex: through the server / bare", "×", ratio),
+        Figure::new("real Codex: the server's CPU time in that turn", "ms", cpu),
         Figure::new(
             "real Codex: its RSS, sampled every 25 jobs",
             "MB",
