@@ -118,7 +118,8 @@ impl Backend for Scripted {
 struct FlakyStore {
     inner: SqliteStore,
     failures: AtomicUsize,
-    before_next_read: Mutex<Option<Vec<Write>>>,
+    /// Runs on the store's side right before the next read.
+    before_next_read: Mutex<Option<ReadHook>>,
     /// Transactions saved (that changed something).
     saved: AtomicUsize,
     /// Reads of the feed.
@@ -132,7 +133,18 @@ struct FlakyStore {
     >,
 }
 
+type ReadHook = Box<dyn FnOnce(&SqliteStore) + Send>;
+
 impl FlakyStore {
+    fn before_next_read(&self, hook: impl FnOnce(&SqliteStore) + Send + 'static) {
+        *self.before_next_read.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    /// Saves `write` right before the next read, as a change that is saved and not yet made.
+    fn save_before_next_read(&self, write: Write) {
+        self.before_next_read(move |store| store.write(&[write]).unwrap());
+    }
+
     fn fail_next(&self, writes: usize) {
         self.failures.store(writes, Ordering::SeqCst);
     }
@@ -176,8 +188,8 @@ impl Store for FlakyStore {
     }
 
     fn read_events(&self, job: &JobId, query: &EventQuery) -> Result<EventPage, StoreError> {
-        if let Some(writes) = self.before_next_read.lock().unwrap().take() {
-            self.inner.write(&writes).unwrap();
+        if let Some(hook) = self.before_next_read.lock().unwrap().take() {
+            hook(&self.inner);
         }
         self.inner.read_events(job, query)
     }
@@ -189,8 +201,8 @@ impl Store for FlakyStore {
         limit: usize,
     ) -> Result<Vec<Notification>, StoreError> {
         self.feed_reads.fetch_add(1, Ordering::SeqCst);
-        if let Some(writes) = self.before_next_read.lock().unwrap().take() {
-            self.inner.write(&writes).unwrap();
+        if let Some(hook) = self.before_next_read.lock().unwrap().take() {
+            hook(&self.inner);
         }
         self.inner.read_notifications(after, job, limit)
     }
@@ -886,12 +898,30 @@ fn saved_not_made(job: &JobId, seq: u64) -> Write {
 }
 
 #[tokio::test]
+async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap();
+    e.report(turn(&job.job_id, 1), completed("a")).await;
+    e.manager.inner.lock().recent.clear();
+    // An entry saved and made after the engine looked at the feed's end, before it read the page.
+    let (late, engine) = (saved_not_made(&job.job_id, 2), e.manager.inner.clone());
+    e.store.before_next_read(move |store| {
+        store.write(&[late]).unwrap();
+        engine.lock().last_notification = 2;
+    });
+    let (page, cursor) = e.manager.notifications(0, None, 100).await.unwrap();
+    assert_eq!(page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(cursor, 2, "the next page must not repeat entry 2");
+}
+
+#[tokio::test]
 async fn a_feed_page_shows_nothing_saved_and_not_yet_made_and_its_cursor_stays_behind_it() {
     let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("a")).await.unwrap();
     e.report(turn(&job.job_id, 1), completed("a")).await;
     e.manager.inner.lock().recent.clear();
-    *e.store.before_next_read.lock().unwrap() = Some(vec![saved_not_made(&job.job_id, 2)]);
+    e.store
+        .save_before_next_read(saved_not_made(&job.job_id, 2));
     let (page, cursor) = e.manager.notifications(0, None, 100).await.unwrap();
     assert_eq!(page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1]);
     assert_eq!(cursor, 1);
@@ -905,7 +935,8 @@ async fn a_wait_does_not_answer_with_an_entry_saved_and_not_yet_made() {
     let job = e.manager.start(start("a")).await.unwrap();
     e.report(turn(&job.job_id, 1), completed("a")).await;
     e.manager.inner.lock().recent.clear();
-    *e.store.before_next_read.lock().unwrap() = Some(vec![saved_not_made(&job.job_id, 2)]);
+    e.store
+        .save_before_next_read(saved_not_made(&job.job_id, 2));
     let never = CancellationToken::new();
     let second = Duration::from_secs(1);
     let waited = e.manager.wait(Some(0), None, second, &never).await.unwrap();
@@ -942,8 +973,8 @@ async fn a_page_of_events_shows_nothing_saved_and_not_yet_made_and_says_there_is
         turn: 1,
         data: json!({"text": "saved, not made"}),
     };
-    *e.store.before_next_read.lock().unwrap() =
-        Some(vec![Write::Event(job.job_id.clone(), unknown)]);
+    e.store
+        .save_before_next_read(Write::Event(job.job_id.clone(), unknown));
     let first = EventQuery {
         limit: 10,
         ..EventQuery::default()
