@@ -713,6 +713,26 @@ pub struct EventPage {
     pub has_more: bool,
 }
 
+/// Entry `seq` of the feed: `job`'s first turn completed with the result `m`, for the tests of
+/// every module that keeps entries.
+#[cfg(test)]
+pub(crate) fn sample_notification(seq: u64, job: &str) -> Notification {
+    Notification {
+        seq,
+        job_id: JobId::from(job),
+        thread_id: None,
+        turn: 1,
+        status: JobStatus::Completed,
+        at: "2026-01-01T00:00:00.000Z".into(),
+        result: Some("m".into()),
+        result_chars: None,
+        result_json: None,
+        changes: None,
+        error: None,
+        request: None,
+    }
+}
+
 /// A request Codex asks with one question (which color, Red or Blue), for the tests of every
 /// module that handles requests.
 #[cfg(test)]

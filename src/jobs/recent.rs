@@ -73,22 +73,12 @@ impl RecentFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::JobStatus;
+    use crate::model::sample_notification;
 
     fn entry(seq: u64, job: &str, result: &str) -> Notification {
         Notification {
-            seq,
-            job_id: JobId::from(job),
-            thread_id: None,
-            turn: 1,
-            status: JobStatus::Completed,
-            at: "2026-12-02T00:00:00.000Z".into(),
             result: Some(result.into()),
-            result_chars: None,
-            result_json: None,
-            changes: None,
-            error: None,
-            request: None,
+            ..sample_notification(seq, job)
         }
     }
 

@@ -393,36 +393,31 @@ impl Change {
 pub(super) struct Tx<'a> {
     state: &'a State,
     max_running: usize,
-    jobs: HashMap<JobId, JobState>,
-    created: Vec<JobId>,
-    deleted: Vec<JobId>,
-    notified: Vec<Notification>,
-    queue: VecDeque<JobId>,
-    running: usize,
-    last_notification: u64,
-    accepting: bool,
+    /// What the change makes of the state, as it builds up.
+    made: Change,
     writes: Vec<Write>,
     /// Where in `writes` each job's newest event of this change is.
     newest_event: HashMap<JobId, usize>,
-    after: AfterCommit,
 }
 
 impl<'a> Tx<'a> {
     pub fn new(state: &'a State, max_running: usize) -> Self {
         Self {
-            queue: state.queue.clone(),
-            running: state.running,
-            last_notification: state.last_notification,
-            accepting: state.accepting,
             state,
             max_running,
-            jobs: HashMap::new(),
-            created: Vec::new(),
-            deleted: Vec::new(),
-            notified: Vec::new(),
+            made: Change {
+                jobs: HashMap::new(),
+                created: Vec::new(),
+                deleted: Vec::new(),
+                notified: Vec::new(),
+                queue: state.queue.clone(),
+                running: state.running,
+                last_notification: state.last_notification,
+                accepting: state.accepting,
+                after: AfterCommit::default(),
+            },
             writes: Vec::new(),
             newest_event: HashMap::new(),
-            after: AfterCommit::default(),
         }
     }
 
@@ -433,46 +428,36 @@ impl<'a> Tx<'a> {
 
     /// Whether this change still lets turns start.
     pub fn accepting(&self) -> bool {
-        self.accepting
+        self.made.accepting
     }
 
     /// The job as this change sees it, copied on first touch.
     pub fn job(&mut self, id: &JobId) -> Result<&mut JobState, JobError> {
-        if !self.jobs.contains_key(id) {
+        if !self.made.jobs.contains_key(id) {
             let current = self.state.job(id)?.clone();
-            self.jobs.insert(id.clone(), current);
+            self.made.jobs.insert(id.clone(), current);
         }
-        self.jobs
+        self.made
+            .jobs
             .get_mut(id)
             .ok_or_else(|| JobError::unknown_job(id))
     }
 
     /// The writes to save, and the change to make once they are saved.
     pub fn finish(self) -> (Vec<Write>, Change) {
-        let change = Change {
-            jobs: self.jobs,
-            created: self.created,
-            deleted: self.deleted,
-            notified: self.notified,
-            queue: self.queue,
-            running: self.running,
-            last_notification: self.last_notification,
-            accepting: self.accepting,
-            after: self.after,
-        };
-        (self.writes, change)
+        (self.writes, self.made)
     }
 
     /// No turn starts from now on; queued turns stay queued until they are settled.
     pub fn stop_accepting(&mut self) {
-        self.accepting = false;
+        self.made.accepting = false;
     }
 
     /// Adds a new job.
     pub fn create(&mut self, job: JobState) {
         self.writes.push(Write::Job(Box::new(job.record.clone())));
-        self.created.push(job.record.id.clone());
-        self.jobs.insert(job.record.id.clone(), job);
+        self.made.created.push(job.record.id.clone());
+        self.made.jobs.insert(job.record.id.clone(), job);
     }
 
     /// Adds a job that has no turn to run yet (a fork without a prompt): settled, and announced
@@ -488,8 +473,8 @@ impl<'a> Tx<'a> {
     /// Deletes a job with its events and notifications.
     pub fn delete(&mut self, id: &JobId) {
         self.writes.push(Write::DeleteJob(id.clone()));
-        self.queue.retain(|queued| queued != id);
-        self.deleted.push(id.clone());
+        self.made.queue.retain(|queued| queued != id);
+        self.made.deleted.push(id.clone());
     }
 
     /// Appends one event to the job's stream, in its current turn.
@@ -594,9 +579,9 @@ impl<'a> Tx<'a> {
     /// `removed` or `branch_deleted`.
     pub fn mark_worktree(&mut self, path: &str, mark: impl Fn(&mut Worktree)) {
         // Every job this change sees: those of the state, and those it creates.
-        let ran_there: Vec<JobId> = (self.state.jobs.keys().chain(&self.created))
+        let ran_there: Vec<JobId> = (self.state.jobs.keys().chain(&self.made.created))
             .filter(|id| {
-                let job = self.jobs.get(*id).or_else(|| self.state.jobs.get(*id));
+                let job = self.made.jobs.get(*id).or_else(|| self.state.jobs.get(*id));
                 job.and_then(|j| j.record.worktree.as_ref())
                     .is_some_and(|w| w.path == path)
             })
@@ -644,17 +629,17 @@ impl<'a> Tx<'a> {
         entry.facts.queued = true;
         entry.stop = None;
         self.commit_status(&id)?;
-        self.queue.push_back(id);
+        self.made.queue.push_back(id);
         self.fill_slots()
     }
 
     /// Moves queued turns into free slots; they go to Codex after the commit.
     fn fill_slots(&mut self) -> Result<(), JobError> {
-        if !self.accepting {
+        if !self.made.accepting {
             return Ok(());
         }
-        while self.running < self.max_running {
-            let Some(id) = self.queue.pop_front() else {
+        while self.made.running < self.max_running {
+            let Some(id) = self.made.queue.pop_front() else {
                 break;
             };
             let Ok(entry) = self.job(&id) else {
@@ -668,8 +653,8 @@ impl<'a> Tx<'a> {
             entry.facts.handed_over = false;
             entry.clock = entry.next_limit.take().map(TurnClock::new);
             self.commit_status(&id)?;
-            self.running += 1;
-            self.after.dispatch.push(input);
+            self.made.running += 1;
+            self.made.after.dispatch.push(input);
         }
         Ok(())
     }
@@ -730,12 +715,12 @@ impl<'a> Tx<'a> {
         entry.record.error = announce.error.clone();
         entry.record.result_json = announce.result_json.clone();
         entry.record.changes = announce.changes.clone();
-        self.after.turns_changed = true;
+        self.made.after.turns_changed = true;
         self.commit_status(id)?;
         self.notify(id, announce, None)?;
-        self.queue.retain(|queued| queued != id);
+        self.made.queue.retain(|queued| queued != id);
         if held_slot {
-            self.running = self.running.saturating_sub(1);
+            self.made.running = self.made.running.saturating_sub(1);
         }
         self.fill_slots()?;
         Ok(true)
@@ -756,7 +741,7 @@ impl<'a> Tx<'a> {
             error,
         } = announce;
         let result = result.filter(|_| result_json.is_none());
-        let seq = self.last_notification + 1;
+        let seq = self.made.last_notification + 1;
         let entry = self.job(id)?;
         entry.last_notification = Some(seq);
         let notification = Notification {
@@ -773,11 +758,11 @@ impl<'a> Tx<'a> {
             error,
             request,
         };
-        self.notified.push(notification.clone());
+        self.made.notified.push(notification.clone());
         self.writes
             .push(Write::Notification(Box::new(notification)));
-        self.last_notification = seq;
-        self.after.notified = Some(seq);
+        self.made.last_notification = seq;
+        self.made.after.notified = Some(seq);
         Ok(())
     }
 
@@ -851,11 +836,11 @@ impl<'a> Tx<'a> {
             None => {
                 self.commit_status(id)?;
                 self.notify(id, Announce::default(), Some(pending.clone()))?;
-                self.after.relayed.push(Relayed {
+                self.made.after.relayed.push(Relayed {
                     turn: turn.clone(),
                     request: pending,
                 });
-                self.after.turns_changed = true;
+                self.made.after.turns_changed = true;
             }
         }
         Ok(())
@@ -902,8 +887,8 @@ impl<'a> Tx<'a> {
         }
         self.record(id, EventKind::ApprovalResolved, data)?;
         self.commit_status(id)?;
-        self.after.replies.push((pending.reply, answer));
-        self.after.turns_changed = true;
+        self.made.after.replies.push((pending.reply, answer));
+        self.made.after.turns_changed = true;
         Ok(())
     }
 

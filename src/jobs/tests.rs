@@ -881,20 +881,10 @@ async fn the_feed_pages_with_its_cursor() {
 
 /// An entry of the feed saved by a change that is not made yet.
 fn saved_not_made(job: &JobId, seq: u64) -> Write {
-    Write::Notification(Box::new(Notification {
+    Write::Notification(Box::new(crate::model::sample_notification(
         seq,
-        job_id: job.clone(),
-        thread_id: None,
-        turn: 1,
-        status: JobStatus::Completed,
-        at: "2026-12-01T00:00:00.000Z".into(),
-        result: None,
-        result_chars: None,
-        result_json: None,
-        changes: None,
-        error: None,
-        request: None,
-    }))
+        job.as_str(),
+    )))
 }
 
 #[tokio::test]
@@ -914,14 +904,21 @@ async fn a_feed_page_never_hands_out_a_cursor_behind_its_own_entries() {
     assert_eq!(cursor, 2, "the next page must not repeat entry 2");
 }
 
-#[tokio::test]
-async fn a_feed_page_shows_nothing_saved_and_not_yet_made_and_its_cursor_stays_behind_it() {
+/// An engine with one settled job, whose feed entry memory no longer keeps (reads of the feed
+/// go to the store), and whose store gets entry 2 right before its next read: saved, not made.
+async fn feed_entry_saved_not_made_after_one_made() -> Engine {
     let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("a")).await.unwrap();
     e.report(turn(&job.job_id, 1), completed("a")).await;
     e.manager.inner.lock().recent.clear();
     e.store
         .save_before_next_read(saved_not_made(&job.job_id, 2));
+    e
+}
+
+#[tokio::test]
+async fn a_feed_page_shows_nothing_saved_and_not_yet_made_and_its_cursor_stays_behind_it() {
+    let e = feed_entry_saved_not_made_after_one_made().await;
     let (page, cursor) = e.manager.notifications(0, None, 100).await.unwrap();
     assert_eq!(page.iter().map(|n| n.seq).collect::<Vec<_>>(), [1]);
     assert_eq!(cursor, 1);
@@ -931,12 +928,7 @@ async fn a_feed_page_shows_nothing_saved_and_not_yet_made_and_its_cursor_stays_b
 
 #[tokio::test]
 async fn a_wait_does_not_answer_with_an_entry_saved_and_not_yet_made() {
-    let e = engine(4, |_, _| {}).await;
-    let job = e.manager.start(start("a")).await.unwrap();
-    e.report(turn(&job.job_id, 1), completed("a")).await;
-    e.manager.inner.lock().recent.clear();
-    e.store
-        .save_before_next_read(saved_not_made(&job.job_id, 2));
+    let e = feed_entry_saved_not_made_after_one_made().await;
     let never = CancellationToken::new();
     let second = Duration::from_secs(1);
     let waited = e.manager.wait(Some(0), None, second, &never).await.unwrap();

@@ -652,7 +652,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{JobStatus, ThreadOptions};
+    use crate::model::{JobStatus, ThreadOptions, sample_notification};
     use serde_json::json;
 
     fn record(id: &str) -> JobRecord {
@@ -685,23 +685,6 @@ mod tests {
             at: "2026-01-01T00:00:00.000Z".into(),
             turn: 1,
             data: json!({"n": seq}),
-        }
-    }
-
-    fn notification(seq: u64, job: &str) -> Notification {
-        Notification {
-            seq,
-            job_id: JobId::from(job),
-            thread_id: None,
-            turn: 1,
-            status: JobStatus::Completed,
-            at: "2026-01-01T00:00:00.000Z".into(),
-            result: Some("m".into()),
-            result_chars: None,
-            result_json: None,
-            changes: None,
-            error: None,
-            request: None,
         }
     }
 
@@ -1055,8 +1038,8 @@ mod tests {
         fill(&store, "job-b", &[EventKind::AgentMessage]);
         store
             .write(&[
-                Write::Notification(Box::new(notification(1, "job-a"))),
-                Write::Notification(Box::new(notification(2, "job-b"))),
+                Write::Notification(Box::new(sample_notification(1, "job-a"))),
+                Write::Notification(Box::new(sample_notification(2, "job-b"))),
             ])
             .unwrap();
         store
