@@ -23,7 +23,6 @@
 //!   settles them.
 //!
 //! - `rpc`: a JSON-RPC 2.0 peer over a child's stdio (ids, pending calls, exit and stderr).
-//! - `gulps`: a child's stdout read by a thread of its own, in gulps while Codex streams.
 //! - `detect`: which Codex a binary is; `locate`: the native binary behind npm's shim.
 //! - `session`: the child of a long-lived backend, its restarts and its end; `turns`: which of
 //!   our turns a message names; `approvals`: Codex's requests, relayed to the engine and
@@ -41,7 +40,6 @@ mod app_server;
 mod approvals;
 pub(crate) mod detect;
 mod exec;
-mod gulps;
 mod locate;
 mod mapping;
 mod mcp_events;

@@ -9,9 +9,6 @@
 //! resolves plain calls itself and hands everything else back in the order the child wrote it, so
 //! the task that drives it decides what each message means without any reordering.
 //!
-//! The child's stdout is read by a thread of its own ([`super::gulps`]), in gulps while Codex
-//! streams.
-//!
 //! Nothing here waits on the child without a bound: a write that does not complete within
 //! [`WRITE_TIMEOUT`] (a child that stopped reading its stdin) kills the child, which ends its
 //! turns with that reason. A line is at most [`MAX_LINE`] bytes; a longer one, or one that is not
@@ -25,11 +22,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
-use tokio::net::unix::pipe;
-use tokio::process::{ChildStdin, Command};
+use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, watch};
 
-use super::gulps;
 use crate::lines::{BoundedLines, RawLine};
 
 /// Reads `stream` line by line, a line at most `max` bytes.
@@ -139,17 +134,16 @@ pub(crate) struct RpcChild {
 
 /// The receiving half; one task drives it.
 pub(crate) struct RpcReader {
-    lines: BoundedLines<BufReader<pipe::Receiver>>,
+    lines: BoundedLines<BufReader<ChildStdout>>,
     shared: Arc<Shared>,
 }
 
 /// Starts `command` with piped stdio in its own process group, so that killing the group also
 /// ends whatever it started (the npm `codex` shim runs the real binary as its child).
 pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReader)> {
-    let (stdout, child_stdout) = std::io::pipe()?;
     command
         .stdin(Stdio::piped())
-        .stdout(child_stdout)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
@@ -164,11 +158,9 @@ pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReade
         });
     }
     let mut child = command.spawn()?;
-    // Our copy of the child's end goes, so that the child's exit ends its stdout.
-    drop(command);
-    let stdout = gulps::relay_stdout(stdout)?;
     let missing = |what| std::io::Error::other(format!("child {what} was not piped"));
     let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
+    let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
     let stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
     let shared = Arc::new(Shared {
         pending: Mutex::new(HashMap::new()),
