@@ -31,7 +31,7 @@ use crate::model::{
     Answer, Decision, Effort, EventKind, Isolation, JobId, JobRecord, JobStatus, JobTurn,
     ReasoningSummary, ReviewTarget, ThreadOptions, TokenUsage, Worktree,
 };
-use crate::store::{Store, StoreError, StoreThreads};
+use crate::store::{Problem, Store, StoreError, StoreThreads, Write};
 use crate::text;
 use crate::time::now_rfc3339;
 use crate::worktree;
@@ -212,7 +212,7 @@ impl JobManager {
         });
         answered.await.unwrap_or_else(|_| {
             Err(JobError::Store(StoreError::Write {
-                problem: crate::store::Problem::Other,
+                problem: Problem::Other,
                 detail: "the change was lost on its way to the store (a panic)".into(),
             }))
         })
@@ -227,7 +227,7 @@ impl JobManager {
 
     async fn save_and_make(
         &self,
-        writes: Vec<crate::store::Write>,
+        writes: Vec<Write>,
         change: Change,
     ) -> Result<AfterCommit, JobError> {
         self.inner.store.write(writes).await?;

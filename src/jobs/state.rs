@@ -3,9 +3,10 @@
 //! A `Tx` works on copies of the jobs it touches and collects the [`Write`]s that describe the
 //! change. [`Tx::finish`] parts the writes, which the store saves in one transaction, from the
 //! [`Change`] that swaps the copies in once they are saved, so memory never runs ahead of disk:
-//! whatever a client can see has been saved, and a failed save leaves the state as it was. Statuses are derived from facts in one place,
-//! [`Tx::commit_status`], and a turn ends in one place, [`Tx::end_turn`], which ends only the
-//! turn it is told about, and only while that turn is open.
+//! whatever a client can see has been saved, and a failed save leaves the state as it was.
+//! Statuses are derived from facts in one place, [`Tx::commit_status`], and a turn ends in one
+//! place, [`Tx::end_turn`], which ends only the turn it is told about, and only while that turn
+//! is open.
 //!
 //! Codex's requests wait in their job's `pending` list with the [`Reply`] Codex waits on; a turn
 //! that ends drops them, and a dropped reply is a refusal (see [`crate::codex::Update`]).
