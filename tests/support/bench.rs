@@ -1033,7 +1033,8 @@ fn children_rss_mb(pid: u32) -> f64 {
 }
 
 /// The CPU time all of `pid`'s threads have run so far, in ms (the kernel's per-thread count, in
-/// ns; threads that have ended no longer count, and none of ours end during a turn).
+/// ns). A thread that ends drops out of the sum; tokio's blocking threads end only after 10 s
+/// without work, and the store's keep working through a turn.
 fn cpu_ms(pid: u32) -> f64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server runs");
     let ns: u64 = tasks
