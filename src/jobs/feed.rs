@@ -33,12 +33,11 @@ impl JobManager {
         }
         let mut page = self.inner.store.read_events(&id, query).await?;
         let snapshot = self.inner.lock().snapshot(&id)?;
-        let known = page.events.partition_point(|e| e.seq <= snapshot.cursor);
-        let unknown = page.events.split_off(known);
+        let all_known = keep_known(&mut page.events, |e| e.seq, snapshot.cursor);
         Ok(EventsAnswer {
             events: page.events,
             cursor: page.cursor.min(snapshot.cursor),
-            has_more: page.has_more || !unknown.is_empty(),
+            has_more: page.has_more || !all_known,
             snapshot,
         })
     }
@@ -248,8 +247,8 @@ impl JobManager {
             .read_notifications(after, job, limit)
             .await?;
         let last = self.inner.lock().last_notification;
-        let unknown = found.split_off(found.partition_point(|n| n.seq <= last));
-        Ok((found, unknown.is_empty()))
+        let all_known = keep_known(&mut found, |n| n.seq, last);
+        Ok((found, all_known))
     }
 
     /// Whether the store may hold an entry past `after` for `job`: for one job, its newest entry
@@ -262,4 +261,13 @@ impl JobManager {
             None => true,
         }
     }
+}
+
+/// Keeps the entries, in seq order, that the state knows (seq up to `last`): the store may hold
+/// newer ones that are saved and not yet made. Whether it kept them all.
+fn keep_known<T>(entries: &mut Vec<T>, seq: impl Fn(&T) -> u64, last: u64) -> bool {
+    let known = entries.partition_point(|entry| seq(entry) <= last);
+    let all = known == entries.len();
+    entries.truncate(known);
+    all
 }
