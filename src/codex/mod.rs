@@ -40,6 +40,7 @@ mod app_server;
 mod approvals;
 pub(crate) mod detect;
 mod exec;
+mod gulps;
 mod locate;
 mod mapping;
 mod mcp_events;

@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
-use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::process::{ChildStdin, Command};
 use tokio::sync::{oneshot, watch};
 
+use super::gulps::Gulps;
 use crate::lines::{BoundedLines, RawLine};
 
 /// Reads `stream` line by line, a line at most `max` bytes.
@@ -38,6 +39,8 @@ const STDERR_TAIL_LINES: usize = 20;
 const STDERR_LINE: usize = 2000;
 /// The longest line read from a child's stdout; Codex's messages stay far below it.
 pub(crate) const MAX_LINE: usize = 32 * 1024 * 1024;
+/// The buffer Codex's stdout is read into: a gulp of a stream (see [`Gulps`]) fits in one read.
+const STDOUT_BUFFER: usize = 64 * 1024;
 /// How long one write to a child's stdin may take before the child is taken for stuck.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -134,7 +137,7 @@ pub(crate) struct RpcChild {
 
 /// The receiving half; one task drives it.
 pub(crate) struct RpcReader {
-    lines: BoundedLines<BufReader<ChildStdout>>,
+    lines: BoundedLines<BufReader<Gulps>>,
     shared: Arc<Shared>,
 }
 
@@ -160,7 +163,13 @@ pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReade
     let mut child = command.spawn()?;
     let missing = |what| std::io::Error::other(format!("child {what} was not piped"));
     let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
-    let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
+    let stdout = Gulps::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| missing("stdout"))?
+            .into_owned_fd()?,
+    )?;
     let stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
     let shared = Arc::new(Shared {
         pending: Mutex::new(HashMap::new()),
@@ -208,7 +217,7 @@ pub(crate) fn spawn(mut command: Command) -> std::io::Result<(RpcChild, RpcReade
             killed_because: Mutex::new(None),
         },
         RpcReader {
-            lines: bounded(stdout, MAX_LINE),
+            lines: BoundedLines::new(BufReader::with_capacity(STDOUT_BUFFER, stdout), MAX_LINE),
             shared,
         },
     ))
