@@ -28,6 +28,9 @@ pub struct Sizes {
     pub big_flood: usize,
     /// Deltas of the real Codex's turn (`run_real_codex`).
     pub real_deltas: usize,
+    /// Those turns through the server, each followed by one on bare Codex. More than `runs`:
+    /// a turn's time swings by a tenth from one to the next, and the figure asks for 5 %.
+    pub real_runs: usize,
     /// Jobs run one after another on the real Codex, for its memory.
     pub real_jobs: usize,
     /// Streamable HTTP clients reading `job_events` at once during a flood.
@@ -44,6 +47,7 @@ impl Sizes {
             flood: 20_000,
             big_flood: 1_000_000,
             real_deltas: 20_000,
+            real_runs: 20,
             real_jobs: 1_000,
             http_clients: 32,
             concurrent_jobs: 1_000,
@@ -57,6 +61,7 @@ impl Sizes {
             flood: 50,
             big_flood: 200,
             real_deltas: 50,
+            real_runs: 2,
             real_jobs: 3,
             http_clients: 2,
             concurrent_jobs: 5,
@@ -1005,8 +1010,9 @@ async fn job_read_whole(served: &mut Served, prompt: &str) -> usize {
         if events.iter().any(|e| e["type"] == "turn_completed") {
             return deltas;
         }
-        if events.is_empty() {
-            // Nothing new yet: a client that polls waits a moment rather than spin.
+        if page["has_more"] != true {
+            // Caught up: a client that polls waits a moment before it asks again, rather than
+            // ask at once for the few pieces streamed meanwhile.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -1060,7 +1066,7 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
     bare.turn("SAY: warm").await;
     let pid = served.child.id().expect("the server runs");
     let (mut ours, mut floor, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..sizes.runs {
+    for _ in 0..sizes.real_runs {
         let (began, cpu_before) = (Instant::now(), cpu_ms(pid));
         let read = job_read_whole(&mut served, &prompt).await;
         ours.push(ms(began.elapsed()));
