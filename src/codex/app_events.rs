@@ -45,7 +45,7 @@ pub(crate) fn last_agent_message(turn: &Value) -> Option<String> {
 }
 
 fn item_started(item: &Value, params: &Value) -> Mapped {
-    let record = |kind, fields| Mapped::Record(kind, with_original(fields, params));
+    let record = |kind, fields| Mapped::event(kind, fields, params);
     match item.get("type").and_then(Value::as_str).unwrap_or("") {
         "commandExecution" => record(
             EventKind::CommandStarted,
@@ -65,7 +65,7 @@ fn item_started(item: &Value, params: &Value) -> Mapped {
 }
 
 fn item_completed(item: &Value, params: &Value) -> Mapped {
-    let record = |kind, fields| Mapped::Record(kind, with_original(fields, params));
+    let record = |kind, fields| Mapped::event(kind, fields, params);
     match item.get("type").and_then(Value::as_str).unwrap_or("") {
         "userMessage" => record(EventKind::UserMessage, json!({"text": content_text(item)})),
         "agentMessage" | "exitedReviewMode" => {
@@ -116,7 +116,7 @@ fn item_completed(item: &Value, params: &Value) -> Mapped {
 }
 
 pub(crate) fn map(method: &str, params: &Value) -> Mapped {
-    let record = |kind, fields| Mapped::Record(kind, with_original(fields, params));
+    let record = |kind, fields| Mapped::event(kind, fields, params);
     let item = params.get("item").unwrap_or(&Value::Null);
     match method {
         "thread/started" => {
@@ -238,6 +238,14 @@ mod tests {
         assert_eq!(kind, EventKind::AgentMessage);
         assert_eq!(data["text"], "hi");
         assert_eq!(data["codex"], params);
+    }
+
+    #[test]
+    fn a_streamed_piece_carries_its_text_and_not_the_original() {
+        let params = json!({"threadId": "t", "turnId": "u", "itemId": "m", "delta": "hi"});
+        let mapped = map("item/agentMessage/delta", &params);
+        let expected = Mapped::Record(EventKind::AgentMessageDelta, json!({"delta": "hi"}));
+        assert_eq!(mapped, expected);
     }
 
     #[test]

@@ -459,7 +459,7 @@ async fn read_turn(
 /// One `codex exec --json` line as our events: a turn's start also stands for the prompt, and
 /// its end also reports the token usage.
 fn map(event: &Value, last_message: &Option<String>, prompt: &str) -> Vec<Mapped> {
-    let record = |kind, fields| Mapped::Record(kind, with_original(fields, event));
+    let record = |kind, fields| Mapped::event(kind, fields, event);
     let item = event.get("item").unwrap_or(&Value::Null);
     let item_type = item.get("type").and_then(Value::as_str).unwrap_or("");
     let one = match event.get("type").and_then(Value::as_str).unwrap_or("") {

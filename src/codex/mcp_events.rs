@@ -13,7 +13,7 @@ use crate::model::EventKind;
 
 pub(crate) fn map(msg: &Value) -> Mapped {
     let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
-    let record = |kind: EventKind, fields: Value| Mapped::Record(kind, with_original(fields, msg));
+    let record = |kind: EventKind, fields: Value| Mapped::event(kind, fields, msg);
     match kind {
         "session_configured" => {
             let thread_id = msg

@@ -436,7 +436,7 @@ impl RpcReader {
     pub(crate) async fn next_line(&mut self) -> Option<Line> {
         loop {
             let line = match self.lines.next().await {
-                Some(RawLine::Bytes(line)) => String::from_utf8_lossy(&line).into_owned(),
+                Some(RawLine::Bytes(line)) => line,
                 Some(RawLine::TooLong(length)) => {
                     return Some(Line::Garbage(format!(
                         "a line of {length} bytes, longer than the {MAX_LINE} read"
@@ -447,12 +447,13 @@ impl RpcReader {
                     return None;
                 }
             };
-            if line.trim().is_empty() {
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            return Some(match serde_json::from_str::<Value>(&line) {
+            // Parsed from the bytes: serde_json checks UTF-8 as it goes, without a copy.
+            return Some(match serde_json::from_slice::<Value>(&line) {
                 Ok(Value::Object(object)) => Line::Json(object),
-                _ => Line::Garbage(line),
+                _ => Line::Garbage(String::from_utf8_lossy(&line).into_owned()),
             });
         }
     }

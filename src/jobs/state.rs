@@ -521,9 +521,6 @@ impl<'a> Tx<'a> {
     /// a piece of the same stream with room for it: Codex streams a message a few characters at
     /// a time, and an event for each cost the client reading them more than their text (and
     /// each a row). Returns whether it did.
-    ///
-    /// A joined piece keeps none of the Codex messages it was made of (`codex`, shown by `raw`):
-    /// kept, they would cost what joining saves.
     fn join_streamed(&mut self, id: &JobId, kind: EventKind, data: &Value) -> bool {
         let field = match kind {
             EventKind::AgentMessageDelta | EventKind::ReasoningDelta => "delta",
@@ -541,13 +538,11 @@ impl<'a> Tx<'a> {
         else {
             return false;
         };
-        // The same stream: all our fields but the text alike (say, one command's stdout).
-        let ours = |(key, _): &(&String, &Value)| key.as_str() != "codex";
+        // The same stream: all fields but the text alike (say, one command's stdout).
         let same_stream = newest.kind == kind
-            && fields.iter().filter(ours).count() == newest_fields.iter().filter(ours).count()
+            && fields.len() == newest_fields.len()
             && fields
                 .iter()
-                .filter(ours)
                 .all(|(key, value)| key == field || newest_fields.get(key) == Some(value));
         let (Some(piece), Some(Value::String(text))) = (
             data.get(field).and_then(Value::as_str),
@@ -558,9 +553,6 @@ impl<'a> Tx<'a> {
         let joins = same_stream && text.len() + piece.len() <= STREAMED_PIECE_BYTES;
         if joins {
             text.push_str(piece);
-            if let Some(fields) = newest.data.as_object_mut() {
-                fields.remove("codex");
-            }
         }
         joins
     }

@@ -565,26 +565,6 @@ async fn pieces_of_different_streams_or_parted_by_another_event_stay_apart() {
 }
 
 #[tokio::test]
-async fn a_joined_piece_keeps_none_of_codexs_messages_and_a_lone_one_keeps_its_own() {
-    let e = engine(4, |_, _| {}).await;
-    let job = e.manager.start(start("stream")).await.unwrap();
-    e.handed_over(1).await;
-    let piece = |text: &str| Update::Event {
-        kind: EventKind::AgentMessageDelta,
-        data: json!({"delta": text, "codex": {"msg": text}}),
-    };
-    let events = stream_at_once(
-        &e,
-        &job.job_id,
-        vec![piece("a"), piece("b"), message("parted"), piece("c")],
-    )
-    .await;
-    let pieces: Vec<_> = events.iter().filter(|e| e.kind.is_delta()).collect();
-    assert_eq!(pieces[0].data, json!({"delta": "ab"}));
-    assert_eq!(pieces[1].data, json!({"delta": "c", "codex": {"msg": "c"}}));
-}
-
-#[tokio::test]
 async fn joined_pieces_stay_small_enough_for_any_page() {
     let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("stream")).await.unwrap();
