@@ -38,7 +38,8 @@ const QUICK: Duration = Duration::from_millis(1);
 /// that ends after quiet is read as it comes.
 const STREAK: u32 = 32;
 /// A read this big or bigger is not small: more is likely waiting, so the next read comes at
-/// once. Half a pipe's default capacity, so a fast writer never fills the pipe while we rest.
+/// once. Half a pipe's default capacity: a writer fast enough to fill the pipe during rests is
+/// read without them.
 const SMALL: usize = 32 * 1024;
 
 /// A child's stdout, read as its own pace asks: see the module docs.
