@@ -700,6 +700,16 @@ impl EventQuery {
             _ => Vec::new(),
         }
     }
+
+    /// Whether the query asks for `event`, regardless of where the page starts or ends: what
+    /// the store selects, decided in memory.
+    pub fn matches(&self, event: &Event) -> bool {
+        let kind = match &self.types {
+            Some(types) => types.contains(&event.kind),
+            None => self.include_deltas || !event.kind.is_delta(),
+        };
+        kind && self.turn.is_none_or(|turn| event.turn == turn)
+    }
 }
 
 /// A page of events.

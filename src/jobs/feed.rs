@@ -1,9 +1,11 @@
 //! The read side: pages of a job's events, the global feed of notifications, and waiting on it.
 //!
-//! Reads go to the store; the state is consulted only for cursors and statuses. A cursor handed
-//! out is never behind the entries of the same answer, so the next page never repeats them, and
-//! never past what the state knows: the store may already hold a change that is saved and not
-//! yet made, and an answer shows nothing of it.
+//! Pages come from memory when it holds them whole (the newest events of a job that runs, the
+//! newest feed entries: what a client following along asks for), else from the store; the
+//! state is consulted for cursors and statuses. A cursor handed out is never behind the entries
+//! of the same answer, so the next page never repeats them, and never past what the state knows:
+//! the store may already hold a change that is saved and not yet made, and an answer shows
+//! nothing of it.
 //! Waiters sleep on the feed's `watch` and wake only when it moves; a wait for one job looks at
 //! that job in memory before it reads the store, and every wait ends when its caller leaves.
 
@@ -14,22 +16,45 @@ use tokio_util::sync::CancellationToken;
 use super::JobError;
 use super::api::{EventsAnswer, JobSnapshot, TurnText, WaitAnswer};
 use super::manager::JobManager;
-use crate::model::{EventKind, EventQuery, JobId, JobStatus, Notification};
+use crate::model::{Event, EventKind, EventQuery, JobId, JobStatus, Notification};
 
 /// How many entries one wait returns at most.
 const WAIT_LIMIT: usize = 100;
 
 impl JobManager {
-    /// A page of the job's events, with the job's state as it was after the page was read.
+    /// A page of the job's events, with the job's state as it was after the page was read: from
+    /// memory when it holds the page (a client following a running job), else from the store.
     pub async fn events(&self, job: &str, query: &EventQuery) -> Result<EventsAnswer, JobError> {
         let id = JobId::from(job);
-        let last = self.inner.lock().job(&id)?.record.last_seq;
-        if query.after > last {
-            return Err(JobError::EventCursorOutOfRange {
-                job: id,
-                cursor: query.after,
-                last,
-            });
+        {
+            let state = self.inner.lock();
+            let last = state.job(&id)?.record.last_seq;
+            if query.after > last {
+                return Err(JobError::EventCursorOutOfRange {
+                    job: id,
+                    cursor: query.after,
+                    last,
+                });
+            }
+            // One more than asked for, as the store reads: it says whether there is more.
+            let (wanted, limit) = (|e: &Event| query.matches(e), query.limit.saturating_add(1));
+            let kept = match state.events.get(&id) {
+                Some(run) => run.after(query.after, last, wanted, limit),
+                None => (query.after == last).then(Vec::new),
+            };
+            if let Some(mut events) = kept {
+                let has_more = events.len() > query.limit;
+                events.truncate(query.limit);
+                return Ok(EventsAnswer {
+                    cursor: match events.last() {
+                        Some(event) if has_more => event.seq,
+                        _ => last,
+                    },
+                    events,
+                    has_more,
+                    snapshot: state.snapshot(&id)?,
+                });
+            }
         }
         let mut page = self.inner.store.read_events(&id, query).await?;
         let snapshot = self.inner.lock().snapshot(&id)?;
@@ -238,7 +263,8 @@ impl JobManager {
     ) -> Result<(Vec<Notification>, bool), JobError> {
         let kept = {
             let state = self.inner.lock();
-            (state.recent).after(after, state.last_notification, job, limit)
+            let of_job = |n: &Notification| job.is_none_or(|j| n.job_id == *j);
+            (state.recent).after(after, state.last_notification, of_job, limit)
         };
         if let Some(found) = kept {
             return Ok((found, true));

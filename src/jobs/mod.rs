@@ -10,8 +10,8 @@
 //!   checked against the `output_schema` it was asked to follow.
 //! - `requests`: Codex's requests: answered by policy, by clients or by the approval timeout;
 //!   and the turns' time limits.
-//! - `feed`: event pages, the notification feed and waiting on it; `recent`: the feed's newest
-//!   entries, kept in memory for waits.
+//! - `feed`: event pages, the notification feed and waiting on it; `recent`: the newest entries
+//!   of the feed and of each running job's events, kept in memory for those who follow them.
 //! - `state`: the state and `Tx`, the one way to change it; `status`: a job's status
 //!   as a pure function of its facts.
 

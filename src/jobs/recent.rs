@@ -1,68 +1,126 @@
-//! The newest entries of the feed, kept in memory so that a wait woken by a new entry (the
-//! common case: a client waits for its job's next news) answers without a read of the store.
+//! The newest entries of a sequence, kept in memory so that a reader who follows it closely is
+//! answered without a read of the store: a wait woken by a new feed entry (the common case: a
+//! client waits for its job's next news), or a client paging a running job's events as Codex
+//! streams them.
 //!
 //! It holds an unbroken run of the newest entries: a page it can answer in whole, it answers;
-//! anything else goes to the store. An entry too large to keep, or a deleted job, starts the run
-//! over, so memory stays small and what it answers is what the store would.
+//! anything else goes to the store. An entry too large to keep, or a gap (a deleted job's
+//! entries), starts the run over, so memory stays small and what it answers is what the store
+//! would.
 
 use std::collections::VecDeque;
 
-use crate::model::{JobId, Notification};
+use serde::Serialize;
 
-/// How many entries are kept at most.
-const KEPT: usize = 32;
-/// The largest entry kept, as JSON: a short result or question, not a long final message.
-const KEPT_BYTES: usize = 2048;
+use crate::model::{Event, Notification};
 
-#[derive(Default)]
-pub(super) struct RecentFeed {
-    /// Consecutive seqs, oldest first.
-    entries: VecDeque<Notification>,
+/// An entry of a sequence: its place in it, counting up without gaps.
+pub(super) trait Sequenced: Clone + Serialize {
+    fn seq(&self) -> u64;
 }
 
-impl RecentFeed {
-    /// Keeps `entry`, the feed's newest.
-    pub fn push(&mut self, entry: Notification) {
+impl Sequenced for Notification {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Sequenced for Event {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// How much a run keeps at most, counting entries as JSON.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bounds {
+    entries: usize,
+    bytes: usize,
+    /// The largest entry kept.
+    entry_bytes: usize,
+}
+
+/// The feed's: short results and questions, not long final messages.
+pub(super) const FEED: Bounds = Bounds {
+    entries: 32,
+    bytes: 32 * 2048,
+    entry_bytes: 2048,
+};
+
+/// A running job's events: the last moments of a stream (joined pieces are at most 512 bytes),
+/// which is what a client following it asks for; a thousand running jobs keep 32 MiB at most.
+pub(super) const EVENTS: Bounds = Bounds {
+    entries: 256,
+    bytes: 32 * 1024,
+    entry_bytes: 8 * 1024,
+};
+
+pub(super) struct Recent<T> {
+    /// Consecutive seqs, oldest first, each with its size as JSON.
+    entries: VecDeque<(T, usize)>,
+    bytes: usize,
+    bounds: Bounds,
+}
+
+impl<T: Sequenced> Recent<T> {
+    pub fn new(bounds: Bounds) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            bytes: 0,
+            bounds,
+        }
+    }
+
+    /// Keeps `entry`, the sequence's newest.
+    pub fn push(&mut self, entry: T) {
         let follows = self
             .entries
             .back()
-            .is_none_or(|last| last.seq + 1 == entry.seq);
-        let small = serde_json::to_vec(&entry).is_ok_and(|json| json.len() <= KEPT_BYTES);
+            .is_none_or(|(last, _)| last.seq() + 1 == entry.seq());
+        let size = json_size(&entry);
+        let small = size <= self.bounds.entry_bytes;
         if !follows || !small {
-            self.entries.clear();
+            self.clear();
         }
         if small {
-            if self.entries.len() == KEPT {
-                self.entries.pop_front();
+            while self.entries.len() == self.bounds.entries || self.bytes + size > self.bounds.bytes
+            {
+                let Some((_, dropped)) = self.entries.pop_front() else {
+                    break;
+                };
+                self.bytes -= dropped;
             }
-            self.entries.push_back(entry);
+            self.bytes += size;
+            self.entries.push_back((entry, size));
         }
     }
 
-    /// Forgets everything: jobs were deleted, and with them their entries.
+    /// Forgets everything: entries were deleted.
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.bytes = 0;
     }
 
-    /// The entries after `after`, for `job` or all, oldest first, at most `limit`; `None` when
-    /// some of them may be older than what is kept. `last` is the newest seq of the feed.
+    /// The entries after `after` that `wanted` keeps, oldest first, at most `limit`; `None` when
+    /// some of them may be older than what is kept. `last` is the newest seq of the sequence.
     pub fn after(
         &self,
         after: u64,
         last: u64,
-        job: Option<&JobId>,
+        wanted: impl Fn(&T) -> bool,
         limit: usize,
-    ) -> Option<Vec<Notification>> {
-        let newest = self.entries.back().map_or(0, |n| n.seq);
-        let oldest = self.entries.front().map_or(newest + 1, |n| n.seq);
-        // Kept: every entry past `after`, up to the feed's newest.
+    ) -> Option<Vec<T>> {
+        let newest = self.entries.back().map_or(0, |(n, _)| n.seq());
+        let oldest = self.entries.front().map_or(newest + 1, |(n, _)| n.seq());
+        // Kept: every entry past `after`, up to the sequence's newest.
         if after + 1 < oldest || newest != last && after < last {
             return None;
         }
         Some(
             self.entries
                 .iter()
-                .filter(|n| n.seq > after && job.is_none_or(|j| n.job_id == *j))
+                .map(|(entry, _)| entry)
+                .filter(|entry| entry.seq() > after && wanted(entry))
                 .take(limit)
                 .cloned()
                 .collect(),
@@ -70,10 +128,30 @@ impl RecentFeed {
     }
 }
 
+/// The length of `entry` as JSON, without building it.
+fn json_size(entry: &impl Serialize) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, entry) {
+        Ok(()) => counter.0,
+        // Cannot happen for our entries; if it did, the entry is not kept.
+        Err(_) => usize::MAX,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::sample_notification;
+    use crate::model::{JobId, sample_notification};
 
     fn entry(seq: u64, job: &str, result: &str) -> Notification {
         Notification {
@@ -86,66 +164,87 @@ mod tests {
         found.map(|entries| entries.iter().map(|n| n.seq).collect())
     }
 
+    fn any(_: &Notification) -> bool {
+        true
+    }
+
     #[test]
     fn the_entries_after_a_cursor_it_holds_are_answered_for_one_job_or_all() {
-        let mut recent = RecentFeed::default();
+        let mut recent = Recent::new(FEED);
         for (seq, job) in [(5, "a"), (6, "b"), (7, "a")] {
             recent.push(entry(seq, job, "ok"));
         }
-        assert_eq!(seqs(recent.after(4, 7, None, 10)), Some(vec![5, 6, 7]));
+        assert_eq!(seqs(recent.after(4, 7, any, 10)), Some(vec![5, 6, 7]));
         assert_eq!(
-            seqs(recent.after(5, 7, Some(&JobId::from("a")), 10)),
+            seqs(recent.after(5, 7, |n| n.job_id == JobId::from("a"), 10)),
             Some(vec![7])
         );
-        assert_eq!(seqs(recent.after(4, 7, None, 2)), Some(vec![5, 6]));
-        assert_eq!(seqs(recent.after(7, 7, None, 10)), Some(vec![]));
+        assert_eq!(seqs(recent.after(4, 7, any, 2)), Some(vec![5, 6]));
+        assert_eq!(seqs(recent.after(7, 7, any, 10)), Some(vec![]));
     }
 
     #[test]
     fn entries_older_than_what_it_holds_or_newer_are_left_to_the_store() {
-        let mut recent = RecentFeed::default();
+        let mut recent = Recent::new(FEED);
         recent.push(entry(5, "a", "ok"));
-        assert_eq!(seqs(recent.after(3, 5, None, 10)), None, "4 is not held");
-        assert_eq!(seqs(recent.after(4, 6, None, 10)), None, "6 is not held");
-        assert_eq!(
-            seqs(RecentFeed::default().after(0, 0, None, 10)),
-            Some(vec![])
-        );
-        assert_eq!(seqs(RecentFeed::default().after(0, 1, None, 10)), None);
+        assert_eq!(seqs(recent.after(3, 5, any, 10)), None, "4 is not held");
+        assert_eq!(seqs(recent.after(4, 6, any, 10)), None, "6 is not held");
+        assert_eq!(seqs(Recent::new(FEED).after(0, 0, any, 10)), Some(vec![]));
+        assert_eq!(seqs(Recent::new(FEED).after(0, 1, any, 10)), None);
     }
 
     #[test]
     fn a_large_entry_a_gap_or_a_deletion_starts_the_run_over() {
-        let mut recent = RecentFeed::default();
+        let mut recent = Recent::new(FEED);
         recent.push(entry(1, "a", "ok"));
-        recent.push(entry(2, "a", &"x".repeat(KEPT_BYTES)));
+        recent.push(entry(2, "a", &"x".repeat(FEED.entry_bytes)));
         assert_eq!(
-            seqs(recent.after(1, 2, None, 10)),
+            seqs(recent.after(1, 2, any, 10)),
             None,
             "2 is too large to keep"
         );
         recent.push(entry(3, "a", "ok"));
-        assert_eq!(seqs(recent.after(2, 3, None, 10)), Some(vec![3]));
+        assert_eq!(seqs(recent.after(2, 3, any, 10)), Some(vec![3]));
         recent.push(entry(5, "a", "ok"));
         assert_eq!(
-            seqs(recent.after(3, 5, None, 10)),
+            seqs(recent.after(3, 5, any, 10)),
             None,
             "a gap: 4 was deleted"
         );
         recent.clear();
-        assert_eq!(seqs(recent.after(4, 5, None, 10)), None);
+        assert_eq!(seqs(recent.after(4, 5, any, 10)), None);
     }
 
     #[test]
     fn it_keeps_only_the_newest_entries() {
-        let mut recent = RecentFeed::default();
-        for seq in 1..=(KEPT as u64 + 8) {
+        let mut recent = Recent::new(FEED);
+        for seq in 1..=(FEED.entries as u64 + 8) {
             recent.push(entry(seq, "a", "ok"));
         }
         assert_eq!(
-            seqs(recent.after(8, KEPT as u64 + 8, None, 1)),
+            seqs(recent.after(8, FEED.entries as u64 + 8, any, 1)),
             Some(vec![9])
         );
-        assert_eq!(seqs(recent.after(7, KEPT as u64 + 8, None, 1)), None);
+        assert_eq!(seqs(recent.after(7, FEED.entries as u64 + 8, any, 1)), None);
+    }
+
+    #[test]
+    fn it_keeps_no_more_bytes_than_its_bound_dropping_the_oldest() {
+        let bounds = Bounds {
+            entries: 100,
+            bytes: 1000,
+            entry_bytes: 1000,
+        };
+        let mut recent = Recent::new(bounds);
+        let size = json_size(&entry(1, "a", &"x".repeat(300)));
+        for seq in 1..=5 {
+            recent.push(entry(seq, "a", &"x".repeat(300)));
+        }
+        let kept = (1000 / size) as u64;
+        assert_eq!(
+            seqs(recent.after(5 - kept, 5, any, 10)),
+            Some((6 - kept..=5).collect())
+        );
+        assert_eq!(seqs(recent.after(4 - kept, 5, any, 10)), None);
     }
 }

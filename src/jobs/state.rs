@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::api::Relayed;
-use super::recent::RecentFeed;
+use super::recent::{self, Recent};
 use super::status::{self, Facts, Outcome};
 use super::{JobError, JobSnapshot};
 use crate::codex::TurnInput;
@@ -42,7 +42,9 @@ pub(super) struct State {
     pub running: usize,
     pub last_notification: u64,
     /// The feed's newest entries, for waits to answer from memory.
-    pub recent: RecentFeed,
+    pub recent: Recent<Notification>,
+    /// The newest events of each job that is not settled, for pages to answer from memory.
+    pub events: HashMap<JobId, Recent<Event>>,
     /// False once shutdown began: no turn is queued or handed over any more.
     pub accepting: bool,
 }
@@ -272,7 +274,8 @@ impl State {
             queue: VecDeque::new(),
             running: 0,
             last_notification: loaded.last_notification,
-            recent: RecentFeed::default(),
+            recent: Recent::new(recent::FEED),
+            events: HashMap::new(),
             accepting: true,
         };
         for job in loaded.jobs {
@@ -345,6 +348,8 @@ pub(super) struct Change {
     created: Vec<JobId>,
     deleted: Vec<JobId>,
     notified: Vec<Notification>,
+    /// The events the writes save, as saved.
+    recorded: Vec<(JobId, Event)>,
     queue: VecDeque<JobId>,
     running: usize,
     last_notification: u64,
@@ -365,7 +370,20 @@ impl Change {
             }
             state.order.push(id.clone());
         }
+        let settled: Vec<JobId> = (self.jobs.iter())
+            .filter(|(_, job)| job.record.status.is_settled())
+            .map(|(id, _)| id.clone())
+            .collect();
         state.jobs.extend(self.jobs);
+        for (id, event) in self.recorded {
+            (state.events.entry(id))
+                .or_insert_with(|| Recent::new(recent::EVENTS))
+                .push(event);
+        }
+        // A settled job's events are read rarely, and then from the store.
+        for id in settled.iter().chain(&self.deleted) {
+            state.events.remove(id);
+        }
         for id in &self.deleted {
             if let Some(key) = state
                 .jobs
@@ -411,6 +429,7 @@ impl<'a> Tx<'a> {
                 created: Vec::new(),
                 deleted: Vec::new(),
                 notified: Vec::new(),
+                recorded: Vec::new(),
                 queue: state.queue.clone(),
                 running: state.running,
                 last_notification: state.last_notification,
@@ -445,7 +464,13 @@ impl<'a> Tx<'a> {
     }
 
     /// The writes to save, and the change to make once they are saved.
-    pub fn finish(self) -> (Vec<Write>, Change) {
+    pub fn finish(mut self) -> (Vec<Write>, Change) {
+        self.made.recorded = (self.writes.iter())
+            .filter_map(|write| match write {
+                Write::Event(job, event) => Some((job.clone(), event.clone())),
+                _ => None,
+            })
+            .collect();
         (self.writes, self.made)
     }
 

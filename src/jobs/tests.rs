@@ -124,6 +124,8 @@ struct FlakyStore {
     saved: AtomicUsize,
     /// Reads of the feed.
     feed_reads: AtomicUsize,
+    /// Reads of events.
+    event_reads: AtomicUsize,
     /// The next write says it began, then waits for the go-ahead.
     held: Mutex<
         Option<(
@@ -188,6 +190,7 @@ impl Store for FlakyStore {
     }
 
     fn read_events(&self, job: &JobId, query: &EventQuery) -> Result<EventPage, StoreError> {
+        self.event_reads.fetch_add(1, Ordering::SeqCst);
         if let Some(hook) = self.before_next_read.lock().unwrap().take() {
             hook(&self.inner);
         }
@@ -277,6 +280,7 @@ async fn engine_tuned(
         before_next_read: Mutex::new(None),
         saved: AtomicUsize::new(0),
         feed_reads: AtomicUsize::new(0),
+        event_reads: AtomicUsize::new(0),
         held: Mutex::new(None),
     });
     let manager = JobManager::open(store.clone(), backend.clone(), settings, rx)
@@ -937,6 +941,8 @@ async fn a_page_of_events_shows_nothing_saved_and_not_yet_made_and_says_there_is
     let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("a")).await.unwrap();
     e.report(turn(&job.job_id, 1), message("known")).await;
+    // Read from the store, as a page memory no longer holds.
+    e.manager.inner.lock().events.clear();
     let known = e.manager.snapshot(job.job_id.as_str()).unwrap().cursor;
     let unknown = Event {
         seq: known + 1,
@@ -960,6 +966,118 @@ async fn a_page_of_events_shows_nothing_saved_and_not_yet_made_and_says_there_is
     };
     let next = e.manager.events(job.job_id.as_str(), &next).await.unwrap();
     assert!(next.events.is_empty());
+}
+
+/// A job whose first turn ended and whose second runs, with events of many kinds in each.
+async fn job_of_two_turns_with_every_kind_of_event(e: &Engine) -> JobId {
+    let job = e.manager.start(start("one")).await.unwrap().job_id;
+    let thread = Update::Thread {
+        thread_id: "t-1".into(),
+        data: json!({}),
+    };
+    e.report(turn(&job, 1), thread).await;
+    let events = |turn_number| {
+        [
+            delta("a"),
+            command_output("c1", "stdout", "out"),
+            message(&format!("turn {turn_number}")),
+            delta("b"),
+        ]
+        .map(move |update| (turn_number, update))
+    };
+    for (number, update) in events(1) {
+        e.report(turn(&job, number), update).await;
+    }
+    e.report(turn(&job, 1), completed("done")).await;
+    e.manager.reply(job.as_str(), reply("two")).await.unwrap();
+    e.handed_over(2).await;
+    for (number, update) in events(2) {
+        e.report(turn(&job, number), update).await;
+    }
+    job
+}
+
+#[tokio::test]
+async fn a_page_from_memory_is_the_page_the_store_gives_for_every_query() {
+    let e = engine(4, |_, _| {}).await;
+    let job = job_of_two_turns_with_every_kind_of_event(&e).await;
+    let last = e.manager.snapshot(job.as_str()).unwrap().cursor;
+    let mut queries = Vec::new();
+    for after in 0..=last {
+        for limit in [1, 2, 1000] {
+            for types in [
+                None,
+                Some(vec![EventKind::AgentMessageDelta]),
+                Some(vec![EventKind::AgentMessage, EventKind::CommandOutputDelta]),
+            ] {
+                for include_deltas in [false, true] {
+                    for turn in [None, Some(1), Some(2)] {
+                        queries.push(EventQuery {
+                            after,
+                            limit,
+                            types: types.clone(),
+                            include_deltas,
+                            turn,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let pages = async || {
+        let mut pages = Vec::new();
+        for query in &queries {
+            let page = e.manager.events(job.as_str(), query).await.unwrap();
+            pages.push((page.events, page.cursor, page.has_more));
+        }
+        pages
+    };
+    let from_memory = pages().await;
+    let reads = e.store.event_reads.load(Ordering::SeqCst);
+    assert!(
+        reads < queries.len(),
+        "pages of the running turn come from memory"
+    );
+    e.manager.inner.lock().events.clear();
+    let from_the_store = pages().await;
+    // All but those after the newest event, which need no read to know there is nothing.
+    let behind = queries.iter().filter(|q| q.after < last).count();
+    assert_eq!(e.store.event_reads.load(Ordering::SeqCst) - reads, behind);
+    for (query, (memory, store)) in queries.iter().zip(from_memory.iter().zip(&from_the_store)) {
+        assert_eq!(memory, store, "{query:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_following_a_running_job_reads_its_events_from_memory() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap().job_id;
+    let (mut cursor, mut read) = (0, Vec::new());
+    for text in ["one", "two", "three"] {
+        e.report(turn(&job, 1), message(text)).await;
+        let query = EventQuery {
+            after: cursor,
+            limit: 10,
+            ..EventQuery::default()
+        };
+        let page = e.manager.events(job.as_str(), &query).await.unwrap();
+        read.extend(page.events.iter().map(|e| e.data["text"].clone()));
+        cursor = page.cursor;
+    }
+    assert_eq!(read, ["one", "two", "three"]);
+    assert_eq!(e.store.event_reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_settled_job_leaves_no_events_in_memory() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap().job_id;
+    e.report(turn(&job, 1), message("one")).await;
+    assert!(e.manager.inner.lock().events.contains_key(&job));
+    e.report(turn(&job, 1), completed("done")).await;
+    assert!(!e.manager.inner.lock().events.contains_key(&job));
+    let kinds = kinds_in(&e.events(&job).await, 1);
+    assert_eq!(kinds.last(), Some(&EventKind::TurnCompleted));
 }
 
 #[tokio::test]
