@@ -49,7 +49,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // One worker: the server waits on pipes, sockets and its SQLite threads, and with two, every
+    // time Codex writes or a timer fires the idle one was woken too, only to find nothing to do.
+    // On a small machine that time is taken from Codex. Measured with the real Codex 0.169 (a
+    // 20,000-delta turn): 12 % less CPU time and a quarter fewer context switches; 32 HTTP
+    // clients get 13k calls/s instead of 18k.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
