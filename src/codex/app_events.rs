@@ -3,10 +3,13 @@
 //! app-server reports items twice, `item/started` and `item/completed`; we record a command, file
 //! change or tool call when it starts and again when it ends, and messages once, when complete.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::TurnEnd;
 use super::mapping::{Counted, Mapped, field, token_usage, with_original};
+use super::{TurnEnd, Update};
 use crate::model::EventKind;
 
 /// The text parts of a `userMessage` item's content, joined.
@@ -115,8 +118,73 @@ fn item_completed(item: &Value, params: &Value) -> Mapped {
     }
 }
 
+/// The kind of event a streamed piece's method makes, if `method` is one.
+fn piece_kind(method: &str) -> Option<EventKind> {
+    match method {
+        "item/agentMessage/delta" => Some(EventKind::AgentMessageDelta),
+        "item/reasoning/summaryTextDelta" | "item/reasoning/textDelta" => {
+            Some(EventKind::ReasoningDelta)
+        }
+        "item/commandExecution/outputDelta" => Some(EventKind::CommandOutputDelta),
+        _ => None,
+    }
+}
+
+/// Our fields of a streamed piece of `kind`: its text, and a command's output says its call.
+fn piece_fields(kind: EventKind, item_id: Value, delta: Value) -> Value {
+    match kind {
+        EventKind::CommandOutputDelta => {
+            json!({"call_id": item_id, "stream": Value::Null, "text": delta})
+        }
+        _ => json!({"delta": delta}),
+    }
+}
+
+/// A streamed piece, and the thread and turn it is of.
+pub(crate) struct Piece<'a> {
+    pub thread_id: Cow<'a, str>,
+    pub turn_id: Cow<'a, str>,
+    pub update: Update,
+}
+
+/// A streamed piece (`item/agentMessage/delta` and the like) read from its params' JSON
+/// without building a `Value`: Codex sends thousands in a turn, and building a `Value` of each
+/// was the largest part of reading them. `None` for any other message, and for a piece of a
+/// shape this does not know, which [`map`] reads like any message.
+pub(crate) fn streamed_piece<'a>(method: &str, params: &'a str) -> Option<Piece<'a>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Wire<'a> {
+        #[serde(borrow)]
+        thread_id: Cow<'a, str>,
+        #[serde(borrow)]
+        turn_id: Cow<'a, str>,
+        #[serde(borrow, default)]
+        item_id: Option<Cow<'a, str>>,
+        delta: String,
+    }
+    let kind = piece_kind(method)?;
+    let wire: Wire = serde_json::from_str(params).ok()?;
+    let item_id = match kind {
+        EventKind::CommandOutputDelta => wire.item_id.map(Cow::into_owned).into(),
+        _ => Value::Null,
+    };
+    Some(Piece {
+        thread_id: wire.thread_id,
+        turn_id: wire.turn_id,
+        update: Update::Event {
+            kind,
+            data: piece_fields(kind, item_id, Value::String(wire.delta)),
+        },
+    })
+}
+
 pub(crate) fn map(method: &str, params: &Value) -> Mapped {
     let record = |kind, fields| Mapped::event(kind, fields, params);
+    if let Some(kind) = piece_kind(method) {
+        let (item_id, delta) = (field(params, "itemId"), field(params, "delta"));
+        return record(kind, piece_fields(kind, item_id, delta));
+    }
     let item = params.get("item").unwrap_or(&Value::Null);
     match method {
         "thread/started" => {
@@ -172,18 +240,6 @@ pub(crate) fn map(method: &str, params: &Value) -> Mapped {
         }
         "item/started" => item_started(item, params),
         "item/completed" => item_completed(item, params),
-        "item/agentMessage/delta" => record(
-            EventKind::AgentMessageDelta,
-            json!({"delta": field(params, "delta")}),
-        ),
-        "item/reasoning/summaryTextDelta" | "item/reasoning/textDelta" => record(
-            EventKind::ReasoningDelta,
-            json!({"delta": field(params, "delta")}),
-        ),
-        "item/commandExecution/outputDelta" => record(
-            EventKind::CommandOutputDelta,
-            json!({"call_id": field(params, "itemId"), "stream": Value::Null, "text": field(params, "delta")}),
-        ),
         // `last` is the newest model call's; `total`, the thread's so far.
         "thread/tokenUsage/updated" => match params.pointer("/tokenUsage/last") {
             Some(last) => token_usage(last, Counted::Call, params),
@@ -246,6 +302,38 @@ mod tests {
         let mapped = map("item/agentMessage/delta", &params);
         let expected = Mapped::Record(EventKind::AgentMessageDelta, json!({"delta": "hi"}));
         assert_eq!(mapped, expected);
+    }
+
+    #[test]
+    fn a_streamed_piece_read_from_its_json_is_what_map_makes_of_its_value() {
+        for method in [
+            "item/agentMessage/delta",
+            "item/reasoning/summaryTextDelta",
+            "item/reasoning/textDelta",
+            "item/commandExecution/outputDelta",
+        ] {
+            let params = json!({"threadId": "t", "turnId": "u", "itemId": "c\"1", "delta": "a\nb"});
+            let json = params.to_string();
+            let piece = streamed_piece(method, &json).expect("a piece");
+            assert_eq!((&*piece.thread_id, &*piece.turn_id), ("t", "u"));
+            let Update::Event { kind, data } = piece.update else {
+                panic!("not an event")
+            };
+            assert_eq!(Mapped::Record(kind, data), map(method, &params), "{method}");
+        }
+    }
+
+    #[test]
+    fn a_piece_of_a_shape_it_does_not_know_is_left_to_map() {
+        let method = "item/agentMessage/delta";
+        for params in [
+            json!({"threadId": "t", "delta": "no turn"}),
+            json!({"threadId": "t", "turnId": "u", "delta": 5}),
+        ] {
+            assert!(streamed_piece(method, &params.to_string()).is_none());
+        }
+        let message = json!({"threadId": "t", "turnId": "u", "delta": "hi"}).to_string();
+        assert!(streamed_piece("item/agentMessage/other", &message).is_none());
     }
 
     #[test]

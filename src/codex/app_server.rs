@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::approvals;
 use super::mapping::Mapped;
-use super::rpc::{Incoming, RpcError, RpcReader, ignore_garbage};
+use super::rpc::{Incoming, Params, RpcError, RpcReader, ignore_garbage};
 use super::session::{self, ChildSlot, Handshake};
 use super::turns::JobTurns;
 use super::{
@@ -634,16 +634,34 @@ fn turn_of(routes: &mut Routes, params: &Value) -> Option<JobTurn> {
         .or_else(|| params.pointer("/thread/id"))
         .or_else(|| params.get("conversationId"))
         .and_then(Value::as_str)?;
-    let job = routes.by_thread.get(thread_id)?.clone();
     let codex_turn = params
         .get("turnId")
         .or_else(|| params.pointer("/turn/id"))
         .and_then(Value::as_str);
+    turn_named(routes, thread_id, codex_turn)
+}
+
+/// The job of Codex's `thread_id`, and our turn of its `codex_turn`.
+fn turn_named(routes: &mut Routes, thread_id: &str, codex_turn: Option<&str>) -> Option<JobTurn> {
+    let job = routes.by_thread.get(thread_id)?.clone();
     let turn = routes.turns(&job).turn_of(codex_turn)?;
     Some(JobTurn::new(job, turn))
 }
 
-async fn on_notification(session: &Arc<Session>, out: &Outbox, method: &str, params: Value) {
+async fn on_notification(session: &Arc<Session>, out: &Outbox, method: &str, params: Params) {
+    if let Some(piece) = app_events::streamed_piece(method, params.json()) {
+        let turn = turn_named(
+            &mut session.routes(),
+            &piece.thread_id,
+            Some(&piece.turn_id),
+        );
+        match turn {
+            Some(turn) => out.send(turn, piece.update).await,
+            None => tracing::debug!(%method, "a streamed piece of no turn we know; ignored"),
+        }
+        return;
+    }
+    let params = params.value();
     let mapped = app_events::map(method, &params);
     let report = {
         let mut routes = session.routes();

@@ -364,7 +364,7 @@ async fn read_loop(
     while let Some(message) = reader.next().await {
         match message {
             Incoming::Notification { method, params } if method == "codex/event" => {
-                on_codex_event(&session, &out, params).await;
+                on_codex_event(&session, &out, params.value()).await;
             }
             Incoming::Notification { method, .. } => {
                 tracing::debug!(%method, "ignoring notification from codex");

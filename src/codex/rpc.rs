@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
@@ -74,12 +76,47 @@ pub(crate) enum Line {
     Garbage(String),
 }
 
+/// A notification's params as the child wrote them, read by the handler that knows what they
+/// hold: Codex streams a turn a few characters per notification, and a typed read of those costs
+/// a fraction of building a [`Value`].
+#[derive(Debug)]
+pub(crate) struct Params(Option<Box<RawValue>>);
+
+impl Params {
+    /// The params' JSON; `null` when there were none.
+    pub(crate) fn json(&self) -> &str {
+        self.0.as_deref().map_or("null", RawValue::get)
+    }
+
+    pub(crate) fn value(&self) -> Value {
+        serde_json::from_str(self.json()).unwrap_or(Value::Null)
+    }
+}
+
+/// A JSON-RPC message as read. `id` and `error` count as present when they are `null`.
+#[derive(Deserialize)]
+struct Envelope {
+    method: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    params: Option<Box<RawValue>>,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Value>,
+}
+
+/// A field that is there, even as `null`.
+fn present<'de, D: Deserializer<'de>>(field: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(field).map(Some)
+}
+
 /// A message from the child that the driving task must handle.
 #[derive(Debug)]
 pub(crate) enum Incoming {
     Notification {
         method: String,
-        params: Value,
+        params: Params,
     },
     /// A request from the child: it must be answered with [`RpcChild::respond`].
     Request {
@@ -431,50 +468,63 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl RpcReader {
-    /// The next line of stdout, or `None` once the child closed it. At that point every call
-    /// still waiting is answered with [`RpcError::Closed`].
-    pub(crate) async fn next_line(&mut self) -> Option<Line> {
+    /// The next line of stdout that is not blank, or what to say of one that cannot be read;
+    /// `None` once the child closed it. At that point every call still waiting is answered with
+    /// [`RpcError::Closed`].
+    async fn next_bytes(&mut self) -> Option<Result<Vec<u8>, String>> {
         loop {
-            let line = match self.lines.next().await {
-                Some(RawLine::Bytes(line)) => line,
-                Some(RawLine::TooLong(length)) => {
-                    return Some(Line::Garbage(format!(
-                        "a line of {length} bytes, longer than the {MAX_LINE} read"
-                    )));
-                }
+            return match self.lines.next().await {
+                Some(RawLine::Bytes(line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
+                Some(RawLine::Bytes(line)) => Some(Ok(line)),
+                Some(RawLine::TooLong(length)) => Some(Err(format!(
+                    "a line of {length} bytes, longer than the {MAX_LINE} read"
+                ))),
                 None => {
                     self.fail_pending();
-                    return None;
+                    None
                 }
             };
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            // Parsed from the bytes: serde_json checks UTF-8 as it goes, without a copy.
-            return Some(match serde_json::from_slice::<Value>(&line) {
-                Ok(Value::Object(object)) => Line::Json(object),
-                _ => Line::Garbage(String::from_utf8_lossy(&line).into_owned()),
-            });
         }
+    }
+
+    /// The next line of stdout, or `None` once the child closed it.
+    pub(crate) async fn next_line(&mut self) -> Option<Line> {
+        let line = match self.next_bytes().await? {
+            Ok(line) => line,
+            Err(unread) => return Some(Line::Garbage(unread)),
+        };
+        // Parsed from the bytes: serde_json checks UTF-8 as it goes, without a copy.
+        Some(match serde_json::from_slice::<Value>(&line) {
+            Ok(Value::Object(object)) => Line::Json(object),
+            _ => Line::Garbage(String::from_utf8_lossy(&line).into_owned()),
+        })
     }
 
     /// The next message to handle, or `None` once the child closed its stdout.
     pub(crate) async fn next(&mut self) -> Option<Incoming> {
         loop {
-            let mut message = match self.next_line().await? {
-                Line::Json(message) => message,
-                Line::Garbage(line) => return Some(Incoming::Garbage(line)),
+            let line = match self.next_bytes().await? {
+                Ok(line) => line,
+                Err(unread) => return Some(Incoming::Garbage(unread)),
             };
-            let method = message
-                .get("method")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let params = message.remove("params").unwrap_or(Value::Null);
-            match (method, message.remove("id")) {
-                (Some(method), Some(id)) => return Some(Incoming::Request { id, method, params }),
+            let garbage = || Incoming::Garbage(String::from_utf8_lossy(&line).into_owned());
+            // An object: serde would also take an array for the envelope, field by field.
+            let object = line.trim_ascii_start().starts_with(b"{");
+            let Some(message) = object
+                .then(|| serde_json::from_slice::<Envelope>(&line).ok())
+                .flatten()
+            else {
+                return Some(garbage());
+            };
+            let params = Params(message.params);
+            match (message.method, message.id) {
+                (Some(method), Some(id)) => {
+                    let params = params.value();
+                    return Some(Incoming::Request { id, method, params });
+                }
                 (Some(method), None) => return Some(Incoming::Notification { method, params }),
                 (None, Some(id)) => {
-                    let outcome = match message.remove("error") {
+                    let outcome = match message.error {
                         Some(error) => Err(RpcError::Remote {
                             code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
                             message: error
@@ -483,7 +533,7 @@ impl RpcReader {
                                 .unwrap_or("no message")
                                 .to_owned(),
                         }),
-                        None => Ok(message.remove("result").unwrap_or(Value::Null)),
+                        None => Ok(message.result.unwrap_or(Value::Null)),
                     };
                     let Some(id) = id.as_i64() else {
                         return Some(Incoming::Garbage(format!("an answer with id {id}")));
@@ -504,9 +554,7 @@ impl RpcReader {
                         None => return Some(Incoming::Response { id, outcome }),
                     }
                 }
-                (None, None) => {
-                    return Some(Incoming::Garbage(Value::Object(message).to_string()));
-                }
+                (None, None) => return Some(garbage()),
             }
         }
     }
@@ -519,5 +567,104 @@ impl RpcReader {
         for tx in drained {
             let _ = tx.send(Err(RpcError::Closed));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+
+    /// A reader of what a child wrote, `lines`, and then closed.
+    fn reader_of(lines: &str) -> RpcReader {
+        let (read_end, mut write_end) = std::io::pipe().expect("a pipe");
+        write_end.write_all(lines.as_bytes()).expect("write");
+        drop(write_end);
+        let gulps = Gulps::new(OwnedFd::from(read_end)).expect("watch the pipe");
+        RpcReader {
+            lines: BoundedLines::new(BufReader::new(gulps), MAX_LINE),
+            shared: Arc::new(Shared {
+                pending: Mutex::new(HashMap::new()),
+                stderr_tail: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+
+    async fn read_all(lines: &str) -> Vec<Incoming> {
+        let mut reader = reader_of(lines);
+        let mut read = Vec::new();
+        while let Some(message) = reader.next().await {
+            read.push(message);
+        }
+        read
+    }
+
+    #[tokio::test]
+    async fn a_notification_keeps_its_params_as_written_or_null_without_them() {
+        let read =
+            read_all("{\"method\":\"a\",\"params\":{\"delta\":\"hi\\n\"}}\n{\"method\":\"b\"}\n")
+                .await;
+        let jsons: Vec<_> = read
+            .iter()
+            .map(|message| match message {
+                Incoming::Notification { method, params } => (method.as_str(), params.json()),
+                other => panic!("not a notification: {other:?}"),
+            })
+            .collect();
+        assert_eq!(jsons, [("a", "{\"delta\":\"hi\\n\"}"), ("b", "null")]);
+    }
+
+    #[tokio::test]
+    async fn a_request_with_a_null_id_is_a_request_and_an_answer_with_a_null_error_an_error() {
+        let read = read_all(concat!(
+            "{\"id\":null,\"method\":\"ask\",\"params\":{\"q\":1}}\n",
+            "{\"id\":7,\"error\":null}\n",
+            "{\"id\":8,\"result\":null}\n",
+        ))
+        .await;
+        assert!(
+            matches!(&read[0], Incoming::Request { id: Value::Null, method, params }
+            if method == "ask" && params == &json!({"q": 1}))
+        );
+        assert!(matches!(
+            &read[1],
+            Incoming::Response {
+                id: 7,
+                outcome: Err(RpcError::Remote { .. })
+            }
+        ));
+        assert!(matches!(
+            &read[2],
+            Incoming::Response {
+                id: 8,
+                outcome: Ok(Value::Null)
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_not_a_json_rpc_object_is_garbage_and_blank_lines_are_skipped() {
+        let read =
+            read_all("[\"ask\", 1, null]\n\n  \n\"text\"\n{\"x\":1}\n{\"method\":5}\nnot json\n")
+                .await;
+        let garbage: Vec<_> = read
+            .iter()
+            .map(|message| match message {
+                Incoming::Garbage(line) => line.as_str(),
+                other => panic!("not garbage: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            garbage,
+            [
+                "[\"ask\", 1, null]",
+                "\"text\"",
+                "{\"x\":1}",
+                "{\"method\":5}",
+                "not json"
+            ]
+        );
     }
 }
