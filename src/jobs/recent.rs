@@ -47,12 +47,14 @@ pub(super) const FEED: Bounds = Bounds {
     entry_bytes: 2048,
 };
 
-/// A running job's events: the last moments of a stream (joined pieces are at most 512 bytes),
-/// which is what a client following it asks for; a thousand running jobs keep 32 MiB at most.
+/// A running job's events: the last moments of a stream (joined pieces are at most 512 bytes
+/// of text, and a streaming turn makes a few hundred a second), which is what a client following
+/// it asks for. With what each event takes beyond its JSON (its `Value` map, about 600 bytes),
+/// a job keeps about 40 KiB at most, so a thousand running jobs stay under 40 MiB.
 pub(super) const EVENTS: Bounds = Bounds {
-    entries: 256,
-    bytes: 32 * 1024,
-    entry_bytes: 8 * 1024,
+    entries: 32,
+    bytes: 16 * 1024,
+    entry_bytes: 4 * 1024,
 };
 
 pub(super) struct Recent<T> {
