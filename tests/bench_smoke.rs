@@ -30,7 +30,7 @@ async fn the_benchmark_measures_the_real_codex_figures() {
     let server = std::path::Path::new(env!("CARGO_BIN_EXE_codex-async-mcp"));
     let codex = support::codex_install::codex("0.169.0");
     let figures = bench::run_real_codex(server, &codex, Sizes::smoke()).await;
-    assert_eq!(figures.len(), 5);
+    assert_eq!(figures.len(), 6);
     for figure in &figures {
         assert!(
             !figure.samples.is_empty() && figure.samples.iter().all(|s| s.is_finite()),

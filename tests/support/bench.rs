@@ -28,7 +28,8 @@ pub struct Sizes {
     pub big_flood: usize,
     /// Deltas of the real Codex's turn (`run_real_codex`).
     pub real_deltas: usize,
-    /// Those turns through the server, each followed by one on bare Codex. More than `runs`:
+    /// Those turns through the server, each followed by one on bare Codex (and the same pair
+    /// with a second bare Codex in the server's place). More than `runs`:
     /// a turn's time swings by a tenth from one to the next, and the figure asks for 5 %.
     pub real_runs: usize,
     /// Jobs run one after another on the real Codex, for its memory.
@@ -1053,7 +1054,9 @@ fn cpu_ms(pid: u32) -> f64 {
 
 /// The figures against the real Codex (`codex app-server`, with a mock model): a turn of
 /// `real_deltas` deltas in the client's hands through this server and from bare Codex, taken in
-/// turn; and Codex's memory over `real_jobs` jobs run one after another.
+/// turn; the same ratio between two bare app-servers, which is what the first figure would
+/// show for a server that cost nothing; and Codex's memory over `real_jobs` jobs run one after
+/// another.
 pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Figure> {
     let home = MockedHome::new().await;
     let prompt = format!("DELTAS: {}", sizes.real_deltas);
@@ -1061,23 +1064,34 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
     let (mut served, _) =
         Served::start_on(server, codex, state, Some(home.path()), (&[], &[])).await;
     let mut bare = BareCodex::start(codex, home.path()).await;
-    // Warm both: Codex's first turn loads what every turn needs.
+    let mut twin = BareCodex::start(codex, home.path()).await;
+    // Warm all three: Codex's first turn loads what every turn needs.
     job_read_whole(&mut served, "SAY: warm").await;
     bare.turn("SAY: warm").await;
+    twin.turn("SAY: warm").await;
     let pid = served.child.id().expect("the server runs");
-    let (mut ours, mut floor, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut floor, mut cpu, mut twins) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let bare_turn = async |bare: &mut BareCodex| {
+        let began = Instant::now();
+        let streamed = bare.turn(&prompt).await;
+        assert_eq!(streamed, sizes.real_deltas, "every delta from bare Codex");
+        ms(began.elapsed())
+    };
     for _ in 0..sizes.real_runs {
         let (began, cpu_before) = (Instant::now(), cpu_ms(pid));
         let read = job_read_whole(&mut served, &prompt).await;
-        ours.push(ms(began.elapsed()));
+        let through = ms(began.elapsed());
         cpu.push(cpu_ms(pid) - cpu_before);
         assert_eq!(read, sizes.real_deltas, "every delta through the server");
-        let began = Instant::now();
-        let streamed = bare.turn(&prompt).await;
-        floor.push(ms(began.elapsed()));
-        assert_eq!(streamed, sizes.real_deltas, "every delta from bare Codex");
+        let after = bare_turn(&mut bare).await;
+        ours.push(through);
+        floor.push(after);
+        // The same pair with a bare app-server in the server's place.
+        let first = bare_turn(&mut twin).await;
+        twins.push(first / bare_turn(&mut bare).await);
     }
-    drop(bare);
+    drop((bare, twin));
     let ratio: Vec<f64> = ours.iter().zip(&floor).map(|(o, f)| o / f).collect();
 
     // Codex's memory: jobs one after another, its children's RSS every 25 jobs.
@@ -1093,6 +1107,11 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
         Figure::new("real Codex: deltas turn in the client's hands", "ms", ours),
         Figure::new("real Codex: the same turn, bare app-server", "ms", floor),
         Figure::new("real Codex: through the server / bare", "×", ratio),
+        Figure::new(
+            "real Codex: bare / bare, taken the same way (the ratio's floor)",
+            "×",
+            twins,
+        ),
         Figure::new("real Codex: the server's CPU time in that turn", "ms", cpu),
         Figure::new(
             "real Codex: its RSS, sampled every 25 jobs",
