@@ -1070,7 +1070,7 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
     bare.turn("SAY: warm").await;
     twin.turn("SAY: warm").await;
     let pid = served.child.id().expect("the server runs");
-    let (mut ours, mut floor, mut cpu, mut twins) =
+    let (mut ours, mut bare_ms, mut cpu, mut twins) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let bare_turn = async |bare: &mut BareCodex| {
         let began = Instant::now();
@@ -1081,18 +1081,16 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
     for _ in 0..sizes.real_runs {
         let (began, cpu_before) = (Instant::now(), cpu_ms(pid));
         let read = job_read_whole(&mut served, &prompt).await;
-        let through = ms(began.elapsed());
+        ours.push(ms(began.elapsed()));
         cpu.push(cpu_ms(pid) - cpu_before);
         assert_eq!(read, sizes.real_deltas, "every delta through the server");
-        let after = bare_turn(&mut bare).await;
-        ours.push(through);
-        floor.push(after);
-        // The same pair with a bare app-server in the server's place.
+        bare_ms.push(bare_turn(&mut bare).await);
+        // The same pair with a second bare app-server in the server's place.
         let first = bare_turn(&mut twin).await;
         twins.push(first / bare_turn(&mut bare).await);
     }
     drop((bare, twin));
-    let ratio: Vec<f64> = ours.iter().zip(&floor).map(|(o, f)| o / f).collect();
+    let ratio: Vec<f64> = ours.iter().zip(&bare_ms).map(|(o, b)| o / b).collect();
 
     // Codex's memory: jobs one after another, its children's RSS every 25 jobs.
     let mut codex_rss = Vec::new();
@@ -1105,7 +1103,7 @@ pub async fn run_real_codex(server: &Path, codex: &Path, sizes: Sizes) -> Vec<Fi
     }
     vec![
         Figure::new("real Codex: deltas turn in the client's hands", "ms", ours),
-        Figure::new("real Codex: the same turn, bare app-server", "ms", floor),
+        Figure::new("real Codex: the same turn, bare app-server", "ms", bare_ms),
         Figure::new("real Codex: through the server / bare", "×", ratio),
         Figure::new(
             "real Codex: bare / bare, taken the same way (the ratio's floor)",
