@@ -1,6 +1,26 @@
-//! Shortening long strings for answers, always saying that something was cut.
+//! Shortening long strings for answers, always saying that something was cut, and measuring
+//! what a value takes as JSON.
 
+use serde::Serialize;
 use serde_json::Value;
+
+/// The length of `value` as JSON, counted as it is written rather than written out; `None` when
+/// it cannot be written.
+pub fn json_len(value: &impl Serialize) -> Option<usize> {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).ok()?;
+    Some(counter.0)
+}
 
 /// `text` cut to at most `max` characters, with a note of how many were left out.
 pub fn shorten(text: &str, max: usize) -> String {
@@ -30,6 +50,13 @@ pub fn shorten_strings(value: &mut Value, max: usize) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_json_length_is_that_of_the_json_written() {
+        let value = json!({"text": "a \"quoted\" line\n", "n": [1, 2.5, null], "é": "ü"});
+        let written = serde_json::to_vec(&value).expect("written");
+        assert_eq!(json_len(&value), Some(written.len()));
+    }
 
     #[test]
     fn short_text_is_left_alone() {

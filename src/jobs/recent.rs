@@ -130,24 +130,10 @@ impl<T: Sequenced> Recent<T> {
     }
 }
 
-/// The length of `entry` as JSON, without building it.
+/// The length of `entry` as JSON; one that cannot be written is too large to keep (none of ours
+/// is).
 fn json_size(entry: &impl Serialize) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    match serde_json::to_writer(&mut counter, entry) {
-        Ok(()) => counter.0,
-        // Cannot happen for our entries; if it did, the entry is not kept.
-        Err(_) => usize::MAX,
-    }
+    crate::text::json_len(entry).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

@@ -200,9 +200,9 @@ pub(crate) fn events_value(events: Vec<Event>) -> Result<Value, String> {
     Ok(Value::Array(values))
 }
 
-/// The bytes `value` takes as JSON.
+/// The bytes `value` takes as JSON; nothing for one that cannot be written.
 pub(crate) fn size_of<T: Serialize>(value: &T) -> usize {
-    serde_json::to_vec(value).map_or(0, |bytes| bytes.len())
+    crate::text::json_len(value).unwrap_or(0)
 }
 
 /// Cuts the longest strings of `value` until it fits in `budget` bytes (or nothing is left to
