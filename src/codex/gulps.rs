@@ -11,8 +11,8 @@
 //! read; the first read that finds the pipe empty watches it again. A message after a pause is
 //! read the moment it is written, as before; one that comes while Codex streams (the end of the
 //! streaming turn, or any message of another job's) is read at most [`REST`] late, plus the
-//! timer's millisecond. A read of [`SMALL`] or more is never followed by a rest, so a child that writes big
-//! messages fast is read as fast as it writes.
+//! timer's millisecond. A read of [`SMALL`] or more is never followed by a rest, so a child
+//! that writes big messages fast is read as fast as it writes.
 
 use std::fs::File;
 use std::io::{self, Read as _};
