@@ -67,6 +67,41 @@ impl JobManager {
         })
     }
 
+    /// A page of the job's events as [`Self::events`] reads it; but while the page would be
+    /// empty and the job is queued or running, it waits for the next events the query shows, at
+    /// most `timeout`, or until `cancelled` (the caller left). A client following a stream so
+    /// gets each batch the moment it is saved, in one call, instead of polling for it.
+    pub async fn events_when_any(
+        &self,
+        job: &str,
+        query: &EventQuery,
+        timeout: Duration,
+        cancelled: &CancellationToken,
+    ) -> Result<EventsAnswer, JobError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut recorded = self.inner.events_recorded.subscribe();
+        let mut query = query.clone();
+        loop {
+            recorded.borrow_and_update();
+            let page = self.events(job, &query).await?;
+            let active = matches!(page.snapshot.status, JobStatus::Queued | JobStatus::Running);
+            if !page.events.is_empty() || page.has_more || !active {
+                return Ok(page);
+            }
+            // Events the query does not show moved the cursor: look on from there.
+            query.after = page.cursor;
+            tokio::select! {
+                changed = recorded.changed() => {
+                    if changed.is_err() {
+                        return Ok(page);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(page),
+                () = cancelled.cancelled() => return Err(JobError::Cancelled),
+            }
+        }
+    }
+
     /// The final message of the job's `turn` (default: its latest), whole.
     pub async fn turn_text(&self, job: &str, turn: Option<u32>) -> Result<TurnText, JobError> {
         let id = JobId::from(job);

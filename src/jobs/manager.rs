@@ -66,6 +66,9 @@ pub(super) struct Inner {
     pub(super) relayed: broadcast::Sender<Relayed>,
     /// Moves whenever a turn ends or a request starts or stops waiting: turn clocks look again.
     pub(super) turns_changed: watch::Sender<u64>,
+    /// Moves whenever a change saves events or posts to the feed: followers waiting on a job's
+    /// events look again.
+    pub(super) events_recorded: watch::Sender<u64>,
     /// Every task the engine spawns: the report loop, retention, hand-overs, interrupts.
     pub(super) tasks: TaskTracker,
     /// Cancelled when shutdown begins: retention stops and no more turns go to Codex.
@@ -109,6 +112,7 @@ impl JobManager {
                 feed,
                 relayed: broadcast::channel(RELAYED_BACKLOG).0,
                 turns_changed: watch::channel(0).0,
+                events_recorded: watch::channel(0).0,
                 tasks: TaskTracker::new(),
                 stopping: CancellationToken::new(),
                 drained: CancellationToken::new(),
@@ -243,6 +247,9 @@ impl JobManager {
         self.relay(after.relayed);
         if after.turns_changed {
             self.inner.turns_changed.send_modify(|n| *n += 1);
+        }
+        if after.recorded || after.notified.is_some() {
+            self.inner.events_recorded.send_modify(|n| *n += 1);
         }
         if let Some(seq) = after.notified {
             // Two publishers may finish in either order: the feed never moves back.

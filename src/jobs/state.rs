@@ -261,6 +261,8 @@ pub(super) struct AfterCommit {
     pub relayed: Vec<Relayed>,
     /// Whether a turn ended or a request started or stopped waiting: turn clocks look again.
     pub turns_changed: bool,
+    /// Whether the change saved events: followers waiting on a job's events look again.
+    pub recorded: bool,
 }
 
 impl State {
@@ -375,6 +377,8 @@ impl Change {
             .map(|(id, _)| id.clone())
             .collect();
         state.jobs.extend(self.jobs);
+        let mut after = self.after;
+        after.recorded = !self.recorded.is_empty();
         for (id, event) in self.recorded {
             (state.events.entry(id))
                 .or_insert_with(|| Recent::new(recent::EVENTS))
@@ -404,7 +408,7 @@ impl Change {
         state.running = self.running;
         state.last_notification = self.last_notification;
         state.accepting = self.accepting;
-        self.after
+        after
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -1065,6 +1066,85 @@ async fn a_client_following_a_running_job_reads_its_events_from_memory() {
     }
     assert_eq!(read, ["one", "two", "three"]);
     assert_eq!(e.store.event_reads.load(Ordering::SeqCst), 0);
+}
+
+/// A follower waiting on `job`'s events that `query` shows; returns once it waits.
+async fn follow(e: &Engine, job: &JobId, query: EventQuery) -> JoinHandle<EventsAnswer> {
+    let (manager, job) = (e.manager.clone(), job.clone());
+    let follower = tokio::spawn(async move {
+        let (forever, never) = (Duration::from_secs(3600), CancellationToken::new());
+        let page = manager.events_when_any(job.as_str(), &query, forever, &never);
+        page.await.unwrap()
+    });
+    tokio::task::yield_now().await;
+    assert!(!follower.is_finished(), "answered with nothing new");
+    follower
+}
+
+fn texts(page: &EventsAnswer) -> Vec<Value> {
+    page.events.iter().map(|e| e.data["text"].clone()).collect()
+}
+
+#[tokio::test]
+async fn a_follower_waiting_for_events_gets_the_next_ones_as_soon_as_they_are_saved() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap().job_id;
+    let after = e.manager.snapshot(job.as_str()).unwrap().cursor;
+    let query = EventQuery {
+        after,
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let follower = follow(&e, &job, query).await;
+    e.report(turn(&job, 1), message("one")).await;
+    assert_eq!(texts(&follower.await.unwrap()), ["one"]);
+}
+
+#[tokio::test]
+async fn a_follower_goes_on_waiting_through_events_its_query_does_not_show() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap().job_id;
+    let after = e.manager.snapshot(job.as_str()).unwrap().cursor;
+    let query = EventQuery {
+        after,
+        limit: 10,
+        include_deltas: false,
+        ..EventQuery::default()
+    };
+    let follower = follow(&e, &job, query).await;
+    e.report(turn(&job, 1), delta("a piece")).await;
+    tokio::task::yield_now().await;
+    assert!(
+        !follower.is_finished(),
+        "answered with only a piece it hides"
+    );
+    e.report(turn(&job, 1), message("two")).await;
+    let page = follower.await.unwrap();
+    assert_eq!(texts(&page), ["two"]);
+    assert_eq!(
+        page.cursor,
+        e.manager.snapshot(job.as_str()).unwrap().cursor
+    );
+}
+
+#[tokio::test]
+async fn a_follower_of_a_settled_job_is_answered_at_once() {
+    let e = engine(4, |_, _| {}).await;
+    let job = e.manager.start(start("a")).await.unwrap().job_id;
+    e.report(turn(&job, 1), completed("done")).await;
+    let after = e.manager.snapshot(job.as_str()).unwrap().cursor;
+    let query = EventQuery {
+        after,
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let (forever, never) = (Duration::from_secs(3600), CancellationToken::new());
+    let page = e
+        .manager
+        .events_when_any(job.as_str(), &query, forever, &never);
+    let page = page.await.unwrap();
+    assert!(page.events.is_empty());
+    assert_eq!(page.snapshot.status, JobStatus::Completed);
 }
 
 #[tokio::test]

@@ -123,12 +123,12 @@ fn user_error(e: JobError) -> String {
     e.public()
 }
 
-/// `job_wait`'s timeout: at most `max`, and any number a client may send is fine (no panic on
-/// `1e308`); refused only when it is not a number of seconds.
-fn wait_timeout(seconds: f64, max: Duration) -> Result<Duration, String> {
+/// How long a call waits, asked in its argument `name`: at most `max`, and any number a client
+/// may send is fine (no panic on `1e308`); refused only when it is not a number of seconds.
+fn wait_timeout(name: &str, seconds: f64, max: Duration) -> Result<Duration, String> {
     if seconds.is_nan() || seconds < 0.0 {
         return Err(format!(
-            "timeout_seconds must be a number of seconds, 0 or more; got {seconds}"
+            "{name} must be a number of seconds, 0 or more; got {seconds}"
         ));
     }
     Ok(Duration::try_from_secs_f64(seconds).map_or(max, |asked| asked.min(max)))
@@ -390,8 +390,13 @@ impl JobServer {
     async fn job_events(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        cancelled: CancellationToken,
     ) -> Result<CallToolResult, String> {
         let args: EventsArgs = parse("job_events", args)?;
+        let wait = match args.wait_seconds {
+            Some(seconds) => wait_timeout("wait_seconds", seconds, self.settings.max_wait)?,
+            None => Duration::ZERO,
+        };
         let budget = self.budget(args.max_bytes)?;
         let types = match args.event_types {
             None => None,
@@ -423,11 +428,14 @@ impl JobServer {
             include_deltas: args.include_deltas,
             turn: None,
         };
-        let page = self
-            .manager
-            .events(&args.job_id, &query)
-            .await
-            .map_err(user_error)?;
+        let page = if wait.is_zero() {
+            self.manager.events(&args.job_id, &query).await
+        } else {
+            (self.manager)
+                .events_when_any(&args.job_id, &query, wait, &cancelled)
+                .await
+        };
+        let page = page.map_err(user_error)?;
         let mut events: Vec<Event> = page
             .events
             .into_iter()
@@ -718,7 +726,11 @@ impl JobServer {
     ) -> Result<CallToolResult, String> {
         let args: WaitArgs = parse("job_wait", args)?;
         let budget = self.budget(args.max_bytes)?;
-        let timeout = wait_timeout(args.timeout_seconds.unwrap_or(30.0), self.settings.max_wait)?;
+        let timeout = wait_timeout(
+            "timeout_seconds",
+            args.timeout_seconds.unwrap_or(30.0),
+            self.settings.max_wait,
+        )?;
         tracing::debug!(job_id = ?args.job_id, ?timeout, "job_wait: waiting");
         let answer = self
             .wait_with_progress(
@@ -921,12 +933,25 @@ mod tests {
     fn any_wait_a_client_asks_for_is_capped_and_none_panics() {
         let max = Duration::from_secs(300);
         for huge in [1e20, 1e308, f64::INFINITY, f64::MAX] {
-            assert_eq!(wait_timeout(huge, max), Ok(max), "{huge}");
+            assert_eq!(
+                wait_timeout("timeout_seconds", huge, max),
+                Ok(max),
+                "{huge}"
+            );
         }
-        assert_eq!(wait_timeout(-0.0, max), Ok(Duration::ZERO));
-        assert_eq!(wait_timeout(1e-300, max), Ok(Duration::ZERO));
-        assert_eq!(wait_timeout(1.5, max), Ok(Duration::from_millis(1500)));
-        assert!(wait_timeout(-1.0, max).is_err());
-        assert!(wait_timeout(f64::NAN, max).is_err());
+        assert_eq!(
+            wait_timeout("timeout_seconds", -0.0, max),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            wait_timeout("timeout_seconds", 1e-300, max),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            wait_timeout("timeout_seconds", 1.5, max),
+            Ok(Duration::from_millis(1500))
+        );
+        assert!(wait_timeout("timeout_seconds", -1.0, max).is_err());
+        assert!(wait_timeout("timeout_seconds", f64::NAN, max).is_err());
     }
 }

@@ -100,6 +100,9 @@ pub struct EventsArgs {
     pub raw: bool,
     /// Answer size cap in bytes.
     pub max_bytes: Option<usize>,
+    /// While none follow cursor and the job runs, wait up to this many seconds for the next
+    /// (default 0; capped by the server).
+    pub wait_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -988,7 +988,8 @@ impl BareCodex {
 }
 
 /// A job of `prompt` through the server, followed as a client would until every delta of its
-/// turn is in hand; returns how many of the mock's `DELTAS` pieces (`w0 `, `w1 `, …) it read.
+/// turn is in hand (each call waits for the next events when it has read them all); returns how
+/// many of the mock's `DELTAS` pieces (`w0 `, `w1 `, …) it read.
 async fn job_read_whole(served: &mut Served, prompt: &str) -> usize {
     let job_id = served.start_job(prompt).await;
     let (mut cursor, mut deltas) = (0u64, 0usize);
@@ -997,7 +998,7 @@ async fn job_read_whole(served: &mut Served, prompt: &str) -> usize {
             .call(
                 "job_events",
                 json!({"job_id": job_id, "cursor": cursor, "limit": 1000,
-                       "include_deltas": true, "max_bytes": 262_144}),
+                       "include_deltas": true, "max_bytes": 262_144, "wait_seconds": 30}),
             )
             .await;
         let events = page["events"].as_array().cloned().unwrap_or_default();
@@ -1011,11 +1012,11 @@ async fn job_read_whole(served: &mut Served, prompt: &str) -> usize {
         if events.iter().any(|e| e["type"] == "turn_completed") {
             return deltas;
         }
-        if page["has_more"] != true {
-            // Caught up: a client that polls waits a moment before it asks again, rather than
-            // ask at once for the few pieces streamed meanwhile.
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let settled = !["queued", "running"].contains(&page["status"].as_str().unwrap_or(""));
+        assert!(
+            !settled || page["has_more"] == true,
+            "the job ended without completing its turn: {page}"
+        );
     }
 }
 
