@@ -142,7 +142,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_jobs: u16,
 
-    /// The longest a single job_wait call may block, in seconds (at most a day).
+    /// The longest a single job_wait, or job_events with wait_seconds, may block, in seconds (at
+    /// most a day).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub max_wait_seconds: u64,
 

@@ -951,7 +951,15 @@ mod tests {
             wait_timeout("timeout_seconds", 1.5, max),
             Ok(Duration::from_millis(1500))
         );
-        assert!(wait_timeout("timeout_seconds", -1.0, max).is_err());
         assert!(wait_timeout("timeout_seconds", f64::NAN, max).is_err());
+    }
+
+    #[test]
+    fn a_wait_of_no_number_of_seconds_is_refused_naming_the_argument() {
+        let refused = wait_timeout("wait_seconds", -1.0, Duration::from_secs(300));
+        assert_eq!(
+            refused,
+            Err("wait_seconds must be a number of seconds, 0 or more; got -1".to_owned())
+        );
     }
 }
