@@ -1081,6 +1081,15 @@ async fn follow(e: &Engine, job: &JobId, query: EventQuery) -> JoinHandle<Events
     follower
 }
 
+/// A query for what follows the job's newest event.
+fn after_newest(e: &Engine, job: &JobId) -> EventQuery {
+    EventQuery {
+        after: e.manager.snapshot(job.as_str()).unwrap().cursor,
+        limit: 10,
+        ..EventQuery::default()
+    }
+}
+
 fn texts(page: &EventsAnswer) -> Vec<Value> {
     page.events.iter().map(|e| e.data["text"].clone()).collect()
 }
@@ -1089,13 +1098,7 @@ fn texts(page: &EventsAnswer) -> Vec<Value> {
 async fn a_follower_waiting_for_events_gets_the_next_ones_as_soon_as_they_are_saved() {
     let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("a")).await.unwrap().job_id;
-    let after = e.manager.snapshot(job.as_str()).unwrap().cursor;
-    let query = EventQuery {
-        after,
-        limit: 10,
-        ..EventQuery::default()
-    };
-    let follower = follow(&e, &job, query).await;
+    let follower = follow(&e, &job, after_newest(&e, &job)).await;
     e.report(turn(&job, 1), message("one")).await;
     assert_eq!(texts(&follower.await.unwrap()), ["one"]);
 }
@@ -1104,12 +1107,9 @@ async fn a_follower_waiting_for_events_gets_the_next_ones_as_soon_as_they_are_sa
 async fn a_follower_goes_on_waiting_through_events_its_query_does_not_show() {
     let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("a")).await.unwrap().job_id;
-    let after = e.manager.snapshot(job.as_str()).unwrap().cursor;
     let query = EventQuery {
-        after,
-        limit: 10,
         include_deltas: false,
-        ..EventQuery::default()
+        ..after_newest(&e, &job)
     };
     let follower = follow(&e, &job, query).await;
     e.report(turn(&job, 1), delta("a piece")).await;
@@ -1132,12 +1132,7 @@ async fn a_follower_of_a_settled_job_is_answered_at_once() {
     let e = engine(4, |_, _| {}).await;
     let job = e.manager.start(start("a")).await.unwrap().job_id;
     e.report(turn(&job, 1), completed("done")).await;
-    let after = e.manager.snapshot(job.as_str()).unwrap().cursor;
-    let query = EventQuery {
-        after,
-        limit: 10,
-        ..EventQuery::default()
-    };
+    let query = after_newest(&e, &job);
     let (forever, never) = (Duration::from_secs(3600), CancellationToken::new());
     let page = e
         .manager

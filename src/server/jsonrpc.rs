@@ -10,9 +10,9 @@
 //! into the rest of the message, so a deeply nested `params` does not hide it); else `null`. A
 //! message without an id that names a method is a notification, and gets no answer.
 //!
-//! A `tools/call`, what a client following a job sends hundreds of times a second, is read by a
-//! typed path of its own ([`tool_call`]); every other message, and a call of any other shape,
-//! by rmcp's.
+//! A `tools/call`, what a client following a job sends many times a second, is read by a typed
+//! path of its own ([`tool_call`]); every other message, and a call of any other shape, by
+//! rmcp's.
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestMethod, ClientJsonRpcMessage, ClientRequest, JsonRpcRequest,
@@ -204,7 +204,7 @@ mod tests {
         ));
     }
 
-    /// What rmcp's own reading makes of `bytes`, and its `_meta` as rmcp filed it.
+    /// A message as JSON, and the `_meta` rmcp filed in a call's extensions.
     fn as_rmcp_reads_it(message: &ClientJsonRpcMessage) -> (Value, Option<RequestMetaObject>) {
         let meta = match message {
             ClientJsonRpcMessage::Request(JsonRpcRequest {
@@ -227,6 +227,8 @@ mod tests {
         for call in calls {
             let quick = tool_call(call.as_bytes()).expect("a tools/call is read the quick way");
             let general = serde_json::from_str::<ClientJsonRpcMessage>(call).unwrap();
+            let filed = as_rmcp_reads_it(&quick).1;
+            assert_eq!(filed.is_some(), call.contains("_meta"), "{call}");
             assert_eq!(
                 as_rmcp_reads_it(&quick),
                 as_rmcp_reads_it(&general),
