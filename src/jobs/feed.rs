@@ -1,4 +1,5 @@
-//! The read side: pages of a job's events, the global feed of notifications, and waiting on it.
+//! The read side: pages of a job's events, the global feed of notifications, and waiting on
+//! either.
 //!
 //! Pages come from memory when it holds them whole (the newest events of a job that runs, the
 //! newest feed entries: what a client following along asks for), else from the store; the
@@ -7,7 +8,9 @@
 //! the store may already hold a change that is saved and not yet made, and an answer shows
 //! nothing of it.
 //! Waiters sleep on the feed's `watch` and wake only when it moves; a wait for one job looks at
-//! that job in memory before it reads the store, and every wait ends when its caller leaves.
+//! that job in memory before it reads the store. A follower waiting for a job's next events
+//! sleeps on the engine's `events_recorded` instead, which moves with every change that saves
+//! events. Every wait ends when its caller leaves.
 
 use std::time::Duration;
 
