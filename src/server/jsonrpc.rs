@@ -205,7 +205,7 @@ mod tests {
     }
 
     /// A message as JSON, and the `_meta` rmcp filed in a call's extensions.
-    fn as_rmcp_reads_it(message: &ClientJsonRpcMessage) -> (Value, Option<RequestMetaObject>) {
+    fn json_and_filed_meta(message: &ClientJsonRpcMessage) -> (Value, Option<RequestMetaObject>) {
         let meta = match message {
             ClientJsonRpcMessage::Request(JsonRpcRequest {
                 request: ClientRequest::CallToolRequest(call),
@@ -227,11 +227,11 @@ mod tests {
         for call in calls {
             let quick = tool_call(call.as_bytes()).expect("a tools/call is read the quick way");
             let general = serde_json::from_str::<ClientJsonRpcMessage>(call).unwrap();
-            let filed = as_rmcp_reads_it(&quick).1;
+            let filed = json_and_filed_meta(&quick).1;
             assert_eq!(filed.is_some(), call.contains("_meta"), "{call}");
             assert_eq!(
-                as_rmcp_reads_it(&quick),
-                as_rmcp_reads_it(&general),
+                json_and_filed_meta(&quick),
+                json_and_filed_meta(&general),
                 "{call}"
             );
         }
