@@ -4,16 +4,119 @@
 //! `exec_command_begin`, ...) and once as an `item_started`/`item_completed` pair. We map the
 //! legacy events, which carry the most detail, and skip the duplicates.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::TurnEnd;
 use super::mapping::{Counted, Mapped, command_line, field as text, token_usage, with_original};
 use crate::model::EventKind;
 
-pub(crate) fn map(msg: &Value) -> Mapped {
+/// A `codex/event`: whom it is for, and what it maps to.
+#[derive(Debug, PartialEq)]
+pub(crate) struct CodexEvent<'a> {
+    /// The call it came under (`_meta.requestId`).
+    pub request_id: Option<i64>,
+    /// The thread it is of (`_meta.threadId`).
+    pub thread_id: Option<Cow<'a, str>>,
+    /// The turn Codex means: the event's own `turn_id`, else the turn it was sent for (`id`,
+    /// empty for session-level events).
+    pub codex_turn: Option<Cow<'a, str>>,
+    pub mapped: Mapped,
+}
+
+/// Reads a `codex/event`'s params; `None` when they hold no `msg`.
+///
+/// A streamed piece of text is read from the JSON without building a `Value`: Codex sends a
+/// message a few characters per event, and building a `Value` of each was the largest part of
+/// reading them (as for app-server's, see `app_events::streamed_piece`). Anything else, and a
+/// piece in a shape the typed read does not take, is read whole and mapped by [`map`].
+pub(crate) fn read(params: &str) -> Option<CodexEvent<'_>> {
+    streamed_piece(params).or_else(|| read_whole(params))
+}
+
+/// Reads a `codex/event`'s params whole, whatever they hold.
+fn read_whole(params: &str) -> Option<CodexEvent<'static>> {
+    let params: Value = serde_json::from_str(params).unwrap_or(Value::Null);
+    let msg = params.get("msg")?;
+    let meta = params.get("_meta");
+    let owned = |field: Option<&Value>| {
+        field
+            .and_then(Value::as_str)
+            .map(|s| Cow::Owned(s.to_owned()))
+    };
+    Some(CodexEvent {
+        request_id: meta
+            .and_then(|m| m.get("requestId"))
+            .and_then(Value::as_i64),
+        thread_id: owned(meta.and_then(|m| m.get("threadId"))),
+        codex_turn: owned(msg.get("turn_id").or_else(|| params.get("id"))),
+        mapped: map(msg),
+    })
+}
+
+/// A streamed piece of text, read typed; `None` for anything else and for any field the typed
+/// read would take otherwise than [`read`]'s general one (a `null` turn id, a request id that is
+/// not an integer, a `delta` that is not a string), which that read then takes.
+fn streamed_piece(params: &str) -> Option<CodexEvent<'_>> {
+    #[derive(Deserialize)]
+    struct Wire<'a> {
+        #[serde(rename = "_meta", default, borrow)]
+        meta: Meta<'a>,
+        #[serde(default, borrow)]
+        id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        msg: Piece<'a>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta<'a> {
+        request_id: Option<i64>,
+        #[serde(borrow)]
+        thread_id: Option<Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Piece<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        // A `turn_id` of `null` does not fall back to the call's turn (`id`): left to `read`.
+        #[serde(default, deserialize_with = "a_string")]
+        turn_id: Option<String>,
+        delta: String,
+    }
+    fn a_string<'de, D: Deserializer<'de>>(field: D) -> Result<Option<String>, D::Error> {
+        String::deserialize(field).map(Some)
+    }
+    let wire: Wire = serde_json::from_str(params).ok()?;
+    let kind = text_piece_kind(&wire.msg.kind)?;
+    Some(CodexEvent {
+        request_id: wire.meta.request_id,
+        thread_id: wire.meta.thread_id,
+        codex_turn: wire.msg.turn_id.map(Cow::Owned).or(wire.id),
+        mapped: Mapped::Record(kind, json!({"delta": wire.msg.delta})),
+    })
+}
+
+/// The kind of event a streamed piece of text of Codex's `type` makes, if it is one.
+fn text_piece_kind(kind: &str) -> Option<EventKind> {
+    match kind {
+        "agent_message_delta" | "agent_message_content_delta" => Some(EventKind::AgentMessageDelta),
+        "agent_reasoning_delta"
+        | "agent_reasoning_raw_content_delta"
+        | "reasoning_content_delta"
+        | "reasoning_raw_content_delta" => Some(EventKind::ReasoningDelta),
+        _ => None,
+    }
+}
+
+fn map(msg: &Value) -> Mapped {
     let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
     let record = |kind: EventKind, fields: Value| Mapped::event(kind, fields, msg);
+    if let Some(piece) = text_piece_kind(kind) {
+        return record(piece, json!({"delta": text(msg, "delta")}));
+    }
     match kind {
         "session_configured" => {
             let thread_id = msg
@@ -52,20 +155,9 @@ pub(crate) fn map(msg: &Value) -> Mapped {
             EventKind::AgentMessage,
             json!({"text": text(msg, "message")}),
         ),
-        "agent_message_delta" | "agent_message_content_delta" => record(
-            EventKind::AgentMessageDelta,
-            json!({"delta": text(msg, "delta")}),
-        ),
         "agent_reasoning" | "agent_reasoning_raw_content" => {
             record(EventKind::Reasoning, json!({"text": text(msg, "text")}))
         }
-        "agent_reasoning_delta"
-        | "agent_reasoning_raw_content_delta"
-        | "reasoning_content_delta"
-        | "reasoning_raw_content_delta" => record(
-            EventKind::ReasoningDelta,
-            json!({"delta": text(msg, "delta")}),
-        ),
         "exec_command_begin" => record(
             EventKind::CommandStarted,
             json!({
@@ -144,6 +236,57 @@ pub(crate) fn map(msg: &Value) -> Mapped {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `codex/event` params as Codex 0.153 sends them, around `msg`.
+    fn params(msg: Value) -> String {
+        json!({"_meta": {"requestId": 7, "threadId": "t-1"}, "id": "turn-7", "msg": msg})
+            .to_string()
+    }
+
+    #[test]
+    fn a_streamed_piece_read_the_quick_way_is_what_the_whole_read_makes_of_it() {
+        let pieces = [
+            params(json!({"type": "agent_message_delta", "delta": "hel"})),
+            params(
+                json!({"type": "agent_message_content_delta", "thread_id": "t-1", "turn_id": "0",
+                       "item_id": "msg_1", "delta": "\"quoted\"\n\u{e9} \u{2603}"}),
+            ),
+            r#"{"msg": {"type": "agent_message_delta", "delta": "\u00e9\ud83d\ude00\t"}, "id": "t"}"#
+                .to_owned(),
+            params(json!({"type": "agent_reasoning_delta", "delta": "thinking"})),
+            params(json!({"type": "reasoning_raw_content_delta", "delta": ""})),
+            json!({"msg": {"type": "agent_message_delta", "delta": "no meta, no id"}}).to_string(),
+        ];
+        for piece in &pieces {
+            let quick = streamed_piece(piece);
+            assert!(quick.is_some(), "read the quick way: {piece}");
+            assert_eq!(quick, read_whole(piece), "{piece}");
+        }
+    }
+
+    #[test]
+    fn what_the_quick_read_does_not_take_is_read_whole() {
+        let others = [
+            // A turn id of null means no turn, where an absent one means the call's.
+            params(json!({"type": "agent_message_delta", "turn_id": null, "delta": "x"})),
+            json!({"_meta": {"requestId": "7"}, "msg": {"type": "agent_message_delta", "delta": "x"}})
+                .to_string(),
+            json!({"_meta": null, "msg": {"type": "agent_message_delta", "delta": "x"}}).to_string(),
+            params(json!({"type": "agent_message_delta", "delta": 5})),
+            params(json!({"type": "agent_message_delta"})),
+            params(json!({"type": "agent_message", "message": "hi", "delta": "x"})),
+            params(
+                json!({"type": "exec_command_output_delta", "call_id": "c", "stream": "stdout", "chunk": "bWFkZQo="}),
+            ),
+        ];
+        for other in &others {
+            assert_eq!(streamed_piece(other), None, "{other}");
+            let read = read(other);
+            assert!(read.is_some(), "{other}");
+            assert_eq!(read, read_whole(other), "{other}");
+        }
+        assert_eq!(read(r#"{"_meta": {"requestId": 7}}"#), None, "no msg");
+    }
 
     #[test]
     fn agent_message_keeps_the_text_and_the_original() {

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::approvals;
 use super::mapping::{Mapped, command_line};
-use super::mcp_events;
+use super::mcp_events::{self, CodexEvent};
 use super::rpc::{Incoming, RpcError, RpcReader, ignore_garbage};
 use super::session::{self, ChildSlot, Handshake};
 use super::turns::JobTurns;
@@ -364,7 +364,10 @@ async fn read_loop(
     while let Some(message) = reader.next().await {
         match message {
             Incoming::Notification { method, params } if method == "codex/event" => {
-                on_codex_event(&session, &out, params.value()).await;
+                match mcp_events::read(params.json()) {
+                    Some(event) => on_codex_event(&session, &out, event).await,
+                    None => tracing::warn!("codex/event without msg; ignored"),
+                }
             }
             Incoming::Notification { method, .. } => {
                 tracing::debug!(%method, "ignoring notification from codex");
@@ -384,23 +387,14 @@ async fn read_loop(
     session.wind_up("mcp-server", &out, Routes::running).await;
 }
 
-async fn on_codex_event(session: &Session, out: &Outbox, params: Value) {
-    let meta = params.get("_meta");
-    let request_id = meta
-        .and_then(|m| m.get("requestId"))
-        .and_then(Value::as_i64);
-    let thread_id = meta.and_then(|m| m.get("threadId")).and_then(Value::as_str);
-    let Some(msg) = params.get("msg") else {
-        tracing::warn!("codex/event without msg; ignored");
-        return;
-    };
-    // The turn Codex means: the event's own `turn_id`, else the turn it was sent for (`id`, empty
-    // for session-level events).
-    let codex_turn = msg
-        .get("turn_id")
-        .or_else(|| params.get("id"))
-        .and_then(Value::as_str);
-    let mapped = mcp_events::map(msg);
+async fn on_codex_event(session: &Session, out: &Outbox, event: CodexEvent<'_>) {
+    let CodexEvent {
+        request_id,
+        thread_id,
+        codex_turn,
+        mapped,
+    } = event;
+    let (thread_id, codex_turn) = (thread_id.as_deref(), codex_turn.as_deref());
     // Decide routing and turn bookkeeping under the lock, send after releasing it.
     let report = {
         let mut routes = session.routes();
