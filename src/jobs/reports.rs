@@ -30,9 +30,12 @@ const APPLY_BATCH: usize = 256;
 /// two of them cost more than relaying them. Measured with the real Codex 0.169, a 20,000-delta
 /// turn in the client's hands took 1.15 times bare app-server's time instead of 1.21 to 1.25
 /// (two A/B runs); 5 ms instead of 2 then took a tenth off the server's CPU time in that turn
-/// (85 vs 93 ms), time taken from Codex on a small machine, for text that reaches a client
-/// 3 ms later. Any other report is saved at once, with the pieces before it.
-const DELTA_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+/// (85 vs 93 ms), and 20 instead of 5 a sixth more (median 198 vs 244 ms on a slower VM, three
+/// A/B runs of 8 turns, a client following with `wait_seconds`): time taken from Codex on a
+/// small machine, for text that reaches a client 15 ms later. 50 ms saved no more: a batch
+/// holds [`APPLY_BATCH`] reports, and Codex streams about 200 in 20 ms. Any other report is
+/// saved at once, with the pieces before it.
+const DELTA_GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Applies the backend's reports until the engine is gone, or until `drained` is cancelled (the
 /// backend has sent its last report) and what is left in the channel has been applied.
