@@ -57,9 +57,9 @@ fn read_whole(params: &str) -> Option<CodexEvent<'static>> {
     })
 }
 
-/// A streamed piece of text, read typed; `None` for anything else and for any field the typed
-/// read would take otherwise than [`read`]'s general one (a `null` turn id, a request id that is
-/// not an integer, a `delta` that is not a string), which that read then takes.
+/// A streamed piece of text, read typed; `None` for anything else, and for any field the typed
+/// read would take otherwise than [`read_whole`] (a `null` turn id, a request id that is not an
+/// integer, a `delta` that is not a string), which then reads it.
 fn streamed_piece(params: &str) -> Option<CodexEvent<'_>> {
     #[derive(Deserialize)]
     struct Wire<'a> {
@@ -81,7 +81,7 @@ fn streamed_piece(params: &str) -> Option<CodexEvent<'_>> {
     struct Piece<'a> {
         #[serde(rename = "type", borrow)]
         kind: Cow<'a, str>,
-        // A `turn_id` of `null` does not fall back to the call's turn (`id`): left to `read`.
+        // A `turn_id` of `null` does not fall back to the call's turn (`id`): left to `read_whole`.
         #[serde(default, deserialize_with = "a_string")]
         turn_id: Option<String>,
         delta: String,
