@@ -2,6 +2,7 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::process::ExitCode;
 
 use codex_async_mcp::Cli;
+use codex_async_mcp::cli::Transport;
 use codex_async_mcp::config::LoadError;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -49,13 +50,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One worker: the server waits on pipes, sockets and its SQLite threads, and with two, every
-    // time Codex writes or a timer fires the idle one was woken too, only to find nothing to do.
-    // On a small machine that time is taken from Codex. Measured with the real Codex 0.169 (a
-    // 20,000-delta turn): 12 % less CPU time and a quarter fewer context switches; 32 HTTP
-    // clients get 13k calls/s instead of 18k.
+    // One worker for a client on stdio: the server waits on pipes, sockets and its SQLite
+    // threads, and with two, every time Codex writes or a timer fires the idle one was woken too,
+    // only to find nothing to do. On a small machine that time is taken from Codex. Measured with
+    // the real Codex 0.169 (a 20,000-delta turn): 12 % less CPU time and a quarter fewer context
+    // switches. Over HTTP many clients may call at once, and one worker holds them all to one
+    // core: 32 HTTP clients during a flood got a third fewer calls/s with one (a median of 5,522
+    // against 7,375 over seven A/B runs; 4,041 against 6,744 without sessions), so HTTP gets two.
+    let workers = match loaded.cli.transport {
+        Transport::Stdio => 1,
+        Transport::StreamableHttp | Transport::Sse => 2,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
