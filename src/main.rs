@@ -55,8 +55,9 @@ fn main() -> ExitCode {
     // only to find nothing to do. On a small machine that time is taken from Codex. Measured with
     // the real Codex 0.169 (a 20,000-delta turn): 12 % less CPU time and a quarter fewer context
     // switches. Over HTTP many clients may call at once, and one worker holds them all to one
-    // core: 32 HTTP clients during a flood got a third fewer calls/s with one (a median of 5,522
-    // against 7,375 over seven A/B runs; 4,041 against 6,744 without sessions), so HTTP gets two.
+    // core: 32 HTTP clients during a flood got a quarter fewer calls/s with one (a median of
+    // 5,522 against 7,375 over seven A/B runs) and two fifths fewer without sessions (4,041
+    // against 6,744), so HTTP gets two.
     let workers = match loaded.cli.transport {
         Transport::Stdio => 1,
         Transport::StreamableHttp | Transport::Sse => 2,
