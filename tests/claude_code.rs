@@ -1,6 +1,7 @@
 //! End to end with the client this is for: interactive Claude Code 2.1.332 (in a
 //! pseudo-terminal, against a mock of the Anthropic API, `tests/support/claude_code.py`) with
-//! our server over stdio, running the real `codex app-server` 0.169.0 against the mock model.
+//! our server over stdio (and once over streamable HTTP), running the real `codex app-server`
+//! 0.169.0 against the mock model.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
 
@@ -8,8 +9,9 @@ mod support;
 
 use serde_json::{Value, json};
 use support::codex_install::{claude_code, codex};
+use support::http::HttpServer;
 use support::mock_model::MockModel;
-use support::server::{Sandbox, within};
+use support::server::{Launch, Sandbox, within};
 
 /// What Claude Code did: every request it made of the model (the messages after the system
 /// prompt), whether a task notification woke it, and the end of its screen.
@@ -19,16 +21,32 @@ struct Run {
     screen: String,
 }
 
-/// Runs interactive Claude Code, with our server on the sandbox's Codex, through one call of
-/// `tool` with `input`; `dialog_keys` answer a dialog Claude Code shows.
+/// How Claude Code polls a task: often, so a test waits little.
+const TASK_POLL_MS: &str = "300";
+
+/// Runs interactive Claude Code, with our server over stdio on the sandbox's Codex, through one
+/// call of `tool` with `input`; `dialog_keys` answer a dialog Claude Code shows.
 async fn run_claude_code(sandbox: &Sandbox, tool: &str, input: Value, dialog_keys: &str) -> Run {
     let bin = codex("0.169.0");
-    let server = json!({"mcpServers": {"codex_async": {
+    let server = json!({
         "command": env!("CARGO_BIN_EXE_codex-async-mcp"),
         "args": ["--codex-bin", bin, "--backend", "app-server", "--state-dir", sandbox.state(),
-                 "--task-poll-ms", "300"],
+                 "--task-poll-ms", TASK_POLL_MS],
         "env": {"HOME": sandbox.home(), "CODEX_HOME": sandbox.codex_home(),
-                "MOCK_KEY": "test-key"}}}});
+                "MOCK_KEY": "test-key"}});
+    run_claude_code_with(sandbox, server, tool, input, dialog_keys).await
+}
+
+/// Runs interactive Claude Code with `server` (its `mcpServers` entry) through one call of
+/// `tool` with `input`; `dialog_keys` answer a dialog Claude Code shows.
+async fn run_claude_code_with(
+    sandbox: &Sandbox,
+    server: Value,
+    tool: &str,
+    input: Value,
+    dialog_keys: &str,
+) -> Run {
+    let server = json!({"mcpServers": {"codex_async": server}});
     let config = sandbox.home().join("mcp.json");
     std::fs::write(&config, server.to_string()).unwrap();
     let script =
@@ -100,6 +118,38 @@ async fn claude_code_runs_job_start_in_the_background_and_is_woken_with_codex_an
         woken.contains("hello from Codex, through Claude Code"),
         "{woken}"
     );
+}
+
+#[tokio::test]
+async fn claude_code_over_streamable_http_runs_a_job_in_the_background_and_is_woken() {
+    let sandbox = Sandbox::new();
+    let model = MockModel::start().await;
+    sandbox.use_model(&model, "gpt-5.5");
+    let bin = codex("0.169.0");
+    let launch = Launch::new(&bin, &sandbox)
+        .arg("--transport")
+        .arg("streamable-http")
+        .arg("--backend")
+        .arg("app-server")
+        .arg("--task-poll-ms")
+        .arg(TASK_POLL_MS);
+    let server = HttpServer::start(launch, "/mcp").await;
+    let entry = json!({"type": "http", "url": server.endpoint("streamable-http")});
+    let input = json!({"prompt": "SAY: hello over HTTP", "cwd": sandbox.work()});
+    let run = run_claude_code_with(&sandbox, entry, "mcp__codex_async__job_start", input, "").await;
+    // A task, so Claude Code spoke the sessionless (2026-07-28) handshake, whose answers come
+    // as plain JSON.
+    assert!(
+        run.requests
+            .iter()
+            .any(|r| r.contains("moved to the background")),
+        "{:#?}\n{}",
+        run.requests,
+        run.screen
+    );
+    let woken = run.woken_with();
+    assert!(woken.contains("<status>completed</status>"), "{woken}");
+    assert!(woken.contains("hello over HTTP"), "{woken}");
 }
 
 #[tokio::test]

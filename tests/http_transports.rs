@@ -349,6 +349,72 @@ async fn a_sessionless_job_wait_holds_up_no_other_call() {
 }
 
 #[tokio::test]
+async fn a_sessionless_call_is_answered_in_plain_json() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &[]).await;
+    let (headers, body) = server.sessionless_call("job_list", json!({}), Value::Null);
+    let headers: Vec<(&str, &str)> = headers.iter().filter_map(|h| h.split_once(": ")).collect();
+    let (status, head, body) = server
+        .raw_full("POST", &server.endpoint_path(), &headers, body.as_bytes())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let answer: Value = serde_json::from_str(&body).expect("the body is the answer itself");
+    assert_eq!(
+        answer["result"]["structuredContent"]["jobs"],
+        json!([]),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_sessionless_job_wait_with_a_progress_token_streams_its_progress_then_its_answer() {
+    let sandbox = Sandbox::new();
+    let server = fake(
+        &sandbox,
+        "streamable-http",
+        &["--progress-interval-ms", "50"],
+    )
+    .await;
+    let args = json!({"prompt": "TIME_AFTER: 1", "cwd": work(&sandbox)});
+    let job = server.call_sessionless("job_start", args).await["job_id"].clone();
+    let wait = json!({"job_id": job, "timeout_seconds": 60});
+    let (headers, body) = server.sessionless_call("job_wait", wait, json!({"progressToken": 7}));
+    let mut stream = server.send((headers, body)).await;
+    let mut response = Vec::new();
+    within("job_wait's answer", async {
+        use tokio::io::AsyncReadExt as _;
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&response).contains(r#""result""#) {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "the stream ended before the answer");
+            response.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.contains("text/event-stream"), "{response}");
+    let progress = response.find("notifications/progress").expect("progress");
+    let answer = response.find(r#""notifications":[{"#).expect("the answer");
+    assert!(progress < answer, "{response}");
+}
+
+#[tokio::test]
+async fn a_sessionless_caller_that_leaves_mid_wait_ends_its_wait() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &[]).await;
+    let args = json!({"prompt": "TIME_AFTER: 600", "cwd": work(&sandbox)});
+    let job = server.call_sessionless("job_start", args).await["job_id"].clone();
+    let wait = json!({"job_id": job, "timeout_seconds": 600});
+    let waiting = server
+        .send(server.sessionless_call("job_wait", wait, Value::Null))
+        .await;
+    server.until_logged("job_wait: waiting").await;
+    drop(waiting);
+    server.until_logged("job_wait: the client left").await;
+}
+
+#[tokio::test]
 async fn sessionless_calls_are_not_sessions_and_pass_a_full_session_cap() {
     let sandbox = Sandbox::new();
     let server = fake(&sandbox, "streamable-http", &["--max-sessions", "1"]).await;

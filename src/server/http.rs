@@ -143,6 +143,10 @@ pub async fn serve(
                     // Host and Origin are checked for every route below, one way for all.
                     .disable_allowed_hosts()
                     .with_sse_keep_alive(Some(Duration::from_secs(15)))
+                    // A sessionless (2026-07-28) request whose first message is its answer gets
+                    // that answer as plain JSON, one write, instead of an SSE stream; one that
+                    // sends progress first still streams. A session's requests always stream.
+                    .with_json_response(true)
                     .with_max_request_body_bytes(settings.max_body_bytes)
                     .with_cancellation_token(sessions.clone()),
             );
