@@ -137,8 +137,7 @@ async fn claude_code_over_streamable_http_runs_a_job_in_the_background_and_is_wo
     let entry = json!({"type": "http", "url": server.endpoint("streamable-http")});
     let input = json!({"prompt": "SAY: hello over HTTP", "cwd": sandbox.work()});
     let run = run_claude_code_with(&sandbox, entry, "mcp__codex_async__job_start", input, "").await;
-    // A task, so Claude Code spoke the sessionless (2026-07-28) handshake, whose answers come
-    // as plain JSON.
+    // A task, so Claude Code spoke the sessionless (2026-07-28) handshake.
     assert!(
         run.requests
             .iter()

@@ -348,8 +348,13 @@ async fn a_sessionless_job_wait_holds_up_no_other_call() {
     assert_eq!(status, 200, "a new session is admitted meanwhile");
 }
 
+/// A head that says the body was sent whole: its length, not chunks.
+fn sent_whole(head: &str) -> bool {
+    head.contains("content-length:") && !head.contains("transfer-encoding: chunked")
+}
+
 #[tokio::test]
-async fn a_sessionless_call_is_answered_in_plain_json() {
+async fn a_quick_sessionless_call_is_sent_whole() {
     let sandbox = Sandbox::new();
     let server = fake(&sandbox, "streamable-http", &[]).await;
     let (headers, body) = server.sessionless_call("job_list", json!({}), Value::Null);
@@ -358,13 +363,64 @@ async fn a_sessionless_call_is_answered_in_plain_json() {
         .raw_full("POST", &server.endpoint_path(), &headers, body.as_bytes())
         .await;
     assert_eq!(status, 200, "{body}");
-    assert!(head.contains("content-type: application/json"), "{head}");
-    let answer: Value = serde_json::from_str(&body).expect("the body is the answer itself");
-    assert_eq!(
-        answer["result"]["structuredContent"]["jobs"],
-        json!([]),
-        "{answer}"
-    );
+    assert!(sent_whole(&head), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(body.contains(r#""jobs":[]"#), "{body}");
+}
+
+#[tokio::test]
+async fn a_quick_call_in_a_session_is_sent_whole_with_its_priming_event() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &[]).await;
+    let session = server.initialize().await;
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("Mcp-Session-Id", session.as_str()),
+        ("Mcp-Protocol-Version", "2025-06-18"),
+    ];
+    let call = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"job_list","arguments":{}}}"#;
+    let (status, head, body) = server
+        .raw_full("POST", &server.endpoint_path(), &headers, call)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(sent_whole(&head), "{head}");
+    // The priming event (its id and retry let a client resume) comes first, then the answer.
+    let priming = body.find("retry:").expect("a priming event");
+    let answer = body.find(r#""jobs":[]"#).expect("the answer");
+    assert!(priming < answer, "{body}");
+}
+
+#[tokio::test]
+async fn a_job_wait_in_a_session_sends_its_head_and_priming_event_while_it_waits() {
+    let sandbox = Sandbox::new();
+    let server = fake(&sandbox, "streamable-http", &[]).await;
+    let args = json!({"prompt": "TIME_AFTER: 600", "cwd": work(&sandbox)});
+    let job = server.call_sessionless("job_start", args).await["job_id"].clone();
+    let session = server.initialize().await;
+    let wait = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "job_wait", "arguments": {"job_id": job, "timeout_seconds": 600}}});
+    let headers = vec![
+        "Content-Type: application/json".to_owned(),
+        "Accept: application/json, text/event-stream".to_owned(),
+        format!("Mcp-Session-Id: {session}"),
+        "Mcp-Protocol-Version: 2025-06-18".to_owned(),
+    ];
+    let mut stream = server.send((headers, wait.to_string())).await;
+    // A client whose HTTP library times out a head that does not come would fail this wait.
+    let start = within("job_wait's head and priming event", async {
+        use tokio::io::AsyncReadExt as _;
+        let mut start = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !String::from_utf8_lossy(&start).contains("retry:") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "the stream ended before its priming event");
+            start.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&start).to_ascii_lowercase()
+    })
+    .await;
+    assert!(start.contains("transfer-encoding: chunked"), "{start}");
 }
 
 #[tokio::test]

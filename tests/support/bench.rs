@@ -542,10 +542,6 @@ impl HttpSession {
         let body = tokio::time::timeout(Duration::from_secs(120), self.response_body())
             .await
             .expect("the server answers within 2 minutes");
-        // A plain JSON answer is the message itself; an SSE body carries it in a `data:` line.
-        if let Ok(answer) = serde_json::from_slice::<Value>(&body) {
-            return answer;
-        }
         String::from_utf8_lossy(&body)
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))

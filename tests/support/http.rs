@@ -308,10 +308,6 @@ impl HttpServer {
             .raw("POST", &self.endpoint_path(), &headers, body.as_bytes())
             .await;
         assert_eq!(status, 200, "{tool}: {answer}");
-        // A plain JSON answer is the message itself; an SSE body carries it in a `data:` line.
-        if let Ok(message) = serde_json::from_str::<Value>(&answer) {
-            return message["result"].clone();
-        }
         answer
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
