@@ -306,9 +306,12 @@ async fn streamable_gate(
         }
         None => next.run(request).await,
         Some(session) => {
+            // Armed before rmcp has the request: hyper drops this future when the client leaves
+            // at any point, even before rmcp has given the stream of the answer.
+            let watch = request_id.map(|id| Abandoned(Some((gate.sessions.clone(), session, id))));
             let response = next.run(request).await;
-            match request_id {
-                Some(id) => cancel_when_abandoned(response, gate.sessions.clone(), session, id),
+            match watch {
+                Some(watch) => cancel_when_abandoned(response, watch),
                 None => response,
             }
         }
@@ -368,40 +371,37 @@ async fn whole_if_quick(response: Response) -> Response {
     )
 }
 
-/// The response, whose body, if dropped before its end (the client closed the stream), cancels
-/// the request it answers, as a `notifications/cancelled` from the client would.
-fn cancel_when_abandoned(
-    response: Response,
-    sessions: Arc<LocalSessionManager>,
-    session: Arc<str>,
-    id: RequestId,
-) -> Response {
-    /// Sends the cancel when dropped while still armed.
-    struct Abandoned(Option<(Arc<LocalSessionManager>, Arc<str>, RequestId)>);
-    impl Drop for Abandoned {
-        fn drop(&mut self) {
-            let Some((sessions, session, id)) = self.0.take() else {
-                return;
-            };
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
-            let cancelled = json!({
-                "jsonrpc": "2.0",
-                "method": "notifications/cancelled",
-                "params": {"requestId": id, "reason": "the client closed the stream"},
-            });
-            let Ok(cancelled) = serde_json::from_value::<ClientJsonRpcMessage>(cancelled) else {
-                return;
-            };
-            tracing::debug!(%id, "the client left before its answer; cancelling the request");
-            runtime.spawn(async move {
-                let _ = sessions.accept_message(&session, cancelled).await;
-            });
-        }
+/// A request in a session that the client may leave: dropped while armed (the client closed
+/// the connection before the answer's end), it cancels the request, as a
+/// `notifications/cancelled` from the client would.
+struct Abandoned(Option<(Arc<LocalSessionManager>, Arc<str>, RequestId)>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some((sessions, session, id)) = self.0.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cancelled = json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": id, "reason": "the client closed the stream"},
+        });
+        let Ok(cancelled) = serde_json::from_value::<ClientJsonRpcMessage>(cancelled) else {
+            return;
+        };
+        tracing::debug!(%id, "the client left before its answer; cancelling the request");
+        runtime.spawn(async move {
+            let _ = sessions.accept_message(&session, cancelled).await;
+        });
     }
+}
+
+/// The response, whose body carries `watch` to its end (then disarmed).
+fn cancel_when_abandoned(response: Response, watch: Abandoned) -> Response {
     let (parts, body) = response.into_parts();
-    let watch = Abandoned(Some((sessions, session, id)));
     let stream = futures::stream::unfold(
         (body.into_data_stream(), watch),
         |(mut body, mut watch)| async move {
