@@ -7,7 +7,7 @@ use codex_async_mcp::config::LoadError;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// mimalloc, not glibc's malloc: under 32 HTTP clients, malloc and free took over a quarter of
 /// the server's time, and this allocator's per-thread heaps brought `job_events` from about 8,000
@@ -105,8 +105,13 @@ fn start_logging(cli: &Cli) -> anyhow::Result<Option<WorkerGuard>> {
         // tracing would report the failed write on stderr itself, and that write panics.
         .log_internal_errors(false)
         .with_filter(stderr_filter);
-    let (debug_log, guard) = match cli.debug {
-        false => (None, None),
+    // A list of layers, not an `Option` of the debug log's: an absent `Option` layer wants every
+    // span and event, so rmcp's spans (one service per sessionless request) were all built and
+    // dropped for nobody, 2 % of the server's time under HTTP load.
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
+        vec![stderr.boxed(), codex_async_mcp::client_log_layer().boxed()];
+    let guard = match cli.debug {
+        false => None,
         true => {
             let dir = cli.state_dir()?.join("logs");
             let cannot = |e: &dyn std::fmt::Display| {
@@ -135,14 +140,11 @@ fn start_logging(cli: &Cli) -> anyhow::Result<Option<WorkerGuard>> {
                 .with_filter(EnvFilter::new(
                     "info,codex_async_mcp=debug,codex_stderr=debug,rmcp=info",
                 ));
-            (Some(layer), Some(guard))
+            layers.push(layer.boxed());
+            Some(guard)
         }
     };
-    tracing_subscriber::registry()
-        .with(stderr)
-        .with(debug_log)
-        .with(codex_async_mcp::client_log_layer())
-        .init();
+    tracing_subscriber::registry().with(layers).init();
     Ok(guard)
 }
 
