@@ -331,9 +331,9 @@ const QUICK_ANSWER: Duration = Duration::from_millis(50);
 /// as well). A call still running then (a `job_wait`) gets its head and what it has sent, and
 /// streams on as before, with its keep-alives.
 ///
-/// Not rmcp's `json_response` (sessionless requests only): it holds the head until the answer,
-/// so a long `job_wait` without a progress token sends nothing for minutes, past the header
-/// timeouts of HTTP clients (Node's `fetch` waits 300 s for a head, our default longest wait).
+/// Not rmcp's `json_response`: that serves sessionless requests only, whose head rmcp holds
+/// until their first message anyway (it must know the HTTP status), while this serves sessions
+/// (Codex's) as well and keeps their priming event.
 async fn whole_if_quick(response: Response) -> Response {
     let streamed = response
         .headers()
