@@ -348,6 +348,22 @@ async fn a_sessionless_job_wait_holds_up_no_other_call() {
     assert_eq!(status, 200, "a new session is admitted meanwhile");
 }
 
+/// What `stream` brings until it has brought `needle` (within a step's bound).
+async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut read = Vec::new();
+    within(needle, async {
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&read).contains(needle) {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "the stream ended before {needle}");
+            read.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&read).into_owned()
+}
+
 /// A head that says the body was sent whole: its length, not chunks.
 fn sent_whole(head: &str) -> bool {
     head.contains("content-length:") && !head.contains("transfer-encoding: chunked")
@@ -408,18 +424,7 @@ async fn a_job_wait_in_a_session_sends_its_head_and_priming_event_while_it_waits
     ];
     let mut stream = server.send((headers, wait.to_string())).await;
     // A client whose HTTP library times out a head that does not come would fail this wait.
-    let start = within("job_wait's head and priming event", async {
-        use tokio::io::AsyncReadExt as _;
-        let mut start = Vec::new();
-        let mut chunk = [0u8; 1024];
-        while !String::from_utf8_lossy(&start).contains("retry:") {
-            let n = stream.read(&mut chunk).await.unwrap();
-            assert_ne!(n, 0, "the stream ended before its priming event");
-            start.extend_from_slice(&chunk[..n]);
-        }
-        String::from_utf8_lossy(&start).to_ascii_lowercase()
-    })
-    .await;
+    let start = read_until(&mut stream, "retry:").await.to_ascii_lowercase();
     assert!(start.contains("transfer-encoding: chunked"), "{start}");
 }
 
@@ -437,18 +442,7 @@ async fn a_sessionless_job_wait_with_a_progress_token_streams_its_progress_then_
     let wait = json!({"job_id": job, "timeout_seconds": 60});
     let (headers, body) = server.sessionless_call("job_wait", wait, json!({"progressToken": 7}));
     let mut stream = server.send((headers, body)).await;
-    let mut response = Vec::new();
-    within("job_wait's answer", async {
-        use tokio::io::AsyncReadExt as _;
-        let mut chunk = [0u8; 4096];
-        while !String::from_utf8_lossy(&response).contains(r#""result""#) {
-            let n = stream.read(&mut chunk).await.unwrap();
-            assert_ne!(n, 0, "the stream ended before the answer");
-            response.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await;
-    let response = String::from_utf8_lossy(&response);
+    let response = read_until(&mut stream, r#""result""#).await;
     assert!(response.contains("text/event-stream"), "{response}");
     let progress = response.find("notifications/progress").expect("progress");
     let answer = response.find(r#""notifications":[{"#).expect("the answer");
