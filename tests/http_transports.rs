@@ -121,7 +121,9 @@ async fn two_clients_share_one_engine() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_wait_ends_its_wait_and_not_the_job_and_another_can_wait_on_it() {
     let t = real("streamable-http", "/mcp", &[]).await;
-    let args = json!({"prompt": "SLEEP: 3", "cwd": work(&t.sandbox)}).to_string();
+    // The job outlasts the test, so only the client's leaving can end the wait, however slow the
+    // machine is to start the waiting client.
+    let args = json!({"prompt": "SLEEP: 600", "cwd": work(&t.sandbox)}).to_string();
     let started = t
         .server
         .sdk("http", &[], &["call", "job_start", &args])
@@ -136,12 +138,21 @@ async fn a_client_that_leaves_mid_wait_ends_its_wait_and_not_the_job_and_another
     waiter.kill().await.unwrap();
     // The closed stream ends the wait on the server, long before its 300 s.
     t.server.until_logged("job_wait: the client left").await;
+    let listed = t.server.sdk("http", &[], &["call", "job_list", "{}"]).await;
+    assert_eq!(listed["jobs"][0]["status"], "running", "{listed}");
+    let job = json!({"job_id": job_id}).to_string();
+    t.server
+        .sdk("http", &[], &["call", "job_cancel", &job])
+        .await;
     let wait = json!({"job_id": job_id, "timeout_seconds": 60}).to_string();
     let waited = t
         .server
         .sdk("http", &[], &["call", "job_wait", &wait])
         .await;
-    assert_eq!(waited["notifications"][0]["status"], "completed");
+    assert_eq!(
+        waited["notifications"][0]["status"], "cancelled",
+        "{waited}"
+    );
 }
 
 #[tokio::test]
