@@ -9,7 +9,7 @@ mod support;
 use serde_json::{Value, json};
 use support::codex_install::codex;
 use support::fake_codex;
-use support::http::HttpServer;
+use support::http::{HttpServer, session_headers};
 use support::mock_model::MockModel;
 use support::raw::{PROMPTLY, RawStdio};
 use support::server::{Launch, STEP, Sandbox, within};
@@ -215,13 +215,9 @@ async fn every_hostile_line_over_stdio_gets_an_answer_and_a_job_still_completes(
 /// A raw JSON-RPC POST in `session`; the status and the message that answers it (from the JSON
 /// body, or from the SSE stream).
 async fn post(server: &HttpServer, session: &str, body: &[u8]) -> (u16, Value) {
-    let headers = [
-        ("Content-Type", "application/json"),
-        ("Accept", "application/json, text/event-stream"),
-        ("Mcp-Session-Id", session),
-        ("Mcp-Protocol-Version", "2025-06-18"),
-    ];
-    let (status, body) = server.raw("POST", "/mcp", &headers, body).await;
+    let (status, body) = server
+        .raw("POST", "/mcp", &session_headers(session), body)
+        .await;
     let message = body
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::codex_install::codex;
 use support::fake_codex;
-use support::http::HttpServer;
+use support::http::{HttpServer, session_headers};
 use support::mock_model::MockModel;
 use support::server::{Launch, STEP, Sandbox, alive, children_of, within};
 
@@ -400,15 +400,14 @@ async fn a_quick_call_in_a_session_is_sent_whole_with_its_priming_event() {
     let sandbox = Sandbox::new();
     let server = fake(&sandbox, "streamable-http", &[]).await;
     let session = server.initialize().await;
-    let headers = [
-        ("Content-Type", "application/json"),
-        ("Accept", "application/json, text/event-stream"),
-        ("Mcp-Session-Id", session.as_str()),
-        ("Mcp-Protocol-Version", "2025-06-18"),
-    ];
     let call = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"job_list","arguments":{}}}"#;
     let (status, head, body) = server
-        .raw_full("POST", &server.endpoint_path(), &headers, call)
+        .raw_full(
+            "POST",
+            &server.endpoint_path(),
+            &session_headers(&session),
+            call,
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(sent_whole(&head), "{head}");
@@ -427,12 +426,10 @@ async fn a_job_wait_in_a_session_sends_its_head_and_priming_event_while_it_waits
     let session = server.initialize().await;
     let wait = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "job_wait", "arguments": {"job_id": job, "timeout_seconds": 600}}});
-    let headers = vec![
-        "Content-Type: application/json".to_owned(),
-        "Accept: application/json, text/event-stream".to_owned(),
-        format!("Mcp-Session-Id: {session}"),
-        "Mcp-Protocol-Version: 2025-06-18".to_owned(),
-    ];
+    let headers = session_headers(&session)
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}"))
+        .collect();
     let mut stream = server.send((headers, wait.to_string())).await;
     // A client whose HTTP library times out a head that does not come would fail this wait.
     let start = read_until(&mut stream, "retry:").await.to_ascii_lowercase();

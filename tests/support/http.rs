@@ -52,6 +52,16 @@ pub fn sdk_python() -> PathBuf {
     python
 }
 
+/// The headers of a JSON-RPC POST in `session`, as a client on the 2025-06-18 protocol sends them.
+pub fn session_headers(session: &str) -> [(&'static str, &str); 4] {
+    [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("Mcp-Session-Id", session),
+        ("Mcp-Protocol-Version", "2025-06-18"),
+    ]
+}
+
 pub struct HttpServer {
     pub child: Child,
     pub port: u16,
@@ -189,7 +199,16 @@ impl HttpServer {
             stream.write_all(head.as_bytes()).await.unwrap();
             stream.write_all(body).await.unwrap();
             let mut response = Vec::new();
-            // A streaming answer (SSE) never ends: read what comes within a moment.
+            // The head comes however slow the machine is; then, as a streaming answer (SSE) may
+            // never end, what comes within a moment.
+            let mut chunk = [0u8; 4096];
+            while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                response.extend_from_slice(&chunk[..n]);
+            }
             let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response))
                 .await;
             let text = String::from_utf8_lossy(&response).into_owned();
@@ -243,17 +262,11 @@ impl HttpServer {
         let (status, session) = self.open_session().await;
         assert_eq!(status, 200);
         let session = session.expect("a session id");
-        let headers = [
-            ("Content-Type", "application/json"),
-            ("Accept", "application/json, text/event-stream"),
-            ("Mcp-Session-Id", session.as_str()),
-            ("Mcp-Protocol-Version", "2025-06-18"),
-        ];
         let (status, _) = self
             .raw(
                 "POST",
                 &self.endpoint_path(),
-                &headers,
+                &session_headers(&session),
                 br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
             )
             .await;
