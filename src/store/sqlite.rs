@@ -115,8 +115,10 @@ fn explain(path: &Path, e: &rusqlite::Error) -> String {
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let open = |e: rusqlite::Error| StoreError::Open(explain(path, &e));
     let connection = Connection::open(path).map_err(open)?;
+    // `synchronous` first: a new database's switch to WAL is then written with one fsync fewer
+    // (five instead of six before a first start answers `initialize`, counted with strace).
     connection
-        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL;")
         .map_err(open)?;
     tune(connection, path)
 }
