@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
@@ -173,12 +173,19 @@ const APP_SERVER_FAKE: &[(&str, &str)] = &[
     ("FAKE_CODEX_VERSION", "0.169.0"),
 ];
 
+/// A message from the server, and when its line reached the client (before the client's own
+/// parsing and hand-over to the task that asked, which are not the server's cost).
+struct Answer {
+    message: Value,
+    arrived: SystemTime,
+}
+
 /// A server under measurement, with a minimal JSON-RPC client of our own over its stdio (so the
 /// client's cost is small and known).
 struct Served {
     child: Child,
     stdin: ChildStdin,
-    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
+    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>,
     next_id: u64,
     _state: tempfile::TempDir,
 }
@@ -222,11 +229,12 @@ impl Served {
             .expect("spawn the server");
         let stdin = child.stdin.take().expect("stdin");
         let stdout = child.stdout.take().expect("stdout");
-        let waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Arc::default();
+        let waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>> = Arc::default();
         let routes = waiting.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                let arrived = SystemTime::now();
                 let Ok(message) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
@@ -234,7 +242,7 @@ impl Served {
                     continue;
                 };
                 if let Some(reply) = routes.lock().expect("routes").remove(&id) {
-                    let _ = reply.send(message);
+                    let _ = reply.send(Answer { message, arrived });
                 }
             }
         });
@@ -296,6 +304,10 @@ impl Served {
     }
 
     async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.answer(method, params).await.message
+    }
+
+    async fn answer(&mut self, method: &str, params: Value) -> Answer {
         self.next_id += 1;
         let id = self.next_id;
         let (reply, answer) = oneshot::channel();
@@ -310,12 +322,17 @@ impl Served {
 
     /// A tool's structured answer.
     async fn call(&mut self, tool: &str, args: Value) -> Value {
-        let answer = self
-            .request("tools/call", json!({"name": tool, "arguments": args}))
+        self.call_arrived(tool, args).await.0
+    }
+
+    /// A tool's structured answer, and when it reached the client.
+    async fn call_arrived(&mut self, tool: &str, args: Value) -> (Value, SystemTime) {
+        let Answer { message, arrived } = self
+            .answer("tools/call", json!({"name": tool, "arguments": args}))
             .await;
-        let result = &answer["result"];
-        assert_ne!(result["isError"], true, "{tool}: {answer}");
-        result["structuredContent"].clone()
+        let result = &message["result"];
+        assert_ne!(result["isError"], true, "{tool}: {message}");
+        (result["structuredContent"].clone(), arrived)
     }
 
     /// The server's resident memory, in MiB.
@@ -355,15 +372,15 @@ struct Flood {
 }
 
 /// Jobs whose turn the fake Codex ends while `job_wait` waits for it; returns how long each
-/// answer took to be here from the moment the fake ended the turn (ms).
+/// answer took to reach the client from the moment the fake wrote the turn's end (ms).
 async fn wake_ups(served: &mut Served, runs: usize) -> Vec<f64> {
     let mut wakeups = Vec::new();
     for _ in 0..runs {
         let job_id = served.start_job("TIME_AFTER: 0.05").await;
-        let waited = served
-            .call("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
+        let (waited, arrived) = served
+            .call_arrived("job_wait", json!({"job_id": job_id, "timeout_seconds": 60}))
             .await;
-        let now = std::time::SystemTime::now()
+        let now = arrived
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(f64::NAN, |d| d.as_secs_f64());
         let ended = waited["notifications"][0]["result"]

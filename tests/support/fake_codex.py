@@ -52,10 +52,23 @@ next_request = [0]
 thread_counter = [0]
 
 
+NOW = "@now@"  # in a message to send_stamped: the time it is written
+
+
 def send(*messages):
     """Writes the messages, one line each, in one write."""
     with write_lock:
         sys.stdout.write("".join(json.dumps(message) + "\n" for message in messages))
+        sys.stdout.flush()
+
+
+def send_stamped(*messages):
+    """Like send, with each NOW made the time of the write (seconds since the epoch). The lines
+    are built first: building them takes this fake longer than the server takes to handle them,
+    and a benchmark timing the server from that moment must not count it."""
+    lines = "".join(json.dumps(message) + "\n" for message in messages)
+    with write_lock:
+        sys.stdout.write(lines.replace(NOW, f"{time.time():.6f}"))
         sys.stdout.flush()
 
 
@@ -76,9 +89,9 @@ def event(request_id, thread_id, msg, turn_id=None):
     send(event_message(request_id, thread_id, msg, turn_id))
 
 
-def answer(request_id, thread_id, text, is_error=False):
+def answer(request_id, thread_id, text, is_error=False, send=send):
     """Ends a turn as 0.153 does: `task_complete`, then the call's answer (an error has no
-    `task_complete`), in one write."""
+    `task_complete`), in one write by `send`."""
     result = {"content": [{"type": "text", "text": text}],
               "structuredContent": {"threadId": thread_id, "content": text}}
     ends = [] if is_error else [event_message(request_id, thread_id, {
@@ -145,7 +158,7 @@ def run_turn(request_id, arguments):
         answer(request_id, thread_id, "slept")
     elif verb == "TIME_AFTER":
         time.sleep(float(arg))
-        answer(request_id, thread_id, f"{time.time():.6f}")
+        answer(request_id, thread_id, NOW, send=send_stamped)
     elif verb == "ASK_UNKNOWN":
         reply = ask("codex/something_new", {"threadId": thread_id})
         answer(request_id, thread_id, "client said: " + json.dumps(reply))
@@ -177,9 +190,9 @@ def app_turn(thread_id, turn_id, prompt):
         return
     if verb.strip() == "TIME_AFTER":
         time.sleep(float(arg))
-        item = {"type": "agentMessage", "id": "msg-" + turn_id, "text": f"{time.time():.6f}"}
+        item = {"type": "agentMessage", "id": "msg-" + turn_id, "text": NOW}
         ended = {"turn": {"id": turn_id, "status": "completed", "items": [item]}}
-        send({"method": "item/completed", "params": {"threadId": thread_id, "turnId": turn_id, "item": item}},
+        send_stamped({"method": "item/completed", "params": {"threadId": thread_id, "turnId": turn_id, "item": item}},
              {"method": "turn/completed", "params": dict(ended, threadId=thread_id)})
         return
     if verb.strip() == "ASK":
