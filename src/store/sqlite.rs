@@ -486,13 +486,19 @@ impl Store for SqliteStore {
                             to_json(notification)?
                         ],
                     )?;
-                    run(
-                        "INSERT INTO counters (name, value) VALUES ('last_notification', ?1)
-                         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-                        params![int(notification.seq)],
-                    )?;
                 }
                 Write::DeleteJob(job) => {
+                    // The newest seq is kept aside only when a deletion could take it: a
+                    // counter written with every notification was a page more in every commit
+                    // that ends a turn. (`WHERE true` tells the parser that the upsert's ON
+                    // CONFLICT is not a join's.)
+                    run(
+                        "INSERT INTO counters (name, value)
+                         SELECT 'last_notification', coalesce(MAX(seq), 0) FROM notifications
+                         WHERE true
+                         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                        params![],
+                    )?;
                     for table in [
                         "DELETE FROM events WHERE job_id = ?1",
                         "DELETE FROM notifications WHERE job_id = ?1",
@@ -636,17 +642,19 @@ impl Store for SqliteStore {
                 last_notification,
             });
         }
-        let last_notification: Option<i64> = connection
+        // The feed's newest entry, or the newest a deletion took if that was newer.
+        let last_notification: i64 = connection
             .query_row(
-                "SELECT value FROM counters WHERE name = 'last_notification'",
+                "SELECT max(
+                     coalesce((SELECT MAX(seq) FROM notifications), 0),
+                     coalesce((SELECT value FROM counters WHERE name = 'last_notification'), 0))",
                 [],
                 |row| row.get(0),
             )
-            .optional()
             .map_err(read)?;
         Ok(Loaded {
             jobs,
-            last_notification: last_notification.map_or(0, uint),
+            last_notification: uint(last_notification),
         })
     }
 }
@@ -1030,6 +1038,23 @@ mod tests {
             store.read_events(&job, &all).unwrap().events[1].data,
             json!({"n": 2})
         );
+    }
+
+    #[test]
+    fn the_feed_goes_on_from_its_newest_notification_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        fill(&store, "job-a", &[EventKind::AgentMessage]);
+        store
+            .write(&[
+                Write::Notification(Box::new(sample_notification(1, "job-a"))),
+                Write::Notification(Box::new(sample_notification(2, "job-a"))),
+            ])
+            .unwrap();
+        drop(store);
+        let loaded = SqliteStore::open(&path).unwrap().load().unwrap();
+        assert_eq!(loaded.last_notification, 2);
     }
 
     #[test]
