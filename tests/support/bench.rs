@@ -34,6 +34,9 @@ pub struct Sizes {
     pub real_runs: usize,
     /// Jobs run one after another on the real Codex, for its memory.
     pub real_jobs: usize,
+    /// Turns ended while `job_wait` waits, on each fake. More than `runs`: each is under a
+    /// millisecond, and a median of ten moved by a fifth with the VM's hiccups.
+    pub wake_ups: usize,
     /// Streamable HTTP clients reading `job_events` at once during a flood.
     pub http_clients: usize,
     /// Jobs running at once (`--max-concurrent-jobs` as many).
@@ -50,6 +53,7 @@ impl Sizes {
             real_deltas: 20_000,
             real_runs: 20,
             real_jobs: 1_000,
+            wake_ups: 50,
             http_clients: 32,
             concurrent_jobs: 1_000,
         }
@@ -64,6 +68,7 @@ impl Sizes {
             real_deltas: 50,
             real_runs: 2,
             real_jobs: 3,
+            wake_ups: 2,
             http_clients: 2,
             concurrent_jobs: 5,
         }
@@ -799,10 +804,13 @@ async fn run_turns(server: &Path, sizes: Sizes) -> Vec<Figure> {
         served.until_completed(&job_id).await;
         completions.push(ms(asked.elapsed()));
     }
-    let wakeups = wake_ups(&mut served, sizes.runs).await;
+    let wakeups = wake_ups(&mut served, sizes.wake_ups).await;
     drop(served);
-    let app_server_wakeups =
-        wake_ups(&mut Served::start_on_app_server(server).await, sizes.runs).await;
+    let app_server_wakeups = wake_ups(
+        &mut Served::start_on_app_server(server).await,
+        sizes.wake_ups,
+    )
+    .await;
     vec![
         Figure::new("job_start round trip", "ms", starts),
         Figure::new("job_start → completion seen (job_wait)", "ms", completions),
