@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::codex_install::codex;
 use support::fake_codex;
-use support::http::{HttpServer, session_headers};
+use support::http::{HttpServer, read_into_until, session_headers};
 use support::mock_model::MockModel;
 use support::server::{Launch, STEP, Sandbox, alive, children_of, within};
 
@@ -361,17 +361,13 @@ async fn a_sessionless_job_wait_holds_up_no_other_call() {
 
 /// What `stream` brings until it has brought `needle` (within a step's bound).
 async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
-    use tokio::io::AsyncReadExt as _;
     let mut read = Vec::new();
-    within(needle, async {
-        let mut chunk = [0u8; 4096];
-        while !String::from_utf8_lossy(&read).contains(needle) {
-            let n = stream.read(&mut chunk).await.unwrap();
-            assert_ne!(n, 0, "the stream ended before {needle}");
-            read.extend_from_slice(&chunk[..n]);
-        }
-    })
+    let found = within(
+        needle,
+        read_into_until(stream, &mut read, needle.as_bytes()),
+    )
     .await;
+    assert!(found, "the stream ended before {needle}");
     String::from_utf8_lossy(&read).into_owned()
 }
 

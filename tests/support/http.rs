@@ -62,6 +62,24 @@ pub fn session_headers(session: &str) -> [(&'static str, &str); 4] {
     ]
 }
 
+/// Reads `stream` into `read` until what was read holds `needle`; false if the stream ended
+/// first. Unbounded: the caller bounds it.
+pub async fn read_into_until(
+    stream: &mut tokio::net::TcpStream,
+    read: &mut Vec<u8>,
+    needle: &[u8],
+) -> bool {
+    let mut chunk = [0u8; 4096];
+    while !read.windows(needle.len()).any(|w| w == needle) {
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        read.extend_from_slice(&chunk[..n]);
+    }
+    true
+}
+
 pub struct HttpServer {
     pub child: Child,
     pub port: u16,
@@ -201,14 +219,7 @@ impl HttpServer {
             let mut response = Vec::new();
             // The head comes however slow the machine is; then, as a streaming answer (SSE) may
             // never end, what comes within a moment.
-            let mut chunk = [0u8; 4096];
-            while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut chunk).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                response.extend_from_slice(&chunk[..n]);
-            }
+            read_into_until(&mut stream, &mut response, b"\r\n\r\n").await;
             let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response))
                 .await;
             let text = String::from_utf8_lossy(&response).into_owned();
