@@ -8,11 +8,19 @@
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
+use tokio::sync::Mutex;
 
 use crate::model::{Changes, Worktree};
 
 /// How many changed paths a [`Changes`] lists by name.
 const PATHS_LISTED: usize = 50;
+
+/// Held while git adds, removes or prunes a worktree, or deletes a branch. Git does not guard
+/// these against each other: one `git worktree add` lists the repository's worktrees while
+/// another is half made, and fails with "failed to read .git/worktrees/…/commondir" (git
+/// 2.47, two `job_start`s at once on a loaded machine). They take milliseconds, so one lock for
+/// every repository costs nothing worth a lock per repository.
+static ADMINISTRATION: Mutex<()> = Mutex::const_new(());
 
 /// Runs `git args` in `dir`; its stdout, or what went wrong in one line.
 async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
@@ -36,11 +44,18 @@ async fn git_with_index(dir: &Path, index: Option<&Path>, args: &[&str]) -> Resu
             .to_owned());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let why = stderr
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no message");
-    Err(format!("`git {}` failed: {why}", args.join(" ")))
+    Err(format!("`git {}` failed: {}", args.join(" "), why(&stderr)))
+}
+
+/// The line of git's `stderr` that says why it failed: its first `fatal:` or `error:` line, as
+/// git may first say what it was doing ("Preparing worktree …"); else its last line.
+fn why(stderr: &str) -> &str {
+    let mut lines = stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines
+        .clone()
+        .find(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+        .or_else(|| lines.next_back())
+        .unwrap_or("no message")
 }
 
 /// Creates a worktree for `job` under `root`, on the new branch `branch`, from `base_ref`
@@ -94,7 +109,10 @@ pub async fn create(
         .map_err(|e| format!("could not create {}: {e}", root.display()))?;
     let path = root.join(job);
     let path_text = path.to_string_lossy().into_owned();
-    git(&top, &["worktree", "add", "-b", branch, &path_text, &base]).await?;
+    {
+        let _only = ADMINISTRATION.lock().await;
+        git(&top, &["worktree", "add", "-b", branch, &path_text, &base]).await?;
+    }
     let worktree = Worktree {
         cwd: path.join(inside).to_string_lossy().into_owned(),
         path: path_text,
@@ -180,9 +198,11 @@ pub async fn remove(worktree: &Worktree, force: bool) -> Result<(), String> {
             args.push("--force");
         }
         args.push(&worktree.path);
+        let _only = ADMINISTRATION.lock().await;
         git(repo, &args).await?;
     } else {
         // Removed by hand: forget its administrative files.
+        let _only = ADMINISTRATION.lock().await;
         git(repo, &["worktree", "prune"]).await?;
     }
     Ok(())
@@ -191,7 +211,30 @@ pub async fn remove(worktree: &Worktree, force: bool) -> Result<(), String> {
 /// Deletes the worktree's branch, merged or not.
 pub async fn delete_branch(worktree: &Worktree) -> Result<(), String> {
     let repo = Path::new(&worktree.repo);
+    // Git reads every worktree's HEAD to refuse deleting a branch one has checked out.
+    let _only = ADMINISTRATION.lock().await;
     git(repo, &["branch", "-D", &worktree.branch])
         .await
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::why;
+
+    #[test]
+    fn a_failure_is_told_by_gits_fatal_line_not_by_what_it_was_doing() {
+        let stderr = "Preparing worktree (new branch 'b')\n\
+                      fatal: failed to read .git/worktrees/w/commondir: Success\n";
+        assert_eq!(
+            why(stderr),
+            "fatal: failed to read .git/worktrees/w/commondir: Success"
+        );
+    }
+
+    #[test]
+    fn a_failure_without_a_fatal_line_is_told_by_gits_last_line() {
+        assert_eq!(why("hint: one\n  it broke  \n\n"), "it broke");
+        assert_eq!(why(""), "no message");
+    }
 }

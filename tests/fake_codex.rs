@@ -1,12 +1,14 @@
 //! Faults the real Codex cannot be made to show on demand, played by a scriptable fake
 //! (`tests/support/fake_codex.py`): garbage on stdout, a hang, a crash, a flood, requests we do
-//! not know, and binaries that are not a usable Codex.
+//! not know, and binaries that are not a usable Codex; and one fault of git's, played by a `git`
+//! in front of the real one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failed test
 
 mod support;
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use support::fake_codex;
@@ -646,4 +648,60 @@ async fn an_app_server_holding_too_many_threads_is_replaced_before_its_next_turn
         .until_logged("replaced codex app-server, which held more threads")
         .await;
     assert_eq!(std::fs::read_dir(&pids).unwrap().count(), 2);
+}
+
+/// A `PATH` whose `git` fails any `git worktree add` that starts while another is under way, and
+/// holds each open for 0.3 s so that concurrent ones meet there; every other command is the real
+/// git's.
+fn path_with_a_git_refusing_overlapping_worktree_adds(sandbox: &Sandbox) -> String {
+    let path = std::env::var_os("PATH").unwrap();
+    let real_git = std::env::split_paths(&path)
+        .map(|dir| dir.join("git"))
+        .find(|git| git.is_file())
+        .unwrap();
+    let shims = sandbox.dir.path().join("shims");
+    std::fs::create_dir_all(&shims).unwrap();
+    let marker = sandbox.dir.path().join("worktree-add-under-way");
+    let (marker, git) = (marker.display(), real_git.display());
+    let script = format!(
+        r#"#!/bin/sh
+case " $* " in
+*" worktree add "*)
+  mkdir '{marker}' 2>/dev/null || {{ echo 'fatal: two worktree adds at once' >&2; exit 128; }}
+  sleep 0.3
+  '{git}' "$@"; rc=$?
+  rmdir '{marker}'; exit $rc ;;
+*) exec '{git}' "$@" ;;
+esac
+"#
+    );
+    let shim = shims.join("git");
+    std::fs::write(&shim, script).unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dirs = std::iter::once(shims).chain(std::env::split_paths(&path));
+    std::env::join_paths(dirs).unwrap().into_string().unwrap()
+}
+
+/// Git does not guard one `git worktree add` against another in the same repository: the second
+/// can read the first's half-written files and fail (seen on a loaded CI machine).
+#[tokio::test]
+async fn worktree_jobs_started_at_once_on_one_repository_take_turns_adding_their_worktrees() {
+    let sandbox = Sandbox::new();
+    let repo = support::git::repository(&sandbox.work());
+    let path = path_with_a_git_refusing_overlapping_worktree_adds(&sandbox);
+    let bin = fake_codex();
+    let server = Launch::new(&bin, &sandbox).env("PATH", &path).start().await;
+    let start = |word: &str| json!({"prompt": word, "cwd": repo, "isolation": "worktree"});
+    let (a, b) = tokio::join!(
+        server.ok("job_start", start("alpha")),
+        server.ok("job_start", start("beta"))
+    );
+    for (job, word) in [(a, "alpha"), (b, "beta")] {
+        let settled = server.settle(job["job_id"].as_str().unwrap()).await;
+        assert_eq!(settled["result"], format!("fake: {word}"), "{settled}");
+        assert!(
+            Path::new(job["worktree"].as_str().unwrap()).is_dir(),
+            "{job}"
+        );
+    }
 }
