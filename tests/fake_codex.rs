@@ -705,3 +705,42 @@ async fn worktree_jobs_started_at_once_on_one_repository_take_turns_adding_their
         );
     }
 }
+
+/// A `codex` that notes each run (its arguments, a line each) in the returned file, then is the
+/// fake.
+fn codex_noting_its_runs(sandbox: &Sandbox) -> (PathBuf, PathBuf) {
+    let runs = sandbox.dir.path().join("codex-runs");
+    let bin = sandbox.dir.path().join("codex");
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+        runs.display(),
+        fake_codex().display()
+    );
+    std::fs::write(&bin, script).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (bin, runs)
+}
+
+/// On stdio Codex starts once the client has its first answer, so that its start takes no core
+/// from `initialize`.
+#[tokio::test]
+async fn a_stdio_client_that_leaves_without_a_word_starts_no_codex_and_the_server_exits() {
+    let sandbox = Sandbox::new();
+    let (bin, runs) = codex_noting_its_runs(&sandbox);
+    let mut server = Launch::new(&bin, &sandbox).command().spawn().unwrap();
+    drop(server.stdin.take());
+    // It exits (saying the connection closed before `initialize`) instead of waiting for a start.
+    within("server exit", server.wait()).await.unwrap();
+    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+    assert_eq!(ran, "", "Codex was run");
+}
+
+#[tokio::test]
+async fn codex_comes_up_once_the_client_is_answered_before_any_tool_needs_it() {
+    let sandbox = Sandbox::new();
+    let (bin, runs) = codex_noting_its_runs(&sandbox);
+    let server = Launch::new(&bin, &sandbox).start().await;
+    server.until_logged("Codex backend ready").await;
+    let ran = std::fs::read_to_string(&runs).unwrap();
+    assert!(ran.lines().any(|run| run.ends_with("mcp-server")), "{ran}");
+}

@@ -2,13 +2,16 @@
 //! once (Codex leaves out an MCP server that is not ready within about a second, and `claude -p`
 //! waits about two): what needs Codex waits until it is up, and a Codex that turns out to be
 //! missing or unusable is reported to each of them, with what to do, instead of stopping the
-//! server.
+//! server. The start may wait for a signal (on stdio, the client's first answer), and a server
+//! stopped before it gives up the start instead of waiting for it.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Backend, BackendError, BackendEvent, BackendInfo, BackendKind, CodexSettings, TurnInput,
@@ -21,17 +24,31 @@ type Started = Option<Result<Arc<dyn Backend>, String>>;
 
 pub struct StartingBackend {
     started: watch::Receiver<Started>,
+    /// Cancelled by [`Backend::shutdown`]: a start that has not begun by then never does.
+    abandoned: CancellationToken,
 }
 
 impl StartingBackend {
-    /// Starts the backend of `kind` for `settings` in the background.
+    /// Starts the backend of `kind` for `settings` in the background, once `after` is done.
     pub fn spawn(
         settings: CodexSettings,
         kind: BackendKind,
         events: mpsc::Sender<BackendEvent>,
+        after: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
         let (done, started) = watch::channel(None);
+        let abandoned = CancellationToken::new();
+        let stopped = abandoned.clone();
         tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = stopped.cancelled() => {
+                    let problem = "the server stopped before Codex was started".to_owned();
+                    let _ = done.send(Some(Err(problem)));
+                    return;
+                }
+                () = after => {}
+            }
             let outcome = start_backend(settings, kind, events)
                 .await
                 .map_err(|e| format!("{e:#}"));
@@ -40,7 +57,7 @@ impl StartingBackend {
             }
             let _ = done.send(Some(outcome));
         });
-        Self { started }
+        Self { started, abandoned }
     }
 
     /// The backend once Codex is up, or why it cannot be.
@@ -164,6 +181,7 @@ impl Backend for StartingBackend {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         async move {
+            self.abandoned.cancel();
             // A Codex still starting is stopped once it is up (the engine bounds this wait).
             if let Ok(backend) = self.backend().await {
                 backend.shutdown().await;

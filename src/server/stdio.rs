@@ -29,14 +29,16 @@ const OUTBOX: usize = 64;
 const FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Serves the tools on stdin/stdout until the client closes stdin or `shutdown` is cancelled,
-/// then finishes writing what was queued for stdout.
+/// then finishes writing what was queued for stdout. `answered` is cancelled once the first line
+/// has reached stdout.
 pub(crate) async fn serve_stdio(
     manager: JobManager,
     settings: ServerSettings,
     shutdown: CancellationToken,
+    answered: CancellationToken,
 ) -> anyhow::Result<()> {
     let (lines_out, lines) = mpsc::channel::<String>(OUTBOX);
-    let writer = tokio::spawn(write_lines(stdout(), lines));
+    let writer = tokio::spawn(write_lines(stdout(), lines, answered));
     let (to_service, from_client) = futures::channel::mpsc::channel::<ClientJsonRpcMessage>(OUTBOX);
     let reader = tokio::spawn(read_lines(
         BufReader::new(stdin()),
@@ -140,7 +142,11 @@ async fn read_lines<R: tokio::io::AsyncBufRead + Unpin>(
 }
 
 /// Writes each line whole, then flushes: ends when every sender is gone and the queue is empty.
-async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut lines: mpsc::Receiver<String>) {
+async fn write_lines<W: AsyncWrite + Unpin>(
+    mut out: W,
+    mut lines: mpsc::Receiver<String>,
+    answered: CancellationToken,
+) {
     while let Some(mut line) = lines.recv().await {
         line.push('\n');
         let written = async {
@@ -151,6 +157,7 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut lines: mpsc::Receive
             tracing::debug!(error = %e, "stdout closed");
             break;
         }
+        answered.cancel();
     }
 }
 
