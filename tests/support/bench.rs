@@ -402,7 +402,7 @@ async fn wake_ups(served: &mut Served, runs: usize) -> Vec<f64> {
 ///
 /// The VM the figures come from (Firecracker, KVM) halts an idle vCPU and the host must schedule
 /// it again before a thread woken on it runs: a wake-up crosses four threads (the fake's, the
-/// server's reader, its SQLite writer, the client's), so most cross to a halted vCPU. Measured in
+/// server's reader, its SQLite writer, the client's), and each crossing may wait so. Measured in
 /// turn, 50 wake-ups each: a median of 1.4 to 2.1 ms without these loops and 0.58 to 0.76 ms
 /// with them. The same wake-up with and without them tells the server's own path from the
 /// machine's cost of waking a CPU.
