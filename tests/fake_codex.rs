@@ -650,6 +650,12 @@ async fn an_app_server_holding_too_many_threads_is_replaced_before_its_next_turn
     assert_eq!(std::fs::read_dir(&pids).unwrap().count(), 2);
 }
 
+/// Writes `script` to `path` as an executable.
+fn write_executable(path: &Path, script: &str) {
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A `PATH` whose `git` fails any `git worktree add` that starts while another is under way, and
 /// holds each open for 0.3 s so that concurrent ones meet there; every other command is the real
 /// git's.
@@ -675,9 +681,7 @@ case " $* " in
 esac
 "#
     );
-    let shim = shims.join("git");
-    std::fs::write(&shim, script).unwrap();
-    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&shims.join("git"), &script);
     let dirs = std::iter::once(shims).chain(std::env::split_paths(&path));
     std::env::join_paths(dirs).unwrap().into_string().unwrap()
 }
@@ -716,8 +720,7 @@ fn codex_noting_its_runs(sandbox: &Sandbox) -> (PathBuf, PathBuf) {
         runs.display(),
         fake_codex().display()
     );
-    std::fs::write(&bin, script).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&bin, &script);
     (bin, runs)
 }
 
