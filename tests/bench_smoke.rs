@@ -11,7 +11,7 @@ use support::bench::{self, Sizes};
 async fn the_benchmark_measures_every_figure() {
     let server = std::path::Path::new(env!("CARGO_BIN_EXE_codex-async-mcp"));
     let figures = bench::run(server, Sizes::smoke()).await;
-    assert_eq!(figures.len(), 20);
+    assert_eq!(figures.len(), 21);
     for figure in &figures {
         assert!(!figure.samples.is_empty(), "{}", figure.name);
         assert!(
