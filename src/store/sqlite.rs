@@ -51,8 +51,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX events_shown ON events (job_id, seq)
          WHERE kind NOT IN ('agent_message_delta', 'reasoning_delta', 'command_output_delta');",
     // 4: the same index with its condition written as comparisons. SQLite checks a partial
-    // index's condition on every row saved, and builds a temporary table for a `NOT IN` list
-    // each time it does: that cost every event saved as much again as the rest of its insert.
+    // index's condition on every row saved, and built a temporary table for the `NOT IN` list
+    // each time: about 19,000 instructions more for every event saved (callgrind).
     "DROP INDEX events_shown;
      CREATE INDEX events_shown ON events (job_id, seq)
          WHERE kind <> 'agent_message_delta' AND kind <> 'reasoning_delta'
