@@ -869,13 +869,18 @@ mod tests {
                 .write(&[Write::Event(JobId::from("j"), event)])
                 .unwrap();
         }
+        until("the events stayed in the write-ahead log", || {
+            file_size() > before
+        });
+    }
+
+    /// Waits until `done` holds, failing with `otherwise` after 20 s: for the checkpointer's
+    /// work, which no call of the test's waits for.
+    fn until(otherwise: &str, done: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while file_size() <= before {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the events stayed in the write-ahead log"
-            );
-            std::thread::yield_now();
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{otherwise}");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -890,14 +895,9 @@ mod tests {
         let log = dir.path().join("jobs.sqlite-wal");
         let generation = || std::fs::read(&log).unwrap()[12..24].to_vec();
         let written = generation();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while generation() == written {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the log was left for the next commit to restart"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        until("the log was left for the next commit to restart", || {
+            generation() != written
+        });
         let restarts: i64 = (store.reader().unwrap())
             .query_row(
                 "SELECT value FROM counters WHERE name = 'log_restarts'",
